@@ -1,0 +1,1 @@
+"""CLI subcommands: each module parses its options and calls the library."""
