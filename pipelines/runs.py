@@ -1,0 +1,95 @@
+"""Runs on disk: one folder per run, atomic writes, and a DONE marker written last."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+from pipelines.errors import RareganError
+
+DONE = "DONE"
+
+
+def ensure_writable(path: Path) -> Path:
+    """Create `path` as a folder, or a user error naming it when that is impossible."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe-", delete=True)
+        probe.close()
+    except OSError as err:
+        raise RareganError(f"cannot write to output folder {path}: {err.strerror or err}; choose another --out") from None
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old one or the whole new one, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Atomic write of a text file (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic write of pretty JSON."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_yaml(path: Path, obj) -> None:
+    """Atomic write of YAML (a run's resolved config)."""
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def is_done(path: Path) -> bool:
+    """True when the run folder holds its DONE marker."""
+    return (Path(path) / DONE).is_file()
+
+
+def mark_done(path: Path, summary: dict | None = None) -> None:
+    """Write the DONE marker (optionally with a summary), last of all."""
+    write_json(Path(path) / DONE, summary or {})
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """Yield a fresh temp folder beside `out`; on success it replaces `out`, on failure it vanishes."""
+    out = Path(out)
+    parent = ensure_writable(out.parent if out.parent != Path("") else Path("."))
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.old-"))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def run_path(root: Path, dataset: str, stage: str, name: str) -> Path:
+    """runs/<dataset>/<stage>/<name>/ (the layout the design card fixes)."""
+    return Path(root) / dataset / stage / name
