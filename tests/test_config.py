@@ -1,0 +1,35 @@
+"""Config presets: defaults, presets, overrides, and unknown keys refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.config import CONFIG_DIR, DEFAULTS, load_config
+from pipelines.errors import RareganError
+
+
+def test_presets_load_and_override_defaults():
+    demo, paper = load_config("cpu-demo"), load_config("paper")
+    assert demo["gan"]["resolution"] == 64 and paper["gan"]["resolution"] == 256
+    assert len(paper["gan"]["channels"]) == 7  # 4..256 px
+    assert paper["compare"]["fractions"] == [1, 10, 50, 100]
+    assert demo["gan"]["lr"] == DEFAULTS["gan"]["lr"]  # untouched keys keep defaults
+    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} >= {"cpu-demo", "paper"}
+
+
+def test_overrides_win_and_defaults_are_not_mutated():
+    cfg = load_config("cpu-demo", {"gan": {"kimg_per_phase": 0.5}})
+    assert cfg["gan"]["kimg_per_phase"] == 0.5
+    assert DEFAULTS["gan"]["kimg_per_phase"] == 6.0
+
+
+def test_unknown_key_names_the_key_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gan:\n  chanels: [1, 2]\n")
+    with pytest.raises(RareganError, match=r"bad.yaml: unknown config key 'gan.chanels'"):
+        load_config(bad)
+    with pytest.raises(RareganError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "broken.yaml").write_text("gan: [unclosed\n")
+    with pytest.raises(RareganError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
