@@ -1,0 +1,91 @@
+"""Class-folder loader: the real knee KL grades and small trees under tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.data import detect_format, load_records
+from pipelines.data.folders import DEFAULT_PATIENT_PATTERN, natural_key
+from pipelines.errors import RareganError
+
+
+def test_real_knee_kl(shared_data: Path) -> None:
+    root = shared_data / "knee_kl"
+    assert detect_format(root) == "folders"
+    rec = load_records(root)
+    assert rec.source == "folders" and rec.task == "ordinal"
+    assert rec.label_names == ["0", "1", "2", "3", "4"]
+    assert len(rec) == 8260 and rec.info["skipped"] == 0
+    splits = rec.frame["orig_split"].value_counts().to_dict()
+    assert splits == {"train": 5778, "val": 826, "test": 1656}
+    assert int(rec.frame["4"].sum()) == 251
+    np.testing.assert_array_equal(rec.labels.sum(axis=1), 1)
+    row = rec.frame.loc[rec.frame["image_id"] == "train/0/9001695L.png"].iloc[0]
+    assert row["patient"] == "9001695" and row["path"] == str(root / "train/0/9001695L.png")
+    # Both knees of a patient share the id; no patient crosses the original splits.
+    assert rec.frame.groupby("patient")["orig_split"].nunique().max() == 1
+
+
+def test_default_pattern_strips_side_marker() -> None:
+    import re
+
+    pattern = re.compile(DEFAULT_PATIENT_PATTERN)
+    got = {n: pattern.match(n).group(1) for n in ["9025994L.png", "9025994R.png", "p12_R.jpg"]}
+    assert got == {"9025994L.png": "9025994", "9025994R.png": "9025994", "p12_R.jpg": "p12"}
+    assert pattern.match("scan_007.png").group(1) == "scan_007"
+
+
+def make_classes(root: Path, classes: dict[str, list[str]]) -> Path:
+    """root/<class>/<file> with empty files."""
+    for name, files in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for file in files:
+            (root / name / file).write_bytes(b"")
+    return root
+
+
+def test_natural_order_and_default_tasks(tmp_path: Path) -> None:
+    assert sorted(["10", "2", "1"], key=natural_key) == ["1", "2", "10"]
+    rec = load_records(make_classes(tmp_path / "a", {c: ["1.png"] for c in ["10", "2", "1"]}))
+    assert rec.label_names == ["1", "2", "10"] and rec.task == "ordinal"
+    assert detect_format(tmp_path / "a") == "folders"
+    two = load_records(make_classes(tmp_path / "b", {"dog": ["x.png"], "cat": ["y.jpg"]}))
+    assert two.label_names == ["cat", "dog"] and two.task == "binary"
+    assert two.targets().tolist() == [0, 1] and list(two.frame["orig_split"]) == ["", ""]
+    three = make_classes(tmp_path / "c", {"a": ["1.png"], "b": ["2.png"], "c10": ["3.png"]})
+    assert load_records(three).task == "multiclass"
+    assert load_records(three, task="ordinal").task == "ordinal"
+
+
+def test_skipped_files_counted(tmp_path: Path) -> None:
+    root = make_classes(tmp_path, {"0": ["1L.png", ".hidden.png", "notes.txt"], "1": ["2R.PNG"]})
+    rec = load_records(root)
+    assert len(rec) == 2 and rec.info["skipped"] == 2
+    assert list(rec.frame["patient"]) == ["1", "2"]
+
+
+def test_patient_pattern(tmp_path: Path) -> None:
+    root = make_classes(tmp_path, {"a": ["pt01_scan2.png"], "b": ["pt02_scan1.png", "x.png"]})
+    with pytest.raises(RareganError, match=r"x\.png does not match the patient pattern '\^pt"):
+        load_records(root, patient_pattern=r"^pt(\d+)_")
+    (root / "b" / "x.png").unlink()
+    rec = load_records(root, patient_pattern=r"^pt(\d+)_")
+    assert list(rec.frame["patient"]) == ["01", "02"]
+    with pytest.raises(RareganError, match="exactly one"):
+        load_records(root, patient_pattern=r"^pt\d+")
+
+
+def test_empty_class_and_bad_layouts(tmp_path: Path) -> None:
+    root = make_classes(tmp_path / "r", {"a": ["1.png"], "b": ["readme.md"]})
+    with pytest.raises(RareganError, match=r"class folder .*r/b holds no images"):
+        load_records(root, format="folders")
+    one = make_classes(tmp_path / "one", {"a": ["1.png"]})
+    with pytest.raises(RareganError, match="one class folder"):
+        load_records(one)
+    with pytest.raises(RareganError, match="task 'multilabel'"):
+        load_records(
+            make_classes(tmp_path / "m", {"a": ["1.png"], "b": ["2.png"]}), task="multilabel"
+        )
