@@ -78,7 +78,8 @@ def assign_splits(
     """Per-row split names ("train"/"val"/"test"), by patient, stratified on `stratify` labels.
 
     Official val/test rows of the source are kept when `keep_official`; the splits the source lacks are
-    carved from the remaining patients (val and test as fractions of all of them).
+    carved from the remaining patients (val and test as shares of patients, each label's patients spread
+    in the same shares).
     """
     for name, value in (("val", val), ("test", test)):
         if not 0.0 <= value < 1.0:
@@ -98,7 +99,10 @@ def assign_splits(
         patients, sizes, counts = patient_label_counts(sub, labels)
         fr = {"val": val, "test": test}
         fractions = [1.0 - sum(fr[s] for s in carve)] + [fr[s] for s in carve]
-        fold = iterative_stratification(sizes, counts, fractions, np.random.default_rng(seed))
+        # Balance patients (not images): one patient with 100 films must not fill a split alone.
+        fold = iterative_stratification(
+            np.ones_like(sizes), (counts > 0).astype(np.float64), fractions, np.random.default_rng(seed)
+        )
         names = np.array(["train", *carve], dtype=object)
         by_patient = dict(zip(patients, names[fold], strict=True))
         split[pool] = sub.frame["patient"].map(by_patient).to_numpy(dtype=object)
