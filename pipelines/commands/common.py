@@ -1,0 +1,66 @@
+"""Options every data-reading command shares, and the DataSpec they make."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines.prepare import DataSpec
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data, --format and the options that decide splits and the store."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", type=Path, required=True, help="dataset root (CheXpert, NIH, Kermany or class folders)")
+    g.add_argument("--format", choices=["chexpert", "nih", "kermany", "folders"], help="source format (default: detected)")
+    g.add_argument("--uncertainty", choices=["u_ones", "u_zeros", "u_ignore"], help="CheXpert -1 policy (default u_ones)")
+    g.add_argument("--all-views", action="store_true", help="CheXpert: keep lateral views too (default frontal only)")
+    g.add_argument("--patient-pattern", help="class folders: regex with one group giving the patient id from the file name")
+    g.add_argument("--task", choices=["multilabel", "multiclass", "binary", "ordinal"], help="override the source's task (Kermany: binary)")
+    g.add_argument("--label-map", help='merge labels, e.g. "Lung Lesion=Nodule|Mass;Pleural Other=Pleural_Thickening"')
+    g.add_argument("--size", type=int, default=64, help="stored image size in pixels (default 64)")
+    g.add_argument("--resize", choices=["pad", "crop"], default="pad", help="non-square images: pad or center-crop")
+    g.add_argument("--seed", type=int, default=0, help="seed of the split and fractions (default 0)")
+    g.add_argument("--val", type=float, default=0.1, help="val share of patients when the source has no val split")
+    g.add_argument("--test", type=float, default=0.1, help="test share of patients when the source has no test split")
+    g.add_argument("--resplit", action="store_true", help="ignore the source's own val/test splits")
+    g.add_argument("--allow-duplicates", action="store_true", help="do not refuse identical images across splits")
+    g.add_argument("--cache", type=Path, default=Path("runs/store"), help="where decoded stores live")
+    g.add_argument("--workers", type=int, default=2, help="decode processes")
+
+
+def source_options(args: argparse.Namespace, fmt: str) -> dict:
+    """Loader options the user set, for the given format."""
+    opts = {}
+    if fmt == "chexpert":
+        if args.uncertainty:
+            opts["uncertainty"] = args.uncertainty
+        if args.all_views:
+            opts["frontal_only"] = False
+    if fmt == "folders" and args.patient_pattern:
+        opts["patient_pattern"] = args.patient_pattern
+    if fmt in ("kermany", "folders") and args.task:
+        opts["task"] = args.task
+    return opts
+
+
+def spec_from_args(args: argparse.Namespace) -> DataSpec:
+    """The DataSpec the command line describes."""
+    from pipelines.data import detect_format
+
+    fmt = args.format or detect_format(args.data)
+    return DataSpec(
+        data=args.data,
+        format=fmt,
+        options=source_options(args, fmt),
+        label_map=args.label_map,
+        size=args.size,
+        resize=args.resize,
+        seed=args.seed,
+        val=args.val,
+        test=args.test,
+        keep_official=not args.resplit,
+        allow_duplicates=args.allow_duplicates,
+        cache_dir=args.cache,
+        workers=args.workers,
+    )

@@ -1,0 +1,96 @@
+"""From a data path to split records, the decoded store and the leakage report: every stage starts here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.data import load_records
+from pipelines.data.labelmap import map_labels, parse_label_map
+from pipelines.data.records import Records
+from pipelines.errors import RareganError
+from pipelines.leakage import LeakageReport, leakage_report
+from pipelines.splits import assign_splits
+from pipelines.store import Store, build_store
+
+
+@dataclass
+class DataSpec:
+    """Everything that decides which images land where: the same spec gives the same split."""
+
+    data: Path
+    format: str | None = None
+    options: dict = field(default_factory=dict)
+    label_map: str | None = None
+    size: int = 64
+    resize: str = "pad"
+    seed: int = 0
+    val: float = 0.1
+    test: float = 0.1
+    stratify: list[str] | None = None
+    keep_official: bool = True
+    allow_duplicates: bool = False
+    cache_dir: Path = Path("runs/store")
+    workers: int = 2
+
+
+@dataclass
+class Prepared:
+    """Split records (frame columns `split` and `row` = store index), their store and leakage report."""
+
+    records: Records
+    store: Store
+    leakage: LeakageReport
+
+    def split(self, name: str) -> Records:
+        """The records of one split."""
+        return self.records.subset(self.records.frame["split"] == name)
+
+
+def load_split(spec: DataSpec) -> Records:
+    """Records with a `split` column, label map applied; no pixels decoded."""
+    records = load_records(spec.data, spec.format, **spec.options)
+    if spec.label_map:
+        records = map_labels(records, parse_label_map(spec.label_map))
+    if len(records) == 0:
+        raise RareganError(f"no images found in {spec.data}")
+    split = assign_splits(records, spec.val, spec.test, spec.seed, spec.stratify, spec.keep_official)
+    records.frame["split"] = split
+    return records
+
+
+def prepare(spec: DataSpec, progress: bool = True) -> Prepared:
+    """Load, split, decode once into the store, and run the leakage guard (refuses on leaks)."""
+    records = load_split(spec)
+    store = build_store(
+        records.frame["path"].tolist(), spec.size, spec.resize, spec.cache_dir, spec.workers, progress
+    )
+    records.frame["row"] = np.arange(len(records))
+    report = leakage_report(
+        records.frame["patient"].to_numpy(),
+        records.frame["split"].to_numpy(),
+        records.frame["row"].to_numpy(),
+        store,
+        allow_duplicates=spec.allow_duplicates,
+    )
+    return Prepared(records, store, report)
+
+
+def split_table(records: Records) -> pd.DataFrame:
+    """Images, patients and positives per label for each split (NaN labels counted apart)."""
+    rows = []
+    frame = records.frame
+    for name in ("train", "val", "test"):
+        part = frame[frame["split"] == name]
+        row = {"split": name, "images": len(part), "patients": part["patient"].nunique()}
+        for label in records.label_names:
+            col = part[label]
+            row[label] = int((col > 0.5).sum())
+            n_unknown = int(col.isna().sum())
+            if n_unknown:
+                row[f"{label} (unknown)"] = n_unknown
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("split")
