@@ -32,6 +32,9 @@ def test_done_marker_and_atomic_text(tmp_path):
     mark_done(tmp_path, {"n": 1})
     assert is_done(tmp_path) and (tmp_path / "x.txt").read_text() == "hello"
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_output_under_a_file_is_user_error(tmp_path):

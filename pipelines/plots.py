@@ -1,0 +1,131 @@
+"""The experiment's figures: AUC vs training fraction per arm (with the paper's points), FID/KID.
+
+Figures are drawn on matplotlib `Figure` objects with the Agg canvas (no pyplot state, no display),
+rendered to PNG bytes and written atomically; the same table gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from pipelines.errors import RareganError
+from pipelines.paper import ARMS
+from pipelines.runs import atomic_write_bytes, ensure_writable
+
+ARM_STYLE = {
+    "none": {"color": "#4d4d4d", "marker": "o", "label": "no augmentation"},
+    "standard": {"color": "#1f77b4", "marker": "s", "label": "standard augmentation"},
+    "gan": {"color": "#d95f02", "marker": "^", "label": "GAN augmentation"},
+}
+PAPER_LABEL = "Sundaram & Hulkund 2021"
+DPI = 110
+
+
+def _save(fig: Figure, out_png: Path | str) -> Path:
+    """Render to PNG (no timestamp metadata) and write atomically."""
+    out = Path(out_png)
+    ensure_writable(out.parent)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def _fraction_axis(ax, fractions) -> None:
+    """Log x axis with a tick and a '10 %' label at each fraction."""
+    fractions = sorted(float(f) for f in fractions)
+    ax.set_xscale("log")
+    ax.set_xticks(fractions, [f"{f:g} %" for f in fractions])
+    ax.minorticks_off()
+    if fractions:
+        ax.set_xlim(fractions[0] / 1.4, fractions[-1] * 1.4)
+    ax.set_xlabel("training fraction (patients)")
+
+
+def _draw_class(ax, table: pd.DataFrame, cls: str) -> None:
+    """One class: a line with a CI band per arm, the paper's points as hollow diamonds."""
+    rows = table[table["class"] == cls].sort_values("fraction")
+    if rows.empty:
+        have = ", ".join(map(str, table["class"].unique()))
+        raise RareganError(f"class {cls!r} is not in the AUC table (it has: {have})")
+    for arm in ARMS:
+        part = rows[rows["arm"] == arm]
+        if part.empty:
+            continue
+        style, x = ARM_STYLE[arm], part["fraction"].to_numpy(float)
+        ax.fill_between(x, part["lo"], part["hi"], color=style["color"], alpha=0.18, lw=0)
+        ax.plot(x, part["auc"], color=style["color"], marker=style["marker"], label=style["label"])
+        paper = part[np.isfinite(part["paper_auc"].astype(float))]
+        ax.plot(paper["fraction"].to_numpy(float), paper["paper_auc"], ls="none", marker="D",
+                mfc="white", mec=style["color"], mew=1.5, ms=7)  # fmt: skip
+    if not np.isfinite(rows["auc"]).any():
+        note = rows["note"].dropna().iloc[0] if rows["note"].notna().any() else "no AUC"
+        ax.text(0.5, 0.5, textwrap.fill(note, 34), transform=ax.transAxes, ha="center", va="center")
+        ax.set_yticks([])
+    _fraction_axis(ax, rows["fraction"].unique())
+    ax.set_title(cls)
+    ax.set_ylabel("test AUC (mean over seeds, 95 % CI)")
+    ax.grid(True, alpha=0.3)
+
+
+def _legend_handles(ax) -> tuple[list, list]:
+    handles, labels = ax.get_legend_handles_labels()
+    proxy = Line2D([], [], ls="none", marker="D", mfc="white", mec="black", mew=1.5, ms=7)
+    return [*handles, proxy], [*labels, f"{PAPER_LABEL} (one seed)"]
+
+
+def auc_vs_fraction(table: pd.DataFrame, out_png: Path | str, cls: str) -> Path:
+    """AUC vs training fraction for one class: one line per arm with CI bands, paper overlaid."""
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    _draw_class(ax, table, cls)
+    ax.legend(*_legend_handles(ax), loc="best", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def auc_vs_fraction_all(table: pd.DataFrame, out_png: Path | str) -> Path:
+    """The same for every class of the table, side by side, with one shared legend."""
+    classes = list(dict.fromkeys(table["class"]))
+    if not classes:
+        raise RareganError("the AUC table is empty: no class to plot; run the sweep first")
+    cols = min(3, len(classes))
+    nrows = -(-len(classes) // cols)
+    fig = Figure(figsize=(4.6 * cols, 3.8 * nrows + 0.5))
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, cls in zip(axes, classes, strict=False):
+        _draw_class(ax, table, cls)
+    for ax in axes[len(classes) :]:
+        ax.set_visible(False)
+    fig.legend(*_legend_handles(axes[0]), loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
+    return _save(fig, out_png)
+
+
+def fid_kid(frame: pd.DataFrame, out_png: Path | str) -> Path:
+    """FID (and KID where given) of the synthetic images per class vs training fraction."""
+    missing = [c for c in ("class", "fraction", "fid") if c not in frame]
+    if missing:
+        raise RareganError(
+            f"FID/KID table lacks columns {missing}; it needs class, fraction, fid, kid"
+        )
+    metrics = ["fid"] + (["kid"] if "kid" in frame and frame["kid"].notna().any() else [])
+    fig = Figure(figsize=(5.2 * len(metrics), 4.0))
+    axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics, strict=True):
+        for cls, part in frame.sort_values("fraction").groupby("class", sort=True):
+            ax.plot(part["fraction"].to_numpy(float), part[metric], marker="o", label=str(cls))
+        _fraction_axis(ax, frame["fraction"].unique())
+        ax.set_ylabel(f"{metric.upper()} (lower = closer to real)")
+        ax.set_title(f"{metric.upper()} of synthetic vs real images")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out_png)

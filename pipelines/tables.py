@@ -1,0 +1,400 @@
+"""The experiment's AUC table: per class × fraction × arm, seed means, paired patient-bootstrap CIs.
+
+Statistics. All finished cells of a sweep predict the same test images. One set of `n_boot`
+bootstrap resamples of the test *patients* (all images of a drawn patient kept) is drawn once
+(`classify.metrics.PatientBootstrap`, seeded) and applied to every seed and every arm, so all
+intervals and differences are paired. For a class × fraction × arm, the AUC is the mean over its
+finished seeds; its bootstrap replicate is the mean of the seeds' AUCs on that resample, and the
+95 % CI is the 2.5–97.5 percentile of those replicates. Δ(arm − none) takes the difference of the
+two means on each resample: percentile 95 % CI, and a two-sided p-value by the bootstrap shift
+method (the replicates centred on the observed Δ stand in for its null distribution):
+p = (1 + #{|Δ* − Δ| ≥ |Δ|}) / (1 + B). `significant` means the CI excludes 0. These intervals
+measure test-set sampling only; training randomness is shown by the spread over seeds (`seed_std`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from classify.metrics import PatientBootstrap
+from pipelines.errors import RareganError
+from pipelines.paper import ARMS, paper_auc
+from pipelines.runs import atomic_write_text, ensure_writable, is_done
+
+CELL_COLUMNS = ("class", "fraction", "arm", "seed", "status", "run", "error")
+STATUSES = ("done", "failed", "pending")
+KEY = ["class", "fraction", "arm", "seed"]
+
+
+def label_names(frame: pd.DataFrame) -> list[str]:
+    """Labels L of a predictions frame: those with both an `L` and a `score:L` column."""
+    return [c for c in frame.columns if not c.startswith("score:") and f"score:{c}" in frame]
+
+
+def load_predictions(run: Path | str) -> pd.DataFrame:
+    """A finished cell's `predictions.csv`, checked: ids unique, labels 1/0/NaN, scores finite."""
+    path = Path(run) / "predictions.csv"
+    if not path.is_file():
+        raise RareganError(f"{path}: predictions file missing; re-run that cell or mark it failed")
+    try:
+        frame = pd.read_csv(path, dtype={"image_id": str, "patient": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise RareganError(f"{path}: not a readable CSV ({err}); re-run that cell") from None
+    labels = label_names(frame)
+    missing = [c for c in ("image_id", "patient") if c not in frame]
+    if missing or not labels:
+        what = f"columns {missing}" if missing else "any pair of columns `L` and `score:L`"
+        raise RareganError(f"{path}: lacks {what}; re-run that cell with the current raregan")
+    dup = frame["image_id"].duplicated()
+    if dup.any():
+        row = int(np.argmax(dup.to_numpy())) + 2
+        raise RareganError(f"{path} row {row}: image_id {frame['image_id'][dup].iloc[0]!r} repeats")
+    scores = [f"score:{n}" for n in labels]
+    num = frame[labels + scores].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    bad = (num.isna() & frame[num.columns].notna()) | ~np.isfinite(num.fillna(0))
+    bad[labels] |= num[labels].notna() & ~num[labels].isin([0, 1])
+    bad[scores] |= num[scores].isna()
+    if bad.to_numpy().any():
+        row, col = np.argwhere(bad.to_numpy())[0]
+        raise RareganError(
+            f"{path} row {row + 2}: column {num.columns[col]!r} has "
+            f"{frame[num.columns[col]].iloc[row]}; labels must be 1, 0 or empty and scores "
+            "finite numbers; re-run that cell"
+        )
+    frame[num.columns] = num
+    return frame
+
+
+def check_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """A validated copy; a `done` cell whose folder lacks DONE counts as failed, with that error."""
+    missing = [c for c in CELL_COLUMNS[:5] if c not in cells]
+    if missing:
+        raise RareganError(f"cells table lacks columns {missing}; it needs {list(CELL_COLUMNS)}")
+    cells = cells.reset_index(drop=True).copy()
+    cells = cells.reindex(columns=[*cells, *[c for c in ("run", "error") if c not in cells]])
+    cells["error"] = cells["error"].fillna("").astype(str)
+    checks = (
+        (~cells["arm"].isin(ARMS), lambda r: f"arm {r['arm']!r} is not one of {', '.join(ARMS)}"),
+        (
+            ~cells["status"].isin(STATUSES),
+            lambda r: f"status {r['status']!r} is not one of " + ", ".join(STATUSES),
+        ),
+        (cells.duplicated(KEY), lambda r: f"cell {tuple(r[KEY])} is listed twice"),
+    )
+    for bad, why in checks:
+        if bad.any():
+            i = int(np.argmax(bad.to_numpy()))
+            raise RareganError(f"cells table row {i}: {why(cells.loc[i])}")
+    for i in cells.index[cells["status"] == "done"]:
+        run = cells.at[i, "run"]
+        if not isinstance(run, str | Path) or not is_done(Path(run)):
+            cells.at[i, "status"] = "failed"
+            cells.at[i, "error"] = f"run folder {run} has no DONE marker (the run did not finish)"
+    return cells
+
+
+def collect(cells: pd.DataFrame) -> dict:
+    """Finished cells' predictions aligned on image_id (sorted).
+
+    Returns dict(image_id, patient: arrays (N,); labels: {label: y (N,) with NaN}; scores:
+    {(class, fraction, arm, seed): score of that cell's class (N,)}; cells: the checked table).
+    """
+    cells = check_cells(cells)
+    out = {"image_id": np.empty(0, str), "patient": np.empty(0, str), "labels": {}, "scores": {}}
+    ref, ref_path = None, None
+    for row in cells[cells["status"] == "done"].to_dict("records"):
+        frame = load_predictions(row["run"])
+        path, cls = Path(row["run"]) / "predictions.csv", row["class"]
+        if f"score:{cls}" not in frame or cls not in frame:
+            raise RareganError(
+                f"{path}: no columns {cls!r} and 'score:{cls}' for the cell's class; it has "
+                f"{label_names(frame)}; check the class names of the sweep"
+            )
+        frame = frame.set_index("image_id")
+        if ref is None:
+            frame = ref = frame.sort_index()
+            ref_path = path
+            out["image_id"] = ref.index.to_numpy(str)
+            out["patient"] = ref["patient"].to_numpy(str)
+            out["labels"] = {n: ref[n].to_numpy(np.float64) for n in label_names(ref.reset_index())}
+        else:
+            odd = frame.index.symmetric_difference(ref.index)
+            frame = frame.reindex(ref.index)
+            cols = ["patient", *[n for n in out["labels"] if n in frame]]
+            differ = ~((ref[cols] == frame[cols]) | (ref[cols].isna() & frame[cols].isna()))
+            if len(odd) or differ.to_numpy().any():
+                what = (
+                    f"image_id {odd[0]!r} is in only one of them"
+                    if len(odd)
+                    else (
+                        f"column {differ.any().idxmax()!r} of image_id "
+                        f"{differ.any(axis=1).idxmax()!r} differs"
+                    )
+                )
+                raise RareganError(
+                    f"{path} vs {ref_path}: {what}; all cells of a sweep must share one test split"
+                )
+        out["scores"][tuple(row[k] for k in KEY)] = frame[f"score:{cls}"].to_numpy(np.float64)
+    out["cells"] = cells
+    return out
+
+
+def _ci(boot: np.ndarray) -> tuple[float, float]:
+    boot = boot[np.isfinite(boot)]
+    return tuple(map(float, np.percentile(boot, [2.5, 97.5]))) if boot.size else (np.nan, np.nan)
+
+
+def _p_value(delta: float, boot: np.ndarray) -> float:
+    """Two-sided bootstrap p-value by the shift method (see the module docstring)."""
+    boot = boot[np.isfinite(boot)]
+    if not boot.size or not np.isfinite(delta):
+        return np.nan
+    return float((1 + (np.abs(boot - delta) >= abs(delta) - 1e-12).sum()) / (1 + boot.size))
+
+
+def _arm_row(group: pd.DataFrame, y, coll: dict, bs, n_boot: int) -> tuple[dict, np.ndarray]:
+    """Mean AUC over finished seeds, its CI, seed spread and failed/pending counts of one arm."""
+    status = group["status"]
+    failed = group[status == "failed"]
+    errors = [f"seed {s}: {e}" for s, e in zip(failed["seed"], failed["error"], strict=True)]
+    row = {"n_failed": len(failed), "n_pending": int((status == "pending").sum())}
+    row["errors"] = "; ".join(errors)
+    done = group[status == "done"].sort_values("seed")
+    points, boots = [], []
+    if y is not None:
+        keep = ~np.isnan(y)
+        row["n_pos"] = n_pos = int((y[keep] > 0.5).sum())
+        row["n_neg"] = int(keep.sum()) - n_pos
+        keys = done[KEY].itertuples(index=False, name=None) if n_pos and row["n_neg"] else []
+        for key in keys:
+            point, b = bs.aucs(y, coll["scores"][key], keep)
+            points.append(point)
+            boots.append(b)
+    boot = np.mean(boots, axis=0) if boots else np.full(n_boot, np.nan)
+    aucs = np.asarray(points)
+    row["auc"] = float(aucs.mean()) if aucs.size else np.nan
+    row["lo"], row["hi"] = _ci(boot)
+    row["seed_std"] = float(aucs.std(ddof=1)) if aucs.size > 1 else np.nan
+    row["n_seeds"] = int(len(points))
+    row["seed_aucs"] = " ".join(f"{s}:{a:.4f}" for s, a in zip(done["seed"], points, strict=False))
+    return row, boot
+
+
+def _note(cls: str, row: dict) -> str:
+    notes = [f"{row[k]} seed(s) {k[2:]}" for k in ("n_failed", "n_pending") if row[k]]
+    for side in ("positive", "negative"):
+        if row.get(f"n_{side[:3]}") == 0:
+            notes.insert(0, f"no {side} {cls} images in the test set: AUC undefined")
+    return "; ".join(notes)
+
+
+def auc_table(cells: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per class × fraction × arm: seed-mean AUC with CI, seed spread, Δ vs none, paper."""
+    coll = collect(cells)
+    cells = coll["cells"]
+    bs = PatientBootstrap(coll["patient"], len(coll["patient"]), n_boot, seed)
+    rows = []
+    for (cls, frac), group in cells.groupby(["class", "fraction"], sort=True):
+        y = coll["labels"].get(cls)
+        boots, by_arm = {}, {}
+        for arm in [a for a in ARMS if a in set(group["arm"])]:
+            row, boots[arm] = _arm_row(group[group["arm"] == arm], y, coll, bs, n_boot)
+            row.update({"class": cls, "fraction": frac, "arm": arm})
+            row["note"] = _note(cls, row)
+            row["delta"] = row["delta_lo"] = row["delta_hi"] = row["p_value"] = np.nan
+            if arm != "none" and "none" in by_arm:
+                delta = row["auc"] - by_arm["none"]["auc"]
+                diff = boots[arm] - boots["none"]
+                row["delta"] = delta
+                row["delta_lo"], row["delta_hi"] = _ci(diff)
+                row["p_value"] = _p_value(delta, diff)
+            row["significant"] = bool(row["delta_lo"] > 0 or row["delta_hi"] < 0)
+            paper = paper_auc(cls, frac, arm)
+            row["paper_auc"] = np.nan if paper is None else paper
+            rows.append(row)
+            by_arm[arm] = row
+    columns = [
+        *["class", "fraction", "arm", "auc", "lo", "hi", "seed_std", "n_seeds", "n_failed"],
+        *["n_pending", "n_pos", "n_neg", "delta", "delta_lo", "delta_hi", "p_value"],
+        *["significant", "paper_auc", "note", "errors", "seed_aucs"],
+    ]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def fmt_fraction(frac: float) -> str:
+    """10 → '10 %', 2.5 → '2.5 %'."""
+    return f"{float(frac):g} %"
+
+
+def fmt_p(p: float) -> str:
+    """'p = 0.032', 'p < 0.001' or 'p n/a'."""
+    return "p n/a" if not np.isfinite(p) else "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def fmt_auc(row: pd.Series) -> str:
+    """'0.812 [0.790, 0.830]' with failed/pending seeds flagged; 'n/a' when undefined."""
+    text = f"{row['auc']:.3f}" if np.isfinite(row["auc"]) else "n/a"
+    text += f" [{row['lo']:.3f}, {row['hi']:.3f}]" if np.isfinite(row["lo"]) else ""
+    text += f" ⚠ {row['n_failed']} failed" if row["n_failed"] else ""
+    return text + (f" · {row['n_pending']} pending" if row["n_pending"] else "")
+
+
+def fmt_delta(row: pd.Series | None) -> str:
+    """'**+0.031 [+0.012, +0.050] p = 0.002 ✱**' (bold + ✱ when the CI excludes 0)."""
+    if row is None or not np.isfinite(row["delta"]):
+        return "—"
+    text = f"{row['delta']:+.3f}"
+    if np.isfinite(row["delta_lo"]):
+        text += f" [{row['delta_lo']:+.3f}, {row['delta_hi']:+.3f}] {fmt_p(row['p_value'])}"
+    return f"**{text} ✱**" if row["significant"] else text
+
+
+def wide(table: pd.DataFrame) -> pd.DataFrame:
+    """The readable view: one row per class × fraction, arms side by side, Δs, the paper's AUCs."""
+    out = []
+    for (cls, frac), group in table.groupby(["class", "fraction"], sort=True):
+        arm = {r["arm"]: r for _, r in group.iterrows()}
+        row = {"class": cls, "fraction": fmt_fraction(frac)}
+        row.update({a: fmt_auc(arm[a]) if a in arm else "—" for a in ARMS})
+        row["Δ gan − none"] = fmt_delta(arm.get("gan"))
+        row["Δ standard − none"] = fmt_delta(arm.get("standard"))
+        row["seeds n/s/g"] = "/".join(str(arm[a]["n_seeds"]) if a in arm else "–" for a in ARMS)
+        paper = {a: arm[a]["paper_auc"] if a in arm else np.nan for a in ARMS}
+        row.update({f"paper {a}": f"{v:.3f}" if np.isfinite(v) else "—" for a, v in paper.items()})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def md_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of a frame's values as text."""
+
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |"]
+    lines.append("|" + "|".join("---" for _ in frame.columns) + "|")
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+LEGEND = (
+    "AUC = mean over finished seeds [95 % CI, bootstrap over test patients]. "
+    "Δ = arm − none with its paired 95 % CI and two-sided bootstrap p; **bold ✱** = CI excludes 0. "
+    "⚠ = failed seeds (the mean rests on fewer seeds). Paper = Sundaram & Hulkund 2021, one seed."
+)
+
+
+def write_tables(table: pd.DataFrame, out_dir: Path | str) -> dict[str, Path]:
+    """Write `auc_table.csv` (every column) and `auc_table.md` (the readable view, notes)."""
+    out = ensure_writable(Path(out_dir))
+    paths = {"csv": out / "auc_table.csv", "md": out / "auc_table.md"}
+    atomic_write_text(paths["csv"], table.to_csv(index=False))
+    notes = [
+        f"- {r['class']}, {fmt_fraction(r['fraction'])}, {r['arm']}: {r['note']}"
+        + (f" ({r['errors']})" if r["errors"] else "")
+        for _, r in table[table["note"].fillna("") != ""].iterrows()
+    ]
+    lines = ["# AUC per class, fraction and arm", "", LEGEND, "", md_table(wide(table))]
+    lines += ["## Notes", "", *notes] if notes else []
+    atomic_write_text(paths["md"], "\n".join(lines).rstrip() + "\n")
+    return paths
+
+
+def _spans(fracs: list, order: list) -> str:
+    """Fractions as text, runs of neighbours in `order` joined: '1 %, 25–100 %'."""
+    idx = sorted(order.index(f) for f in fracs)
+    groups, start = [], 0
+    for k in range(1, len(idx) + 1):
+        if k == len(idx) or idx[k] != idx[k - 1] + 1:
+            a, b = order[idx[start]], order[idx[k - 1]]
+            groups.append(fmt_fraction(a) if a == b else f"{float(a):g}–{fmt_fraction(b)}")
+            start = k
+    return groups[0] if len(groups) == 1 else ", ".join(groups[:-1]) + " and " + groups[-1]
+
+
+def _effect(rows: pd.DataFrame) -> str:
+    return " and ".join(
+        f"by {abs(r['delta']):.3f} [{r['delta_lo']:+.3f}, {r['delta_hi']:+.3f}] at "
+        f"{fmt_fraction(r['fraction'])} ({fmt_p(r['p_value'])})"
+        for _, r in rows.iterrows()
+    )
+
+
+def _arm_sentences(rows: pd.DataFrame, cls: str, name: str, order: list) -> list[str]:
+    """What one arm did against none, fraction by fraction."""
+    known = rows[np.isfinite(rows["delta"])]
+    flat, out = known[~known["significant"]], []
+    for sign, verb in ((1, "raised"), (-1, "lowered")):
+        hit = known[known["significant"] & (np.sign(known["delta"]) == sign)]
+        if len(hit):
+            out.append(f"{name} {verb} {cls} AUC {_effect(hit)}.")
+    if len(flat):
+        lo, hi = flat["delta"].min(), flat["delta"].max()
+        rng = f"Δ = {lo:+.3f}" if len(flat) == 1 else f"Δ from {lo:+.3f} to {hi:+.3f}"
+        p = fmt_p(flat["p_value"].min()).replace("=", "≥" if len(flat) > 1 else "=")
+        where = _spans(list(flat["fraction"]), order)
+        out.append(
+            f"At {where} the difference was within noise ({rng}, {p})."
+            if out
+            else f"{name} made no measurable difference to {cls} AUC at {where} ({rng}, {p})."
+        )
+    if len(rows) > len(known):
+        miss = _spans(list(rows.loc[~np.isfinite(rows["delta"]), "fraction"]), order)
+        out.append(f"{name}: no comparison at {miss} (a side has no finished seed).")
+    return out
+
+
+def verdict(table: pd.DataFrame, cls: str) -> str:
+    """A plain-language verdict for one class: did GAN augmentation help, where, how sure."""
+    rows = table[table["class"] == cls]
+    if rows.empty:
+        have = ", ".join(map(str, table["class"].unique()))
+        raise RareganError(f"class {cls!r} is not in the AUC table (it has: {have})")
+    order = sorted(rows["fraction"].unique())
+    none, gan = rows[rows["arm"] == "none"], rows[rows["arm"] == "gan"]
+    if len(none) and (none["n_pos"].fillna(1) == 0).all():
+        return f"{cls}: no verdict: the test set has no positive {cls} images, so AUC is undefined."
+    parts = _arm_sentences(gan, cls, "GAN augmentation", order)
+    parts += _arm_sentences(rows[rows["arm"] == "standard"], cls, "Standard augmentation", order)
+    seeds = rows.loc[rows["n_seeds"] > 0, "n_seeds"]
+    if len(seeds):
+        k = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+        few = ", and so few seeds barely sample training randomness" if seeds.min() < 3 else ""
+        parts.append(
+            f"Each AUC averages {k} seed(s); the CIs cover test-patient sampling only{few}."
+        )
+    if gan["significant"].any():
+        n = int(np.isfinite(rows["delta"]).sum())
+        parts.append(f"Of {n} comparisons, about 1 in 20 null ones passes p < 0.05 by chance.")
+    for _, r in gan[gan["significant"]].iterrows():
+        spread = rows.loc[rows["fraction"] == r["fraction"], "seed_std"].max()
+        if np.isfinite(spread) and spread >= abs(r["delta"]) / 2:
+            parts.append(
+                f"At {fmt_fraction(r['fraction'])} the seed-to-seed spread (std {spread:.3f}) "
+                "is comparable to the difference: it may not replicate."
+            )
+    width = (none["hi"] - none["lo"]).max() if len(none) else np.nan
+    if np.isfinite(width) and width > 0.1:
+        n_pos = int(none["n_pos"].max())
+        parts.append(f"CIs are wide (up to ±{width / 2:.3f}): only {n_pos} test positives.")
+    bad = rows[(rows["n_failed"] + rows["n_pending"]) > 0]
+    if len(bad):
+        where = ", ".join(
+            f"{r.arm} at {fmt_fraction(r.fraction)} ({r.note})" for r in bad.itertuples()
+        )
+        parts.append(f"Incomplete cells: {where}; those means rest on fewer seeds.")
+    base = none.set_index("fraction")["paper_auc"]
+    said = [
+        f"{r.paper_auc - base.get(r.fraction, np.nan):+.3f} at {fmt_fraction(r.fraction)}"
+        for r in gan.itertuples()
+        if np.isfinite(r.paper_auc - base.get(r.fraction, np.nan))
+    ]
+    if said:
+        parts.append(
+            f"Sundaram & Hulkund 2021 reported Δ(gan − none) of {', '.join(said)} "
+            "(one seed, no CI)."
+        )
+    return " ".join(parts)

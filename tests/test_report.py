@@ -1,0 +1,154 @@
+"""Plots and the report: valid deterministic PNGs, a self-contained HTML page, citations, caveats."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from pipelines import plots
+from pipelines.errors import RareganError
+from pipelines.paper import CAVEATS, CITATION, PAPER_AUC
+from pipelines.report import DATA_CITATIONS, data_citation, write_report
+from pipelines.tables import auc_table, verdict
+
+ARMS = ("none", "standard", "gan")
+
+
+def make_sweep(root) -> pd.DataFrame:
+    """Fracture at 1 % and 100 %, 3 arms × 2 seeds (gan better at 1 %), one failed cell."""
+    rng = np.random.default_rng(0)
+    n_img = rng.integers(1, 4, size=80)
+    patient = np.repeat([f"P{p:02d}" for p in range(80)], n_img)
+    y = np.repeat((rng.random(80) < 0.25).astype(float), n_img)
+    ids = [f"img{i:03d}" for i in range(len(y))]
+    rows = []
+    for frac in (1, 100):
+        for arm in ARMS:
+            for seed in (0, 1):
+                cell = {"class": "Fracture", "fraction": frac, "arm": arm, "seed": seed}
+                if (frac, arm, seed) == (100, "gan", 1):
+                    rows.append(cell | {"status": "failed", "run": None, "error": "disk full"})
+                    continue
+                gain = 2.0 if (arm, frac) == ("gan", 1) else 1.0
+                score = gain * y + rng.normal(size=len(y))
+                run = root / f"{frac}-{arm}-{seed}"
+                run.mkdir(parents=True)
+                frame = pd.DataFrame({"image_id": ids, "patient": patient, "Fracture": y})
+                frame.assign(**{"score:Fracture": score}).to_csv(
+                    run / "predictions.csv", index=False
+                )
+                (run / "DONE").write_text("{}")
+                rows.append(cell | {"status": "done", "run": str(run), "error": ""})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    cells = make_sweep(tmp_path_factory.mktemp("sweep"))
+    return cells, auc_table(cells, n_boot=200)
+
+
+def png_pixels(path) -> np.ndarray:
+    img = Image.open(path)
+    assert img.format == "PNG" and img.size[0] > 300 and img.size[1] > 200
+    return np.asarray(img.convert("L"), dtype=float)
+
+
+def test_auc_plots_are_valid_deterministic_and_show_the_paper(sweep, tmp_path):
+    _, table = sweep
+    one = plots.auc_vs_fraction(table, tmp_path / "a" / "fracture.png", "Fracture")
+    pixels = png_pixels(one)
+    assert pixels.std() > 10 and (pixels < 200).mean() > 0.01, "an empty or blank figure"
+    again = plots.auc_vs_fraction(table, tmp_path / "b.png", "Fracture")
+    assert again.read_bytes() == one.read_bytes(), "same table, same bytes"
+    png_pixels(plots.auc_vs_fraction_all(table, tmp_path / "all.png"))
+    with pytest.raises(RareganError, match="'Hernia' is not in the AUC table"):
+        plots.auc_vs_fraction(table, tmp_path / "c.png", "Hernia")
+    ax = Figure().add_subplot()
+    plots._draw_class(ax, table, "Fracture")
+    diamonds = [ln for ln in ax.lines if ln.get_marker() == "D"]
+    assert [list(ln.get_ydata()) for ln in diamonds] == [
+        [PAPER_AUC["Fracture"][f][i] for f in (1, 100)] for i in range(3)
+    ]
+    means = [ln for ln in ax.lines if ln.get_marker() != "D"]
+    gan = table[table["arm"] == "gan"].sort_values("fraction")["auc"]
+    assert np.allclose(means[2].get_ydata(), gan)
+
+
+def test_fid_kid_plot(tmp_path):
+    frame = pd.DataFrame(
+        {"class": ["Fracture"] * 3 + ["Lung Lesion"] * 3, "fraction": [1, 10, 100] * 2,
+         "fid": [120.0, 90, 60, 150, 110, 80], "kid": [0.1, 0.08, 0.05, 0.12, 0.1, 0.07]}
+    )  # fmt: skip
+    both = png_pixels(plots.fid_kid(frame, tmp_path / "fk.png"))
+    fid_only = png_pixels(plots.fid_kid(frame.drop(columns="kid"), tmp_path / "f.png"))
+    assert both.shape[1] > 1.5 * fid_only.shape[1], "KID adds a second panel"
+    with pytest.raises(RareganError, match=r"lacks columns \['fid'\]"):
+        plots.fid_kid(frame.drop(columns="fid"), tmp_path / "x.png")
+
+
+def test_html_report_is_self_contained_and_says_it_all(sweep, tmp_path):
+    cells, table = sweep
+    grid = tmp_path / "grid.png"
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)).save(grid)
+    pairs = tmp_path / "pairs.jpg"
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(pairs)
+    context = {
+        "source": "kermany",
+        "dataset": "Kermany pediatric pneumonia",
+        "commands": ["raregan sweep --data ../shared/data/chest_xray --config cpu-demo"],
+        "config": {"size": 64, "seeds": [0, 1]},
+        "images": [{"path": grid, "caption": "real vs synthetic Fracture"}, (pairs, "nearest")],
+        "fid_kid": pd.DataFrame(
+            {
+                "class": ["Fracture"] * 2,
+                "fraction": [1, 100],
+                "fid": [100.0, 50.0],
+                "kid": [0.1, 0.05],
+            }
+        ),  # fmt: skip
+    }
+    paths = write_report(tmp_path / "report", table, cells, context)
+    page = paths["report_html"].read_text()
+    assert "<script" not in page and "<link" not in page and "url(" not in page
+    assert not re.search(r"(src|href)=\"(?!data:)", page), "every asset must be embedded"
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert len(srcs) == len(paths["figures"]) + 2
+    assert all(s.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for s in srcs)
+    assert base64.b64decode(srcs[0].split(",", 1)[1]) == paths["figures"][0].read_bytes()
+    assert Image.open(io.BytesIO(base64.b64decode(srcs[-1].split(",", 1)[1]))).size == (32, 32)
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert verdict(table, "Fracture") in text
+    assert CITATION in text and all(c in text for c in CAVEATS)
+    assert DATA_CITATIONS["kermany"] in text and "real vs synthetic Fracture" in text
+    assert "disk full" in text and "raregan sweep --data" in text and "seeds:" in text
+    assert "<strong>" in page, "significant Δ is bold"
+    md = paths["report_md"].read_text()
+    assert verdict(table, "Fracture") in md and CITATION in md and "disk full" in md
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (paths["report_md"].parent / link).is_file()
+    assert paths["csv"].is_file() and paths["md"].is_file()
+
+
+def test_data_citations_and_phantom_warning(sweep, tmp_path):
+    cells, table = sweep
+    assert "Irvin" in DATA_CITATIONS["chexpert"] and "AAAI" in DATA_CITATIONS["chexpert"]
+    assert "Wang" in DATA_CITATIONS["nih"] and "rscbjbr9sj.2" in DATA_CITATIONS["kermany"]
+    assert "56rmx5bjcr.1" in DATA_CITATIONS["knee"] == DATA_CITATIONS["folders"]
+    assert "not science" in data_citation({"source": "phantoms"})
+    assert data_citation({"source": "nih", "data_citation": "My data"}) == "My data"
+    with pytest.raises(RareganError, match="unknown data source 'mnist'"):
+        data_citation({"source": "mnist"})
+    paths = write_report(tmp_path, table, cells, {"source": "phantoms"})
+    md = paths["report_md"].read_text()
+    assert md.index("smoke-test data") < md.index("## Verdict"), "the warning comes first"
+    with pytest.raises(RareganError, match="report image .*missing.png not found"):
+        write_report(tmp_path, table, cells, {"images": [(tmp_path / "missing.png", "x")]})
