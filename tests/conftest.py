@@ -17,3 +17,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real data not found at {SHARED_DATA}; put ../shared beside the checkout")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    """A small CheXpert-layout phantom set (400 images, 64 px), written once per test session."""
+    from pipelines.data.phantoms import write_phantoms
+
+    out = tmp_path_factory.mktemp("phantoms")
+    prevalence = {"Fracture": 0.12, "Lung Lesion": 0.08, "Pleural Other": 0.06}
+    return write_phantoms(out, n=400, size=64, seed=0, prevalence=prevalence)
