@@ -13,6 +13,10 @@ COMMAND_MODULES = [
     "pipelines.commands.data",
     "pipelines.commands.phantoms",
     "pipelines.commands.filters",
+    "pipelines.commands.gan",
+    "pipelines.commands.synth",
+    "pipelines.commands.gan_eval",
+    "pipelines.commands.classify",
 ]
 
 

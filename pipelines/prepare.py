@@ -13,7 +13,7 @@ from pipelines.data.labelmap import map_labels, parse_label_map
 from pipelines.data.records import Records
 from pipelines.errors import RareganError
 from pipelines.leakage import LeakageReport, leakage_report
-from pipelines.splits import assign_splits
+from pipelines.splits import assign_splits, nested_fractions
 from pipelines.store import Store, build_store
 
 
@@ -45,9 +45,25 @@ class Prepared:
     store: Store
     leakage: LeakageReport
 
+    @property
+    def dataset_name(self) -> str:
+        """Short name of the dataset for run folders: "phantoms" or the root folder's name."""
+        root = Path(self.records.root)
+        return "phantoms" if (root / "phantoms.json").is_file() else root.name
+
     def split(self, name: str) -> Records:
         """The records of one split."""
         return self.records.subset(self.records.frame["split"] == name)
+
+    def positives(self, cls: str, fraction: float = 100.0, seed: int = 0) -> pd.DataFrame:
+        """Train rows positive for `cls` within the nested train fraction (never val/test rows)."""
+        train = self.split("train")
+        train.label_index(cls)
+        mask = nested_fractions(train, [fraction], seed, [cls])[float(fraction)]
+        rows = train.frame[mask & (train.frame[cls] > 0.5).to_numpy()]
+        if rows.empty:
+            raise RareganError(f"class {cls!r} has 0 positive images in the training split")
+        return rows
 
 
 def load_split(spec: DataSpec) -> Records:

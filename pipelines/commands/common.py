@@ -18,7 +18,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--patient-pattern", help="class folders: regex with one group giving the patient id from the file name")
     g.add_argument("--task", choices=["multilabel", "multiclass", "binary", "ordinal"], help="override the source's task (Kermany: binary)")
     g.add_argument("--label-map", help='merge labels, e.g. "Lung Lesion=Nodule|Mass;Pleural Other=Pleural_Thickening"')
-    g.add_argument("--size", type=int, default=64, help="stored image size in pixels (default 64)")
+    g.add_argument("--size", type=int, help="stored image size in pixels (default: the config's, 64 for cpu-demo)")
     g.add_argument("--resize", choices=["pad", "crop"], default="pad", help="non-square images: pad or center-crop")
     g.add_argument("--seed", type=int, default=0, help="seed of the split and fractions (default 0)")
     g.add_argument("--val", type=float, default=0.1, help="val share of patients when the source has no val split")
@@ -44,8 +44,8 @@ def source_options(args: argparse.Namespace, fmt: str) -> dict:
     return opts
 
 
-def spec_from_args(args: argparse.Namespace) -> DataSpec:
-    """The DataSpec the command line describes."""
+def spec_from_args(args: argparse.Namespace, cfg: dict | None = None) -> DataSpec:
+    """The DataSpec the command line describes (config values where the command line is silent)."""
     from pipelines.data import detect_format
 
     fmt = args.format or detect_format(args.data)
@@ -54,7 +54,7 @@ def spec_from_args(args: argparse.Namespace) -> DataSpec:
         format=fmt,
         options=source_options(args, fmt),
         label_map=args.label_map,
-        size=args.size,
+        size=args.size or (cfg or {}).get("data", {}).get("size", 64),
         resize=args.resize,
         seed=args.seed,
         val=args.val,

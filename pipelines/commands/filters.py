@@ -6,18 +6,14 @@ import argparse
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
-from filters import filter_bank
 from pipelines.commands.common import add_data_arguments, spec_from_args
 from pipelines.config import load_config
-from pipelines.errors import RareganError
 from pipelines.images import save_grid, save_png
-from pipelines.prepare import Prepared, prepare
+from pipelines.prefilter import expand
+from pipelines.prepare import prepare
 from pipelines.runs import mark_done, staged_dir, write_json
-from pipelines.splits import nested_fractions
 
 NAME = "filters"
 HELP = "pre-augment a class's train images with the filter bank (blur, unsharp, minimum); write them and a preview grid"
@@ -32,35 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="cpu-demo", help="preset name or YAML path (filters section)")
 
 
-def class_positives(prepared: Prepared, cls: str, fraction: float, seed: int) -> pd.DataFrame:
-    """Train rows positive for `cls` within the nested fraction (a user error when there are none)."""
-    train = prepared.split("train")
-    train.label_index(cls)
-    mask = nested_fractions(train, [fraction], seed, [cls])[float(fraction)]
-    rows = train.frame[mask & (train.frame[cls] > 0.5).to_numpy()]
-    if rows.empty:
-        raise RareganError(f"class {cls!r} has 0 positive images in the training split")
-    return rows
-
-
-def bank_params(cfg: dict) -> dict:
-    """Filter-bank arguments (names and per-filter keyword arguments) from the config's filters section."""
-    f = cfg["filters"]
-    per_filter = {
-        "gaussian_blur": {"kernel_size": f["blur_kernel"]},
-        "unsharp_mask": {"sigma": f["unsharp_sigma"], "amount": f["unsharp_amount"]},
-        "minimum_filter": {"size": f["min_size"]},
-    }
-    names = tuple(f["names"])
-    return {"names": names, **{k: v for k, v in per_filter.items() if k in names}}
-
-
-def expand(images: np.ndarray, cfg: dict) -> tuple[np.ndarray, list[str]]:
-    """Originals plus each filter's output (uint8, N·(1+F) images) and which filter made each."""
-    out, names = filter_bank(torch.from_numpy(np.ascontiguousarray(images)), **bank_params(cfg))
-    return out.numpy(), list(names)
-
-
 def safe_name(text: str) -> str:
     """A file-name-safe version of an image id."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-120:]
@@ -69,15 +36,15 @@ def safe_name(text: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Write out/images/<filter>/*.png, out/expanded.csv, out/preview.png and DONE."""
     cfg = load_config(args.config)
-    spec = spec_from_args(args)
+    spec = spec_from_args(args, cfg)
     prepared = prepare(spec, progress=False)
-    rows = class_positives(prepared, args.cls, args.fraction, spec.seed)
+    rows = prepared.positives(args.cls, args.fraction, spec.seed)
     images = prepared.store.array[rows["row"].to_numpy()]
     expanded, which = expand(images, cfg)
     n = len(rows)
     with staged_dir(args.out) as tmp:
         table = []
-        for k, (img, flt) in enumerate(zip(expanded, which)):
+        for k, (img, flt) in enumerate(zip(expanded, which, strict=True)):
             src = rows.iloc[k % n]
             rel = Path("images") / flt / f"{safe_name(src['image_id'])}.png"
             (tmp / rel.parent).mkdir(parents=True, exist_ok=True)

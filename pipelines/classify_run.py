@@ -1,0 +1,232 @@
+"""A classifier run on disk: train on a fraction (+ synthetic rows), select on val, evaluate once on test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, TensorDataset, WeightedRandomSampler
+
+from classify import Classifier, classification_report, per_label_report
+from pipelines.errors import RareganError
+from pipelines.prepare import Prepared
+from pipelines.runs import is_done, mark_done, write_json, write_yaml
+from pipelines.splits import nested_fractions
+from pipelines.store import StoreDataset
+from pipelines.synth import load_synthetic
+
+ARMS = ("none", "standard", "gan")
+
+
+def check_arm(arm: str) -> None:
+    """A user error for an arm that does not exist."""
+    if arm not in ARMS:
+        raise RareganError(f"unknown arm {arm!r}; choose one of {', '.join(ARMS)}")
+
+
+def assert_no_synthetic(frame: pd.DataFrame, split: str) -> None:
+    """Synthetic rows may only ever train: refuse any in val or test."""
+    bad = frame["synthetic"].astype(bool).to_numpy() | frame["image_id"].astype(str).str.startswith("synthetic:").to_numpy()
+    if bad.any():
+        raise RareganError(f"{int(bad.sum())} synthetic rows found in the {split} split (e.g. {frame['image_id'][bad].iloc[0]}); "
+                           "synthetic images may only be used for training")
+
+
+def train_rows(prepared: Prepared, fraction: float, seed: int, classes: list[str]) -> pd.DataFrame:
+    """The train rows of the nested fraction; each requested class must have positives there and in test."""
+    train = prepared.split("train")
+    mask = nested_fractions(train, [fraction], seed, classes)[float(fraction)]
+    test = prepared.split("test").frame
+    for cls in classes:
+        if not (test[cls] > 0.5).any():
+            raise RareganError(f"class {cls!r} has no positive images in the test split, so it has no AUC; "
+                               "use a larger --test share or another class")
+    return train.frame[mask]
+
+
+def datasets(prepared: Prepared, rows: pd.DataFrame, label_names: list[str], synth: list[Path]):
+    """Train dataset (real store rows + synthetic images), and the val and test datasets."""
+    def part(frame: pd.DataFrame) -> StoreDataset:
+        return StoreDataset(prepared.store, frame["row"].to_numpy(), frame[label_names].to_numpy(np.float32))
+
+    parts, n_synth = [part(rows)], 0
+    for folder in synth:
+        synth_rows, images = load_synthetic(folder, label_names)
+        if images.shape[-1] != prepared.store.size:
+            raise RareganError(f"synthetic images in {folder} are {images.shape[-1]} px but the data store is "
+                               f"{prepared.store.size} px; synthesize from a GAN of the same resolution")
+        labels = torch.from_numpy(synth_rows[label_names].to_numpy(np.float32))
+        parts.append(TensorDataset(torch.from_numpy(images), labels))
+        n_synth += len(synth_rows)
+    val, test = prepared.split("val").frame, prepared.split("test").frame
+    assert_no_synthetic(val, "val")
+    assert_no_synthetic(test, "test")
+    return ConcatDataset(parts), part(val), part(test), n_synth
+
+
+def balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-sample weights that make each label's positives about equally likely (rarest label counts)."""
+    pos = np.nan_to_num(labels) > 0.5
+    freq = pos.mean(axis=0).clip(1e-6)
+    rarest = np.where(pos, 1.0 / freq, 0.0).max(axis=1)
+    return np.where(rarest > 0, rarest, 1.0 / max(1e-6, 1.0 - pos.any(axis=1).mean()))
+
+
+def all_labels(dataset: ConcatDataset) -> np.ndarray:
+    """The label matrix of a concatenation of StoreDataset / TensorDataset parts."""
+    out = []
+    for d in dataset.datasets:
+        out.append(d.labels if isinstance(d, StoreDataset) else d.tensors[1].numpy())
+    return np.concatenate(out)
+
+
+def build_module(cfg: dict, label_names: list[str], task: str, arm: str, model: str, pretrained, freeze: int) -> Classifier:
+    """The Lightning classifier for this arm (the standard arm augments, the others do not)."""
+    c = cfg["classify"]
+    augment = None
+    if arm == "standard":
+        a = c["augment"]
+        augment = {"hflip": a["hflip"], "degrees": a["rotate"], "scale": tuple(a["crop_scale"])}
+    return Classifier(
+        model_name=model, label_names=label_names, task=task, lr=c["lr"], weight_decay=c["weight_decay"],
+        optimizer=c["optimizer"], warmup_epochs=c["warmup_epochs"], max_epochs=c["epochs"], augment=augment,
+        head=c["head"], pretrained=pretrained, freeze=freeze, ordinal=c["ordinal_head"], seed=c["seed"],
+    )
+
+
+def predict(module: Classifier, dataset, batch: int) -> np.ndarray:
+    """Scores (N, L) for a dataset, in order, on one device."""
+    module.eval()
+    out = []
+    with torch.no_grad():
+        for images, _ in DataLoader(dataset, batch_size=batch, shuffle=False):
+            out.append(module.task.scores(module(images.to(module.device))).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def evaluate(module: Classifier, frame: pd.DataFrame, dataset, label_names: list[str], task: str, cfg: dict) -> tuple[pd.DataFrame, dict]:
+    """Predictions table and metrics (per-label AUC with patient-bootstrap CIs, class report)."""
+    scores = predict(module, dataset, cfg["classify"]["batch_size"])
+    y = frame[label_names].to_numpy(np.float64)
+    preds = frame[["image_id", "patient", "path"]].reset_index(drop=True).copy()
+    for j, name in enumerate(label_names):
+        preds[name] = y[:, j]
+        preds[f"score:{name}"] = scores[:, j]
+    n_boot = cfg["compare"]["n_boot"]
+    auc = per_label_report(label_names, y, scores, frame["patient"].to_numpy(), task, n_boot=n_boot, seed=0)
+    metrics = {"auc": auc.replace({np.nan: None}).to_dict(orient="index"), "n_test": len(frame),
+               "n_test_patients": int(frame["patient"].nunique())}
+    if task == "multilabel":
+        report = classification_report(y, (scores > 0.5).astype(int), label_names)
+    else:
+        report = classification_report(np.nanargmax(np.nan_to_num(y, nan=-1), axis=1), scores.argmax(axis=1),
+                                       label_names, ordinal=task == "ordinal")
+    metrics["accuracy"] = report["accuracy"]
+    metrics["per_class"] = report["per_class"].to_dict(orient="index")
+    metrics["confusion"] = report["confusion"].to_dict(orient="split")
+    if report.get("distribution") is not None:
+        metrics["distribution"] = report["distribution"].to_dict(orient="index")
+    if "qwk" in report:
+        metrics["qwk"] = report["qwk"]
+    return preds, metrics
+
+
+def train_classifier(
+    prepared: Prepared, cfg: dict, run: Path, fraction: float = 100.0, arm: str = "none",
+    model: str | None = None, classes: list[str] | None = None, synth: list[Path] | None = None,
+    pretrained: Path | None = None, freeze: int = 0, resume: bool = False,
+    devices: int | str = 1, strategy: str = "auto", accelerator: str = "auto", progress: bool = True,
+) -> dict:
+    """Train, select on val, evaluate once on test; write the run folder and return its metrics."""
+    check_arm(arm)
+    run, classes, synth = Path(run), list(classes or []), list(synth or [])
+    if arm == "gan" and not synth:
+        raise RareganError("the gan arm needs synthetic images: give --synth (folders made by raregan synth)")
+    if arm != "gan" and synth:
+        raise RareganError(f"synthetic images were given but the arm is {arm!r}; use --arm gan")
+    if is_done(run):
+        return {}
+    rec = prepared.records
+    label_names, task, c = list(rec.label_names), rec.task, cfg["classify"]
+    model = model or c["model"]
+    for cls in classes:
+        rec.label_index(cls)
+    rows = train_rows(prepared, fraction, cfg["data"]["seed"], classes)
+    train_ds, val_ds, test_ds, n_synth = datasets(prepared, rows, label_names, synth)
+    run.mkdir(parents=True, exist_ok=True)
+    write_yaml(run / "config.yaml", {**cfg, "run": {"fraction": fraction, "arm": arm, "model": model, "classes": classes,
+                                                     "synth": [str(s) for s in synth], "data": str(rec.root)}})
+    pl.seed_everything(c["seed"], workers=True, verbose=False)
+    module = build_module(cfg, label_names, task, arm, model, pretrained, freeze)
+    gen = torch.Generator().manual_seed(c["seed"])
+    if c["balanced_sampling"]:
+        w = torch.from_numpy(balanced_weights(all_labels(train_ds)))
+        loader = DataLoader(train_ds, c["batch_size"], sampler=WeightedRandomSampler(w, len(w), generator=gen),
+                            num_workers=c["num_workers"], drop_last=len(train_ds) > c["batch_size"])
+    else:
+        loader = DataLoader(train_ds, c["batch_size"], shuffle=True, generator=gen, num_workers=c["num_workers"],
+                            drop_last=len(train_ds) > c["batch_size"])
+    mode = "min" if c["monitor"].endswith("loss") else "max"
+    best = pl.callbacks.ModelCheckpoint(run / "checkpoints", filename="best", monitor=c["monitor"], mode=mode, save_last=True)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=devices, strategy=strategy, max_epochs=c["epochs"],
+        callbacks=[best, pl.callbacks.EarlyStopping(c["monitor"], patience=c["patience"], mode=mode, check_finite=False)],
+        logger=pl.loggers.CSVLogger(run, name="logs", version=f"part{len(list((run / 'logs').glob('part*')))}"),
+        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=5, num_sanity_val_steps=0,
+        deterministic="warn",
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    if resume and not last.exists():
+        raise RareganError(f"cannot resume: no checkpoint at {last}; start without --resume")
+    trainer.fit(module, loader, DataLoader(val_ds, c["batch_size"]), ckpt_path=str(last) if resume else None)
+    if trainer.global_rank != 0:
+        return {}
+    best_path = best.best_model_path or str(last)
+    module = Classifier.load_from_checkpoint(best_path, map_location="cpu", pretrained=None)
+    test = prepared.split("test").frame
+    preds, metrics = evaluate(module, test, test_ds, label_names, task, cfg)
+    metrics.update({"fraction": fraction, "arm": arm, "model": model, "n_train_real": len(rows),
+                    "n_train_patients": int(rows["patient"].nunique()), "n_train_synthetic": n_synth,
+                    "best_checkpoint": Path(best_path).name, "best_val": float(best.best_model_score or np.nan),
+                    "epochs_run": trainer.current_epoch})
+    preds.to_csv(run / "predictions.csv", index=False)
+    write_json(run / "metrics.json", metrics)
+    outputs(run, module, test, test_ds, preds, metrics, label_names, task, classes, prepared)
+    mark_done(run, {"macro_auc": metrics["auc"]["macro"]["auc"]})
+    return metrics
+
+
+def outputs(run, module, test, test_ds, preds, metrics, label_names, task, classes, prepared) -> None:
+    """ROC curves, confusion matrix, prediction grid and Grad-CAM overlays for the rare classes."""
+    from pipelines import classify_plots as cp
+
+    y = preds[label_names].to_numpy(np.float64)
+    scores = preds[[f"score:{n}" for n in label_names]].to_numpy()
+    cp.roc_curves(run / "roc_curves.png", y, scores, label_names, highlight=classes)
+    if task != "multilabel":
+        cm = np.asarray(metrics["confusion"]["data"])
+        cp.confusion_png(run / "confusion.png", cm, label_names, "test confusion matrix")
+        dist = metrics["distribution"]
+        cp.label_distribution_png(run / "label_distribution.png", [dist[n]["true_n"] for n in label_names],
+                                  [dist[n]["pred_n"] for n in label_names], label_names, "test: true vs predicted")
+    images = prepared.store.view[test["row"].to_numpy()[:32]]
+    top = scores[:32].argmax(axis=1)
+    if task == "multilabel":
+        truth = [", ".join(n for n, v in zip(label_names, row, strict=True) if v > 0.5) or "none" for row in y[:32]]
+        correct = [y[i, top[i]] > 0.5 for i in range(len(top))]
+    else:
+        truth = [label_names[int(np.nanargmax(row))] for row in y[:32]]
+        correct = [label_names[t] == tr for t, tr in zip(top, truth, strict=True)]
+    cp.prediction_grid(run / "test_predictions.png", images, truth, [label_names[t] for t in top], correct,
+                       "test images: predicted / true")
+    for cls in classes:
+        j = label_names.index(cls)
+        pos = np.flatnonzero(y[:, j] > 0.5)
+        pick = pos[np.argsort(-scores[pos, j])][:8]
+        if len(pick):
+            cp.gradcam_grid(run / f"gradcam_{cls.replace(' ', '_')}.png", module.model,
+                            prepared.store.view[test["row"].to_numpy()[pick]], j,
+                            lambda x: module.preprocess(x), f"Grad-CAM: top-scored {cls} test positives")

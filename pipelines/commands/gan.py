@@ -1,0 +1,58 @@
+"""`raregan gan`: train a progressive-growing GAN on one class's training positives (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines.commands.common import add_data_arguments, spec_from_args
+from pipelines.config import load_config
+from pipelines.gan_run import train_gan
+from pipelines.prepare import prepare
+from pipelines.runs import run_path
+
+NAME = "gan"
+HELP = "train a PGGAN on a class's train positives (after the filter bank); checkpoints, samples, resume"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Data options plus class, fraction, config, output and devices."""
+    add_data_arguments(parser)
+    parser.add_argument("--class", dest="cls", required=True, help="the rare class to learn")
+    parser.add_argument("--fraction", type=float, default=100.0, help="train fraction in %% whose positives are used")
+    parser.add_argument("--config", default="cpu-demo", help="preset name or YAML path")
+    parser.add_argument("--kimg", type=float, help="override gan.kimg_per_phase (thousands of images per phase)")
+    parser.add_argument("--out", type=Path, help="run folder (default runs/<dataset>/gan/<class>-f<fraction>-s<seed>)")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="root of run folders")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    parser.add_argument("--devices", default="1", help="devices per node (Lightning), e.g. 1, 2 or auto")
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (multi-GPU or CPU processes)")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def devices_arg(text: str) -> int | str:
+    """Lightning's devices: an int count or a string like "auto"."""
+    return int(text) if text.isdigit() else text
+
+
+def gan_run_name(cls: str, fraction: float, seed: int) -> str:
+    """Folder name of a GAN run: class, fraction and seed."""
+    return f"{cls.replace(' ', '_')}-f{fraction:g}-s{seed}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare the data, then train or resume the GAN; print where its outputs are."""
+    overrides = {"gan": {"kimg_per_phase": args.kimg}} if args.kimg else None
+    cfg = load_config(args.config, overrides)
+    if not args.size:
+        args.size = cfg["gan"]["resolution"]
+    spec = spec_from_args(args, cfg)
+    cfg["data"].update(size=spec.size, seed=spec.seed)
+    prepared = prepare(spec, progress=not args.no_progress)
+    out = args.out or run_path(args.runs, prepared.dataset_name, "gan", gan_run_name(args.cls, args.fraction, spec.seed))
+    strategy = "ddp_find_unused_parameters_true" if args.strategy == "ddp" else args.strategy
+    train_gan(prepared, args.cls, args.fraction, cfg, out, resume=args.resume, devices=devices_arg(args.devices),
+              strategy=strategy, accelerator=args.accelerator, progress=not args.no_progress)
+    print(f"GAN for {args.cls} done: {out} (samples/final.png, loss_curve.png, {out / 'generator_ema.pt'})")
+    return 0

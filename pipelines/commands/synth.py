@@ -1,0 +1,28 @@
+"""`raregan synth`: synthesize labeled images from a finished GAN run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines.synth import synthesize
+
+NAME = "synth"
+HELP = "write synthetic images and label rows (sampled from the real positives) from a finished GAN run"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run, how many images, the seed and the output folder."""
+    parser.add_argument("--run", type=Path, required=True, help="a finished GAN run folder (with DONE)")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--n", type=int, help="number of synthetic images")
+    how.add_argument("--ratio", type=float, help="synthetic images per real positive (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
+    parser.add_argument("--out", type=Path, help="output folder (default <run>/synth-n<N>-s<seed>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Synthesize and print where the images and rows went."""
+    out = synthesize(args.run, n=args.n, ratio=args.ratio, seed=args.seed, out=args.out)
+    print(f"synthetic images and rows in {out} (synthetic.csv)")
+    return 0

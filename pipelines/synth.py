@@ -1,0 +1,89 @@
+"""Synthesis: images from a finished GAN run, with label rows sampled from its real positives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from pggan import Generator, generate
+from pipelines.errors import RareganError
+from pipelines.images import save_png
+from pipelines.runs import is_done, mark_done, staged_dir, write_json
+
+SYNTH_CSV = "synthetic.csv"
+
+
+def load_generator(run: Path) -> tuple[Generator, dict]:
+    """The EMA generator of a finished GAN run, and the run's summary."""
+    run = Path(run)
+    if not is_done(run):
+        raise RareganError(f"GAN run {run} is not finished (no DONE marker); train or resume it first")
+    try:
+        saved = torch.load(run / "generator_ema.pt", map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many kinds for a damaged file
+        raise RareganError(f"cannot read {run / 'generator_ema.pt'} ({type(err).__name__}); retrain the GAN") from None
+    hp = saved["hparams"]
+    G = Generator(hp["resolution"], hp["channels"], hp["latent_dim"], hp["label_dim"], hp["img_channels"])
+    G.load_state_dict(saved["state_dict"])
+    summary = json.loads((run / "summary.json").read_text())
+    return G.eval(), summary
+
+
+def synthesize(run: Path, n: int | None = None, ratio: float | None = None, seed: int = 0, out: Path | None = None) -> Path:
+    """Write n synthetic images (or `ratio` per real positive) and their label rows; returns the folder."""
+    G, summary = load_generator(run)
+    positives = pd.read_csv(Path(run) / "positives.csv")
+    label_names = summary["label_names"]
+    if n is None:
+        n = int(round((ratio if ratio is not None else 1.0) * len(positives)))
+    if n < 1:
+        raise RareganError(f"asked for {n} synthetic images; give --n ≥ 1 or a positive --ratio")
+    out = Path(out) if out else Path(run) / f"synth-n{n}-s{seed}"
+    if is_done(out):
+        return out
+    images = generate(G, n, seed=seed).numpy()
+    rng = np.random.default_rng(seed)
+    source = positives.iloc[rng.integers(len(positives), size=n)].reset_index(drop=True)
+    with staged_dir(out) as tmp:
+        (tmp / "images").mkdir()
+        names = [f"images/synth_{i:06d}.png" for i in range(n)]
+        for name, img in zip(names, images, strict=True):
+            save_png(tmp / name, img)
+        rows = pd.DataFrame({
+            "path": [str(out.resolve() / name) for name in names],
+            "patient": f"synthetic:{Path(run).name}",
+            "view": "frontal",
+            "image_id": [f"synthetic:{Path(run).name}:s{seed}:{i}" for i in range(n)],
+            "orig_split": "train",
+            "synthetic": True,
+        })
+        for label in label_names:
+            rows[label] = source[label].to_numpy(dtype=np.float32)
+        rows["label_source_image_id"] = source["image_id"].to_numpy()
+        rows["gan_run"] = str(Path(run).resolve())
+        rows["gan_seed"] = seed
+        rows.to_csv(tmp / SYNTH_CSV, index=False)
+        write_json(tmp / "summary.json", {"n": n, "seed": seed, "gan_run": str(run), "class": summary["class"],
+                                          "label_names": label_names})
+        mark_done(tmp)
+    return out
+
+
+def load_synthetic(folder: Path, label_names: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Synthetic rows (labels by name, in `label_names` order) and their images (N,1,R,R) uint8."""
+    folder = Path(folder)
+    if not is_done(folder):
+        raise RareganError(f"synthetic set {folder} is not finished (no DONE marker); run raregan synth again")
+    rows = pd.read_csv(folder / SYNTH_CSV)
+    missing = [name for name in label_names if name not in rows.columns]
+    if missing:
+        raise RareganError(f"{folder / SYNTH_CSV} lacks labels {missing} of the dataset; was it made from another dataset?")
+    if not rows["synthetic"].astype(bool).all():
+        raise RareganError(f"{folder / SYNTH_CSV} has rows not marked synthetic")
+    images = np.stack([np.asarray(Image.open(p).convert("L"))[None] for p in rows["path"]])
+    return rows, images
