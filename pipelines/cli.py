@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "pipelines.commands.synth",
     "pipelines.commands.gan_eval",
     "pipelines.commands.classify",
+    "pipelines.commands.compare",
 ]
 
 

@@ -25,6 +25,7 @@ class DataSpec:
     format: str | None = None
     options: dict = field(default_factory=dict)
     label_map: str | None = None
+    rarefy: dict[str, float] = field(default_factory=dict)
     size: int = 64
     resize: str = "pad"
     seed: int = 0
@@ -75,7 +76,40 @@ def load_split(spec: DataSpec) -> Records:
         raise RareganError(f"no images found in {spec.data}")
     split = assign_splits(records, spec.val, spec.test, spec.seed, spec.stratify, spec.keep_official)
     records.frame["split"] = split
+    for label, keep in spec.rarefy.items():
+        records = rarefy(records, label, keep, spec.seed)
     return records
+
+
+def parse_rarefy(text: str | None) -> dict[str, float]:
+    """"viral=0.05,Fracture=0.5" → {"viral": 0.05, "Fracture": 0.5}; a bad item is a user error."""
+    out = {}
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        name, _, value = item.rpartition("=")
+        try:
+            keep = float(value)
+        except ValueError:
+            keep = -1.0
+        if not name or not 0.0 < keep <= 1.0:
+            raise RareganError(f"--rarefy item {item!r} must be LABEL=SHARE with SHARE in (0, 1], e.g. viral=0.05")
+        out[name] = keep
+    return out
+
+
+def rarefy(records: Records, label: str, keep: float, seed: int) -> Records:
+    """Keep a seeded share `keep` of the train patients positive for `label` (at least one); val/test untouched."""
+    records.label_index(label)
+    frame = records.frame
+    train_pos = (frame["split"] == "train") & (frame[label] > 0.5)
+    patients = np.sort(frame.loc[train_pos, "patient"].unique())
+    if len(patients) == 0:
+        raise RareganError(f"cannot rarefy {label!r}: it has no positive training images")
+    rng = np.random.default_rng(seed + 7919)
+    kept = rng.choice(patients, size=max(1, round(keep * len(patients))), replace=False)
+    drop = (frame["split"] == "train") & frame["patient"].isin(np.setdiff1d(patients, kept))
+    out = records.subset(~drop.to_numpy())
+    out.info = {**records.info, "rarefied": {**records.info.get("rarefied", {}), label: keep}}
+    return out
 
 
 def prepare(spec: DataSpec, progress: bool = True) -> Prepared:

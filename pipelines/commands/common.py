@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.prepare import DataSpec
+from pipelines.prepare import DataSpec, parse_rarefy
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +18,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--patient-pattern", help="class folders: regex with one group giving the patient id from the file name")
     g.add_argument("--task", choices=["multilabel", "multiclass", "binary", "ordinal"], help="override the source's task (Kermany: binary)")
     g.add_argument("--label-map", help='merge labels, e.g. "Lung Lesion=Nodule|Mass;Pleural Other=Pleural_Thickening"')
+    g.add_argument("--rarefy", help="make classes rare in train, e.g. viral=0.05 keeps 5%% of viral train patients")
     g.add_argument("--size", type=int, help="stored image size in pixels (default: the config's, 64 for cpu-demo)")
     g.add_argument("--resize", choices=["pad", "crop"], default="pad", help="non-square images: pad or center-crop")
     g.add_argument("--seed", type=int, default=0, help="seed of the split and fractions (default 0)")
@@ -54,6 +55,7 @@ def spec_from_args(args: argparse.Namespace, cfg: dict | None = None) -> DataSpe
         format=fmt,
         options=source_options(args, fmt),
         label_map=args.label_map,
+        rarefy=parse_rarefy(args.rarefy),
         size=args.size or (cfg or {}).get("data", {}).get("size", 64),
         resize=args.resize,
         seed=args.seed,

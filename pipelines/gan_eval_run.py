@@ -1,0 +1,58 @@
+"""Evaluate a finished GAN run: domain FID/KID, memorization and diversity, written into <run>/eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipelines.errors import RareganError
+from pipelines.gan_eval import classifier_feature_net, gan_eval, save_closest_pairs_png
+from pipelines.images import save_grid
+from pipelines.runs import staged_dir, write_json
+from pipelines.store import build_store
+from pipelines.synth import load_generator, load_synthetic, synthesize
+
+
+def feature_net(path: Path | None):
+    """A classifier checkpoint's feature trunk, or None for the seeded random-feature net."""
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise RareganError(f"classifier checkpoint {path} not found")
+    from classify import Classifier
+
+    try:
+        model = Classifier.load_from_checkpoint(path, map_location="cpu", pretrained=None)
+    except Exception as err:  # wrong or damaged file
+        raise RareganError(f"{path} is not a raregan classifier checkpoint ({type(err).__name__}: {err})") from None
+    return classifier_feature_net(model.eval())
+
+
+def evaluate_gan_run(
+    run: Path, synth_dir: Path | None = None, n: int = 256, seed: int = 0, classifier: Path | None = None,
+    inception_weights: Path | None = None, out: Path | None = None, cache: Path = Path("runs/store"),
+) -> tuple[dict, pd.DataFrame, Path]:
+    """Write eval.json, nearest.csv, closest_pairs.png and real_vs_synthetic.png; return report, table, folder."""
+    run = Path(run)
+    _, summary = load_generator(run)
+    positives = pd.read_csv(run / "positives.csv")
+    size = torch.load(run / "generator_ema.pt", map_location="cpu", weights_only=False)["hparams"]["resolution"]
+    real = build_store(positives["path"].tolist(), size, "pad", cache, progress=False).view
+    synth_dir = synth_dir or synthesize(run, n=n, seed=seed)
+    _, fake = load_synthetic(synth_dir, summary["label_names"])
+    report, nearest = gan_eval(real, fake, net=feature_net(classifier), seed=seed, inception_weights=inception_weights)
+    report.update({"run": str(run), "synthetic": str(synth_dir), "class": summary["class"]})
+    out = Path(out) if out else run / "eval"
+    with staged_dir(out) as tmp:
+        write_json(tmp / "eval.json", report)
+        nearest.to_csv(tmp / "nearest.csv", index=False)
+        save_closest_pairs_png(tmp / "closest_pairs.png", real, fake, nearest, k=16)
+        rng = np.random.default_rng(seed)
+        pick_r = rng.choice(len(real), size=min(8, len(real)), replace=False)
+        pick_f = rng.choice(len(fake), size=min(8, len(fake)), replace=False)
+        save_grid(tmp / "real_vs_synthetic.png", [list(real[pick_r]), list(fake[pick_f])],
+                  row_titles=["real", "synthetic"], title=f"{summary['class']}: real train positives vs GAN samples")
+    return report, nearest, out

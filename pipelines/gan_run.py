@@ -1,0 +1,260 @@
+"""A GAN training run on disk: a class's train positives → filter bank → PGGAN, resumable, with samples."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+from pggan import PGGAN, fixed_latents, make_grid_uint8, to_uint8
+from pipelines.errors import RareganError
+from pipelines.images import save_png
+from pipelines.prefilter import expand
+from pipelines.prepare import Prepared
+from pipelines.runs import is_done, mark_done, write_json, write_yaml
+
+CKPT = "checkpoints/last.ckpt"
+GENERATOR = "generator_ema.pt"
+POSITIVES = "positives.csv"
+
+
+def check_resolution(resolution: int) -> None:
+    """PGGAN grows 4 px → R px by doubling: R must be a power of two, 8…1024."""
+    if resolution < 8 or resolution > 1024 or resolution & (resolution - 1):
+        raise RareganError(f"GAN resolution {resolution} is not a power of two between 8 and 1024; use e.g. 64")
+
+
+def gan_module(cfg: dict, label_dim: int = 0) -> PGGAN:
+    """The PGGAN Lightning module the config's gan section describes."""
+    g = cfg["gan"]
+    check_resolution(g["resolution"])
+    n_levels = int(np.log2(g["resolution"])) - 1
+    if len(g["channels"]) != n_levels:
+        raise RareganError(
+            f"gan.channels has {len(g['channels'])} entries but {g['resolution']} px needs {n_levels} (4 px … {g['resolution']} px)"
+        )
+    return PGGAN(
+        resolution=g["resolution"], channels=list(g["channels"]), latent_dim=g["latent_dim"], label_dim=label_dim,
+        kimg_per_phase=g["kimg_per_phase"], lr=g["lr"],
+        batch_per_resolution={r: b for r, b in g["batch_per_resolution"].items() if r <= g["resolution"]},
+        gp_lambda=g["gp_lambda"], drift=g["drift"], ema_beta=g["ema_beta"], seed=g["seed"],
+    )
+
+
+def training_images(prepared: Prepared, cls: str, fraction: float, cfg: dict) -> tuple[pd.DataFrame, np.ndarray]:
+    """The class's train positives of the fraction and their filter-bank expansion (uint8)."""
+    g = cfg["gan"]
+    if prepared.store.size != g["resolution"]:
+        raise RareganError(
+            f"the data store holds {prepared.store.size} px images but gan.resolution is {g['resolution']}; "
+            "run with --size equal to the GAN resolution"
+        )
+    rows = prepared.positives(cls, fraction, cfg["data"]["seed"])
+    if len(rows) < g["min_images"]:
+        raise RareganError(
+            f"class {cls!r} has only {len(rows)} positive training images at fraction {fraction:g} %; "
+            f"the GAN needs at least {g['min_images']} (use a larger fraction or another class)"
+        )
+    images, _ = expand(prepared.store.array[rows["row"].to_numpy()], cfg)
+    return rows, images
+
+
+def loader(images: np.ndarray, batch: int, seed: int) -> DataLoader:
+    """Endless-feeling loader of [-1, 1] float batches drawn with replacement (seeded)."""
+    data = TensorDataset(torch.from_numpy(np.ascontiguousarray(images)))
+    gen = torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(data, replacement=True, num_samples=batch * 200, generator=gen)
+
+    def collate(items):
+        return torch.stack([it[0] for it in items]).float().div_(127.5).sub_(1.0)
+
+    return DataLoader(data, batch_size=batch, sampler=sampler, collate_fn=collate, drop_last=True)
+
+
+def save_checkpoint_atomic(trainer: pl.Trainer, path: Path) -> None:
+    """Save a checkpoint to a temp file, then rename; a failed save keeps the previous one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".last.", suffix=".ckpt.tmp")
+    os.close(fd)
+    try:
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        kept = f"the previous checkpoint {path} is kept" if path.exists() else "no checkpoint was kept"
+        raise RareganError(f"could not write checkpoint {path}: {err.strerror or err}; {kept}") from None
+
+
+def check_checkpoint(path: Path) -> None:
+    """A user error unless `path` is a readable PGGAN checkpoint."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: torch raises many kinds
+        raise RareganError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); delete it and start over") from None
+    if not isinstance(state, dict) or "pggan_state" not in state or "state_dict" not in state:
+        raise RareganError(f"{path} is not a raregan GAN checkpoint; delete it and start over")
+
+
+class RunOutputs(pl.Callback):
+    """Checkpoints every N kimg (atomic), sample grids at each phase end and checkpoint."""
+
+    def __init__(self, run: Path, every_kimg: float, n_grid: int = 32, seed: int = 0):
+        self.run, self.every = Path(run), max(1, int(every_kimg * 1000))
+        self.n_grid, self.seed = n_grid, seed
+
+    def on_fit_start(self, trainer, module) -> None:
+        """Remember where in the schedule this fit starts (after a resume, too)."""
+        self.next_ckpt = (module.images_seen // self.every + 1) * self.every
+        self.phase_index = module.phase.index
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        """Write a grid when a phase ends and a checkpoint every N kimg."""
+        phase = module.phase
+        if phase.index != self.phase_index or phase.done:
+            self.grid(module, f"phase{self.phase_index:02d}")
+            self.phase_index = phase.index
+        if module.images_seen >= self.next_ckpt and not phase.done:
+            save_checkpoint_atomic(trainer, self.run / CKPT)
+            self.grid(module, f"kimg{module.images_seen / 1000:08.2f}")
+            self.next_ckpt = (module.images_seen // self.every + 1) * self.every
+
+    def grid(self, module: PGGAN, name: str) -> None:
+        """Fixed-latent samples of the EMA generator at the current level and alpha."""
+        if trainer_rank(module) != 0:
+            return
+        sample_grid(module, self.run / "samples" / f"{name}.png", self.n_grid, self.seed)
+
+
+def trainer_rank(module: pl.LightningModule) -> int:
+    """Global rank of this process (0 without a trainer)."""
+    return module.global_rank if module._trainer is not None else 0
+
+
+@torch.no_grad()
+def sample_grid(module: PGGAN, path: Path, n: int = 32, seed: int = 0) -> None:
+    """A PNG grid of fixed-latent EMA samples at the module's current level and alpha."""
+    phase = module.phase
+    level, alpha = (module.schedule.n_levels - 1, 1.0) if phase.done else (phase.level, phase.alpha)
+    z = fixed_latents(n, module.hparams.latent_dim, seed).to(module.device)
+    G = module.G_ema
+    images = to_uint8(G(z, level, alpha, None)).cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_png(path, make_grid_uint8(images, nrow=8).numpy())
+
+
+def loss_curve(frame: pd.DataFrame, out_png: Path) -> None:
+    """Plot d_loss, g_loss and the W-distance estimate against kimg."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for col in ("d_loss", "g_loss", "wdist"):
+        if col in frame:
+            part = frame[["kimg", col]].dropna()
+            ax.plot(part["kimg"], part[col].rolling(20, min_periods=1).mean(), label=col)
+    if "level" in frame:
+        for k in frame.loc[frame["level"].diff() > 0, "kimg"]:
+            ax.axvline(k, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel("kimg (real images shown, thousands)")
+    ax.set_title("PGGAN losses (20-step mean); dotted: new resolution")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def loggers(run: Path) -> list:
+    """A CSV logger writing a new part per (re)start, so a resume never erases history; TensorBoard if installed."""
+    part = f"part{len(list((run / 'logs').glob('part*')))}"
+    out = [pl.loggers.CSVLogger(run, name="logs", version=part)]
+    try:
+        import tensorboard  # noqa: F401
+
+        out.append(pl.loggers.TensorBoardLogger(run, name="tensorboard", version=part))
+    except ImportError:
+        pass
+    return out
+
+
+def merged_losses(run: Path) -> pd.DataFrame:
+    """All log parts in order; steps replayed after a resume replace those logged before the crash."""
+    parts = [pd.read_csv(p) for p in sorted((run / "logs").glob("part*/metrics.csv"), key=lambda p: int(p.parent.name[4:]))]
+    parts = [p for p in parts if len(p)]
+    merged = []
+    for k, part in enumerate(parts):
+        nxt = parts[k + 1]["step"].min() if k + 1 < len(parts) else np.inf
+        merged.append(part[part["step"] < nxt])
+    return pd.concat(merged, ignore_index=True) if merged else pd.DataFrame()
+
+
+def train_gan(
+    prepared: Prepared,
+    cls: str,
+    fraction: float,
+    cfg: dict,
+    run: Path,
+    resume: bool = False,
+    devices: int | str = 1,
+    strategy: str = "auto",
+    accelerator: str = "auto",
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) the GAN of one class and fraction in `run`; returns the run folder."""
+    run = Path(run)
+    ckpt = run / CKPT
+    if is_done(run):
+        return run
+    if ckpt.exists() and not resume:
+        raise RareganError(f"{run} holds an unfinished GAN run; pass --resume to continue it or choose another --out")
+    if resume and not ckpt.exists():
+        raise RareganError(f"cannot resume: no checkpoint at {ckpt}; start without --resume")
+    rows, images = training_images(prepared, cls, fraction, cfg)
+    run.mkdir(parents=True, exist_ok=True)
+    write_yaml(run / "config.yaml", {**cfg, "run": {"class": cls, "fraction": fraction, "data": str(prepared.records.root),
+                                                     "source": prepared.records.source}})
+    keep = ["image_id", "patient", "path", *prepared.records.label_names]
+    rows[keep].to_csv(run / POSITIVES, index=False)
+    pl.seed_everything(cfg["gan"]["seed"], workers=True, verbose=False)
+    module = gan_module(cfg)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=devices, strategy=strategy,
+        max_epochs=-1, max_steps=-1,  # the module stops the trainer when its schedule ends
+        logger=loggers(run),
+        callbacks=[RunOutputs(run, cfg["gan"]["checkpoint_every_kimg"], seed=cfg["gan"]["seed"])],
+        enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+        log_every_n_steps=5, num_sanity_val_steps=0,
+    )
+    if resume:
+        check_checkpoint(ckpt)
+    trainer.fit(module, loader(images, module.schedule.max_batch, cfg["gan"]["seed"]),
+                ckpt_path=str(ckpt) if resume else None)
+    if not module.phase.done:
+        raise RareganError(f"GAN training in {run} stopped before the schedule ended; resume with --resume")
+    if trainer.global_rank == 0:
+        finish(run, module, rows, images, cls, fraction, cfg, list(prepared.records.label_names))
+    return run
+
+
+def finish(
+    run: Path, module: PGGAN, rows: pd.DataFrame, images: np.ndarray, cls: str, fraction: float, cfg: dict,
+    label_names: list[str],
+) -> None:
+    """Final grid, loss curve, EMA generator weights and summary; DONE last."""
+    sample_grid(module, run / "samples" / "final.png", 64, cfg["gan"]["seed"])
+    losses = merged_losses(run)
+    losses.to_csv(run / "losses.csv", index=False)
+    if len(losses):
+        loss_curve(losses, run / "loss_curve.png")
+    torch.save({"hparams": dict(module.hparams), "state_dict": module.G_ema.state_dict()}, run / GENERATOR)
+    summary = {"class": cls, "fraction": fraction, "positives": len(rows), "training_images": len(images),
+               "kimg": module.images_seen / 1000, "steps": module.steps, "label_names": label_names}
+    write_json(run / "summary.json", summary)
+    mark_done(run, summary)
