@@ -1,0 +1,107 @@
+"""The experiment end to end on phantoms: every cell once, restart skips finished cells, failures reported."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipelines.cli import main
+
+TINY = """
+gan:
+  resolution: 32
+  channels: [16, 16, 8, 8]
+  latent_dim: 16
+  kimg_per_phase: 0.04
+  batch_per_resolution: {4: 8, 8: 8, 16: 8, 32: 8}
+classify:
+  model: cnn5
+  epochs: 1
+  batch_size: 64
+compare:
+  n_boot: 100
+  synth_ratio: 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep(phantom_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    cfg = tmp / "tiny.yaml"
+    cfg.write_text(TINY)
+    argv = ["compare", "--data", str(phantom_root), "--classes", "Fracture", "--fractions", "50", "100",
+            "--arms", "none", "gan", "--seeds", "0", "--config", str(cfg), "--runs", str(tmp / "runs"),
+            "--cache", str(tmp / "store")]
+    code = main(argv)
+    return tmp, argv, code
+
+
+def out_dir(tmp):
+    return tmp / "runs" / "phantoms" / "compare" / "sweep"
+
+
+def test_sweep_writes_tables_report_and_every_cell_once(sweep):
+    tmp, _, code = sweep
+    assert code == 0
+    cells = pd.read_csv(out_dir(tmp) / "cells.csv")
+    assert len(cells) == 4 and (cells["status"] == "done").all()
+    assert not cells.duplicated(["class", "fraction", "arm", "seed"]).any()
+    table = pd.read_csv(out_dir(tmp) / "auc_table.csv")
+    assert set(table["arm"]) == {"none", "gan"} and set(table["fraction"]) == {50, 100}
+    assert table["auc"].between(0, 1).all()
+    html = (out_dir(tmp) / "report.html").read_text()
+    assert "Sundaram" in html and "data:image/png;base64" in html and "smoke-test" in html
+    # the GAN of each fraction was trained only on that fraction's train positives
+    gan50 = pd.read_csv(tmp / "runs/phantoms/gan/sweep-Fracture-f50/positives.csv")
+    gan100 = pd.read_csv(tmp / "runs/phantoms/gan/sweep-Fracture-f100/positives.csv")
+    assert set(gan50["image_id"]) < set(gan100["image_id"])
+    gan_run = tmp / "runs/phantoms/classify/sweep-cnn5-gan-f50-s0"
+    metrics = json.loads((gan_run / "metrics.json").read_text())
+    assert metrics["n_train_synthetic"] == len(gan50)  # synth ratio 1
+
+
+def test_restart_skips_finished_and_redoes_only_the_unfinished(sweep):
+    tmp, argv, _ = sweep
+    runs = tmp / "runs/phantoms/classify"
+    stamps = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/predictions.csv")}
+    victim = runs / "sweep-cnn5-none-f100-s0"
+    (victim / "DONE").unlink()  # as if the sweep had been killed before this cell finished
+    assert main(argv) == 0
+    after = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/predictions.csv")}
+    changed = {k for k in stamps if after[k] != stamps[k]}
+    assert changed == {victim.name}
+    cells = pd.read_csv(out_dir(tmp) / "cells.csv")
+    assert len(cells) == 4 and (cells["status"] == "done").all()
+
+
+def test_failed_cell_is_reported_not_dropped(sweep, capsys):
+    tmp, argv, _ = sweep
+    victim = tmp / "runs/phantoms/classify/sweep-cnn5-none-f50-s0"
+    (victim / "DONE").unlink()
+    (victim / "checkpoints" / "last.ckpt").write_bytes(b"damaged")
+    assert main(argv) == 1
+    cells = pd.read_csv(out_dir(tmp) / "cells.csv")
+    failed = cells[cells["status"] == "failed"]
+    assert len(failed) == 1 and failed.iloc[0]["fraction"] == 50 and failed.iloc[0]["arm"] == "none"
+    assert (victim / "ERROR").is_file()
+    md = (out_dir(tmp) / "report.md").read_text()
+    assert "failed" in md.lower()
+    # collect-only mode reads the same state without training
+    assert main([*argv, "--collect"]) == 1
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--arms", "nonsense", "unknown arm"),
+    ("--classes", "Fractures", "unknown class"),
+    ("--fractions", "0", "fraction"),
+])
+def test_bad_axes_refused_before_training(sweep, capsys, flag, value, needle):
+    tmp, argv, _ = sweep
+    argv = list(argv)
+    argv[argv.index(flag) + 1] = value
+    argv[argv.index("--runs") + 1] = str(tmp / "fresh")
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp / "fresh").exists()
