@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, TensorDataset, WeightedRandomSampler
 
-from classify import Classifier, classification_report, per_label_report
+from classify import MODELS, Classifier, classification_report, per_label_report
 from pipelines.errors import RareganError
 from pipelines.prepare import Prepared
 from pipelines.runs import is_done, mark_done, write_json, write_yaml
@@ -152,6 +152,8 @@ def train_classifier(
     rec = prepared.records
     label_names, task, c = list(rec.label_names), rec.task, cfg["classify"]
     model = model or c["model"]
+    if model not in MODELS:
+        raise RareganError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     for cls in classes:
         rec.label_index(cls)
     rows = train_rows(prepared, fraction, cfg["data"]["seed"], classes)

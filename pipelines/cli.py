@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "pipelines.commands.gan_eval",
     "pipelines.commands.classify",
     "pipelines.commands.compare",
+    "pipelines.commands.evaluate",
 ]
 
 

@@ -1,0 +1,82 @@
+"""Classifier runs end to end on real data and phantoms: metrics, outputs, external evaluation, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.classify_run import assert_no_synthetic
+from pipelines.cli import main
+from pipelines.errors import RareganError
+
+
+def classify(tmp_path, data, out, *extra):
+    return main(["classify", "--data", str(data), "--model", "cnn5", "--epochs", "2", "--out", str(out),
+                 "--cache", str(tmp_path / "store"), "--no-progress", *extra])
+
+
+def test_kermany_three_class_learns_well_above_chance(shared_data, tmp_path, capsys):
+    """Kermany normal/bacterial/viral (Kermany et al. 2018), 32 px, a quarter of the train patients."""
+    out = tmp_path / "k"
+    assert classify(tmp_path, shared_data / "chest_xray", out, "--size", "32", "--fraction", "25",
+                    "--classes", "viral") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["auc"]["macro"]["auc"] > 0.85
+    assert metrics["auc"]["normal"]["lo"] < metrics["auc"]["normal"]["auc"] < metrics["auc"]["normal"]["hi"]
+    preds = pd.read_csv(out / "predictions.csv")
+    assert len(preds) == metrics["n_test"] and {"viral", "score:viral", "patient"} <= set(preds.columns)
+    assert np.allclose(preds[["score:normal", "score:bacterial", "score:viral"]].sum(axis=1), 1, atol=1e-4)
+    for name in ("roc_curves.png", "confusion.png", "label_distribution.png", "test_predictions.png",
+                 "gradcam_viral.png", "checkpoints/best.ckpt", "DONE"):
+        assert (out / name).is_file(), name
+    assert "viral" in capsys.readouterr().out
+
+
+def test_phantom_multilabel_and_external_evaluation(phantom_root, tmp_path, capsys):
+    from pipelines.data.phantoms import write_phantoms
+
+    out = tmp_path / "p"
+    assert classify(tmp_path, phantom_root, out, "--size", "32", "--classes", "Fracture") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["auc"]) >= {"Fracture", "Lung Lesion", "macro", "micro"}
+    for label, m in metrics["auc"].items():  # undefined AUCs say why; they are never 0.5 stand-ins
+        assert (m["auc"] is None) == (m["reason"] is not None), label
+    other = write_phantoms(tmp_path / "other", n=120, size=64, seed=5)
+    assert main(["evaluate", "--run", str(out), "--data", str(other), "--cache", str(tmp_path / "store")]) == 0
+    ext = json.loads((out / "external-phantoms" / "metrics.json").read_text())
+    assert ext["n_test"] == len(pd.read_csv(out / "external-phantoms" / "predictions.csv"))
+    assert ext["n_test"] > 90  # every frontal image of the external set, nothing carved out
+
+
+def test_label_without_test_positives_reports_no_auc(shared_data, tmp_path, capsys):
+    """NIH subset (Wang et al. 2017): rare findings may have no test positives; say so, not 0.5."""
+    out = tmp_path / "n"
+    assert classify(tmp_path, shared_data / "nih_chestxray14_1000", out, "--size", "32") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    none_auc = [k for k, m in metrics["auc"].items() if m["auc"] is None]
+    assert none_auc, "expected at least one rare NIH label without test positives"
+    assert all("no positive" in metrics["auc"][k]["reason"] for k in none_auc)
+    assert "no AUC" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--arm", "mixup"], "unknown arm"),
+    (["--model", "alexnet"], "unknown model"),
+    (["--arm", "gan"], "needs synthetic images"),
+    (["--classes", "Hernia"], "no positive images in the test split"),
+])
+def test_bad_classify_inputs(shared_data, tmp_path, capsys, extra, needle):
+    code = classify(tmp_path, shared_data / "nih_chestxray14_1000", tmp_path / "x", "--size", "32", *extra)
+    assert code == 2 and needle in capsys.readouterr().err
+
+
+def test_synthetic_rows_can_never_be_evaluated():
+    frame = pd.DataFrame({"image_id": ["a", "synthetic:run:s0:1"], "synthetic": [False, False]})
+    with pytest.raises(RareganError, match="synthetic rows found in the test split"):
+        assert_no_synthetic(frame, "test")
+    flagged = pd.DataFrame({"image_id": ["a", "b"], "synthetic": [False, True]})
+    with pytest.raises(RareganError, match="val split"):
+        assert_no_synthetic(flagged, "val")
