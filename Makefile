@@ -1,21 +1,26 @@
 # raregan: `make demo` and `make test` are all a newcomer types; both install first when needed.
-PY      ?= python3
-VENV    := .venv
-BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
-DATA    ?= ../shared/data/chest_xray
-CONFIG  ?= configs/cpu-demo.yaml
-CLASS   ?= Fracture
+PY       ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+PHANTOMS := runs/phantoms
+DATA     ?= $(PHANTOMS)
+CONFIG   ?= cpu-demo
+CLASS    ?= Fracture
 FRACTION ?= 50
-ARM     ?= none
-MODEL   ?= densenet121
-SEED    ?= 0
+ARM      ?= none
+MODEL    ?= densenet121
+SEED     ?= 0
+SYNTH    ?=
+ARGS     ?=
+# the embedded phantoms are written on first use when DATA is left at its default
+DATA_DEP := $(if $(filter $(PHANTOMS),$(DATA)),$(PHANTOMS)/CheXpert-v1.0-small/train.csv)
 
-.PHONY: setup test lint demo phantoms data filters bench clean
+.PHONY: setup test lint demo phantoms data filters gan synth classify compare bench clean
 
 setup: $(STAMP)
 
-# torch/torchvision pins are read from this machine's disk by pip; the stamp makes setup idempotent.
+# pip reads the pinned torch/torchvision from this machine's disk; the stamp makes setup idempotent.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -26,19 +31,40 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
-phantoms: setup
-	$(BIN)/raregan phantoms --out runs/phantoms --n 2000 --size 128 --seed 0
+$(PHANTOMS)/CheXpert-v1.0-small/train.csv: | setup
+	$(BIN)/raregan phantoms --out $(PHANTOMS) --n 2000 --size 128 --seed 0
 
-data: setup
-	$(BIN)/raregan data --data $(DATA) --summary
+phantoms: $(PHANTOMS)/CheXpert-v1.0-small/train.csv
 
-filters: setup
-	$(BIN)/raregan filters --data $(DATA) --class $(CLASS) --out runs/filters/$(CLASS)
+# The main job on the embedded phantoms: GAN for Fracture → synth → classify none and gan at 50 % → report.
+demo: setup $(PHANTOMS)/CheXpert-v1.0-small/train.csv
+	$(BIN)/raregan compare --data $(PHANTOMS) --config $(CONFIG) --name demo --classes Fracture \
+	  --fractions 50 --arms none gan --seeds 0 --progress $(ARGS)
+	@echo "demo report: runs/phantoms/compare/demo/report.html"
+
+data: setup $(DATA_DEP)
+	$(BIN)/raregan data --data $(DATA) --summary $(ARGS)
+
+filters: setup $(DATA_DEP)
+	$(BIN)/raregan filters --data $(DATA) --class "$(CLASS)" --fraction $(FRACTION) --out runs/filters/$(CLASS) $(ARGS)
+
+gan: setup $(DATA_DEP)
+	$(BIN)/raregan gan --data $(DATA) --class "$(CLASS)" --fraction $(if $(filter command line,$(origin FRACTION)),$(FRACTION),100) --config $(CONFIG) $(ARGS)
+
+synth: setup
+	$(BIN)/raregan synth --run $(RUN) $(ARGS)
+
+classify: setup $(DATA_DEP)
+	$(BIN)/raregan classify --data $(DATA) --fraction $(FRACTION) --arm $(ARM) --model $(MODEL) \
+	  --train-seed $(SEED) --config $(CONFIG) $(if $(SYNTH),--synth $(SYNTH)) $(ARGS)
+
+compare: setup $(DATA_DEP)
+	$(BIN)/raregan compare --data $(DATA) --config $(CONFIG) --progress $(ARGS)
 
 bench: setup
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
 
 clean:
 	rm -rf runs .pytest_cache
