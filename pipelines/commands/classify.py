@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.classify_run import ARMS, check_arm, train_classifier
-from pipelines.commands.common import add_data_arguments, spec_from_args
-from pipelines.commands.gan import devices_arg
+from pipelines.commands.common import add_data_arguments, add_run_arguments, spec_from_args
 from pipelines.config import load_config
 from pipelines.prepare import prepare
 from pipelines.runs import run_path, write_json
@@ -24,6 +23,7 @@ HELP = "train a classifier (DenseNet-121 …) on a train fraction for one arm; s
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus fraction, arm, model, seeds and devices."""
     add_data_arguments(parser)
+    add_run_arguments(parser)
     parser.add_argument("--fraction", type=float, default=100.0, help="train fraction in %% (default 100)")
     parser.add_argument("--arm", default="none", help=f"augmentation arm: {', '.join(ARMS)}")
     parser.add_argument("--model", help="densenet121 (default), resnet18, resnet50, vgg16, cnn5, xception, nasnetalarge")
@@ -37,12 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze", type=int, default=0, help="freeze the first N blocks")
     parser.add_argument("--folds", type=int, default=0, help="patient-grouped k-fold cross-validation over train+val")
     parser.add_argument("--out", type=Path, help="run folder (default runs/<dataset>/classify/<model>-<arm>-f<fraction>-s<seed>)")
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="root of run folders")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--devices", default="1", help="devices per node (Lightning)")
-    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
-    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace) -> dict:
@@ -98,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or run_path(args.runs, prepared.dataset_name, "classify", name)
     kwargs = dict(fraction=args.fraction, arm=args.arm, classes=args.classes, synth=args.synth,
                   pretrained=args.pretrained, freeze=args.freeze, resume=args.resume,
-                  devices=devices_arg(args.devices), strategy=args.strategy, accelerator=args.accelerator,
+                  devices=args.devices, strategy=args.strategy, accelerator=args.accelerator,
                   progress=not args.no_progress)
     if args.folds:
         summary = cross_validate(prepared, cfg, out, args, kwargs)

@@ -66,3 +66,19 @@ def spec_from_args(args: argparse.Namespace, cfg: dict | None = None) -> DataSpe
         cache_dir=args.cache,
         workers=args.workers,
     )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where runs go, resuming, devices and progress: the options every training command shares."""
+    g = parser.add_argument_group("run")
+    g.add_argument("--runs", type=Path, default=Path("runs"), help="root of run folders")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    g.add_argument("--devices", default="1", type=devices_arg, help="devices per node (Lightning): 1, 2 or auto")
+    g.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (GPUs or CPU processes)")
+    g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def devices_arg(text: str) -> int | str:
+    """Lightning's devices: an int count or a string like "auto"."""
+    return int(text) if text.isdigit() else text

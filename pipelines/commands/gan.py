@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.commands.common import add_data_arguments, spec_from_args
+from pipelines.commands.common import add_data_arguments, add_run_arguments, spec_from_args
 from pipelines.config import load_config
 from pipelines.gan_run import train_gan
 from pipelines.prepare import prepare
@@ -18,22 +18,12 @@ HELP = "train a PGGAN on a class's train positives (after the filter bank); chec
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus class, fraction, config, output and devices."""
     add_data_arguments(parser)
+    add_run_arguments(parser)
     parser.add_argument("--class", dest="cls", required=True, help="the rare class to learn")
     parser.add_argument("--fraction", type=float, default=100.0, help="train fraction in %% whose positives are used")
     parser.add_argument("--config", default="cpu-demo", help="preset name or YAML path")
     parser.add_argument("--kimg", type=float, help="override gan.kimg_per_phase (thousands of images per phase)")
     parser.add_argument("--out", type=Path, help="run folder (default runs/<dataset>/gan/<class>-f<fraction>-s<seed>)")
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="root of run folders")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    parser.add_argument("--devices", default="1", help="devices per node (Lightning), e.g. 1, 2 or auto")
-    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (multi-GPU or CPU processes)")
-    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def devices_arg(text: str) -> int | str:
-    """Lightning's devices: an int count or a string like "auto"."""
-    return int(text) if text.isdigit() else text
 
 
 def gan_run_name(cls: str, fraction: float, seed: int) -> str:
@@ -52,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare(spec, progress=not args.no_progress)
     out = args.out or run_path(args.runs, prepared.dataset_name, "gan", gan_run_name(args.cls, args.fraction, spec.seed))
     strategy = "ddp_find_unused_parameters_true" if args.strategy == "ddp" else args.strategy
-    train_gan(prepared, args.cls, args.fraction, cfg, out, resume=args.resume, devices=devices_arg(args.devices),
+    train_gan(prepared, args.cls, args.fraction, cfg, out, resume=args.resume, devices=args.devices,
               strategy=strategy, accelerator=args.accelerator, progress=not args.no_progress)
     print(f"GAN for {args.cls} done: {out} (samples/final.png, loss_curve.png, {out / 'generator_ema.pt'})")
     return 0
