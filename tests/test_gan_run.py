@@ -1,0 +1,142 @@
+"""GAN runs on disk: train on phantom positives, kill -9 and resume, synthesize, evaluate, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from pipelines.cli import main
+
+TINY = """
+gan:
+  resolution: 16
+  channels: [16, 16, 8]
+  latent_dim: 16
+  kimg_per_phase: {kimg}
+  batch_per_resolution: {{4: 8, 8: 8, 16: 8}}
+  checkpoint_every_kimg: {every}
+"""
+
+
+def tiny_config(tmp_path, kimg=0.12, every=0.1):
+    path = tmp_path / f"tiny-{kimg}-{every}.yaml"
+    path.write_text(TINY.format(kimg=kimg, every=every))
+    return path
+
+
+def gan_argv(phantom_root, tmp_path, out, cfg, *extra):
+    return ["gan", "--data", str(phantom_root), "--class", "Fracture", "--config", str(cfg), "--out", str(out),
+            "--cache", str(tmp_path / "store"), "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(phantom_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gan")
+    out = tmp / "run"
+    assert main(gan_argv(phantom_root, tmp, out, tiny_config(tmp, kimg=0.1, every=0.1))) == 0
+    return out
+
+
+def test_run_writes_everything_and_schedule_completes(finished_run):
+    run = finished_run
+    for name in ("DONE", "config.yaml", "positives.csv", "generator_ema.pt", "summary.json", "loss_curve.png",
+                 "samples/final.png", "losses.csv"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    # 3 levels → 5 phases (4 px stable, then fade+stable at 8 and 16 px) of 100 images each
+    assert summary["kimg"] == pytest.approx(0.5, abs=0.01)
+    phases = sorted(p.name for p in (run / "samples").glob("phase*.png"))
+    assert phases == [f"phase{i:02d}.png" for i in range(5)]
+    assert Image.open(run / "samples/final.png").mode == "L"  # grayscale natively
+    positives = pd.read_csv(run / "positives.csv")
+    assert (positives["Fracture"] == 1).all() and summary["training_images"] == 4 * len(positives)
+    losses = pd.read_csv(run / "losses.csv")
+    assert losses["level"].is_monotonic_increasing and losses["kimg"].is_monotonic_increasing
+
+
+def test_synth_rows_are_labeled_train_only_and_deterministic(finished_run, tmp_path, capsys):
+    assert main(["synth", "--run", str(finished_run), "--n", "12", "--seed", "3", "--out", str(tmp_path / "a")]) == 0
+    assert main(["synth", "--run", str(finished_run), "--n", "12", "--seed", "3", "--out", str(tmp_path / "b")]) == 0
+    rows = pd.read_csv(tmp_path / "a" / "synthetic.csv")
+    assert len(rows) == 12 and rows["synthetic"].all() and (rows["orig_split"] == "train").all()
+    assert (rows["view"] == "frontal").all() and (rows["Fracture"] == 1).all()
+    positives = pd.read_csv(finished_run / "positives.csv").set_index("image_id")
+    # each synthetic row's label vector is a real positive's row
+    for _, row in rows.iterrows():
+        src = positives.loc[row["label_source_image_id"]]
+        assert all(row[c] == src[c] or (np.isnan(row[c]) and np.isnan(src[c])) for c in ("Fracture", "Lung Lesion"))
+    a = np.asarray(Image.open(tmp_path / "a" / "images" / "synth_000000.png"))
+    b = np.asarray(Image.open(tmp_path / "b" / "images" / "synth_000000.png"))
+    assert a.shape == (16, 16) and (a == b).all()
+
+
+def test_gan_eval_writes_report(finished_run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["gan-eval", "--run", str(finished_run), "--n", "24", "--out", str(out),
+                 "--cache", str(tmp_path / "store")]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["fid"] >= 0 and "kid" in report and report["n_fake"] == 24
+    nearest = pd.read_csv(out / "nearest.csv")
+    assert len(nearest) == 24 and {"pixel_rms", "near_copy"} <= set(nearest.columns)
+    assert (out / "closest_pairs.png").is_file() and (out / "real_vs_synthetic.png").is_file()
+
+
+def test_kill_and_resume_finishes_the_same_schedule(phantom_root, tmp_path, finished_run):
+    out = tmp_path / "killed"
+    cfg = tiny_config(tmp_path, kimg=0.1, every=0.05)
+    argv = [sys.executable, "-m", "pipelines", *gan_argv(phantom_root, tmp_path, out, cfg)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists() and torch.load(ckpt, weights_only=False)["pggan_state"]["images_seen"] >= 150:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "DONE").exists()
+    seen = torch.load(ckpt, weights_only=False)["pggan_state"]["images_seen"]
+    assert 0 < seen < 500
+    # without --resume the unfinished run is not silently overwritten
+    assert main(gan_argv(phantom_root, tmp_path, out, cfg)) == 2
+    assert main(gan_argv(phantom_root, tmp_path, out, cfg, "--resume")) == 0
+    a = json.loads((out / "summary.json").read_text())
+    b = json.loads((finished_run / "summary.json").read_text())
+    assert a["kimg"] == b["kimg"] and a["steps"] == b["steps"]
+    assert sorted(p.name for p in (out / "samples").glob("phase*.png"))[-1] == "phase04.png"
+    # the loss history spans the crash: logged before it, and continued after it without gaps or repeats
+    losses = pd.read_csv(out / "losses.csv")
+    assert len(list((out / "logs").glob("part*"))) == 2
+    assert losses["step"].is_unique and losses["kimg"].is_monotonic_increasing
+    assert losses["kimg"].min() < seen / 1000 < losses["kimg"].max()
+
+
+def test_bad_inputs(phantom_root, tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    run = lambda *a: (main(gan_argv(phantom_root, tmp_path, tmp_path / "x", *a)), capsys.readouterr().err)  # noqa: E731
+    code, err = run(cfg, "--fraction", "1")
+    assert code == 2 and "needs at least 8" in err and "Fracture" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gan:\n  resolution: 24\n  channels: [8, 8, 8]\n")
+    code, err = run(bad, "--size", "24")
+    assert code == 2 and "not a power of two" in err
+    bad.write_text("gan:\n  resolutoin: 16\n")
+    code, err = run(bad)
+    assert code == 2 and "resolutoin" in err
+    code, err = run(cfg, "--resume")
+    assert code == 2 and "no checkpoint" in err
+    (tmp_path / "x" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "x" / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    code, err = run(cfg, "--resume")
+    assert code == 2 and "corrupt" in err

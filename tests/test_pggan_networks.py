@@ -1,0 +1,106 @@
+"""PGGAN generator/discriminator: shapes, fade-in equivalences, conditioning, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pggan.layers import downsample, upsample
+from pggan.networks import Discriminator, Generator
+
+CH = [16, 16, 8]  # 4, 8, 16 px
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    return Generator(16, CH, latent_dim=12), Discriminator(16, CH)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_shapes_every_level_and_alpha(nets, level, alpha):
+    G, D = nets
+    size = 4 * 2**level
+    img = G(torch.randn(5, 12), level, alpha)
+    assert img.shape == (5, 1, size, size)
+    assert D(img, level, alpha).shape == (5,)
+
+
+def test_default_level_is_full_resolution_and_channels_native(nets):
+    G, D = nets
+    assert G(torch.randn(2, 12)).shape == (2, 1, 16, 16)
+    G3 = Generator(8, [8, 8], latent_dim=4, img_channels=3)
+    assert G3(torch.randn(2, 4)).shape == (2, 3, 8, 8)
+    assert Discriminator(8, [8, 8], img_channels=3)(torch.randn(2, 3, 8, 8)).shape == (2,)
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_alpha_zero_generator_is_upsampled_previous_level(nets, level):
+    G, _ = nets
+    z = torch.randn(4, 12)
+    torch.testing.assert_close(G(z, level, 0.0), upsample(G(z, level - 1, 1.0)))
+    assert not torch.allclose(G(z, level, 1.0), upsample(G(z, level - 1, 1.0)))
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_alpha_zero_discriminator_is_downsampled_path(nets, level):
+    _, D = nets
+    x = torch.randn(4, 1, 4 * 2**level, 4 * 2**level)
+    torch.testing.assert_close(D(x, level, 0.0), D(downsample(x), level - 1, 1.0))
+
+
+def test_alpha_blends_linearly_in_generator(nets):
+    G, _ = nets
+    z = torch.randn(3, 12)
+    a, b = G(z, 2, 0.0), G(z, 2, 1.0)
+    torch.testing.assert_close(G(z, 2, 0.25), torch.lerp(a, b, 0.25))
+
+
+def test_fused_and_unfused_generators_agree():
+    torch.manual_seed(1)
+    g1 = Generator(16, CH, latent_dim=12, fused_up=True)
+    g2 = Generator(16, CH, latent_dim=12, fused_up=False)
+    g2.load_state_dict(g1.state_dict())
+    z = torch.randn(3, 12)
+    torch.testing.assert_close(g1(z, 2, 0.5), g2(z, 2, 0.5), rtol=1e-4, atol=1e-5)
+
+
+def test_label_conditional_shapes_and_labels_matter():
+    torch.manual_seed(0)
+    G = Generator(16, CH, latent_dim=12, label_dim=3)
+    D = Discriminator(16, CH, label_dim=3)
+    with torch.no_grad():  # the projection weight starts random; make D's features matter too
+        D.embed.weight.normal_()
+    z = torch.randn(4, 12)
+    y1 = torch.tensor([[1.0, 0, 0]] * 4)
+    y2 = torch.tensor([[0.0, 1, 1]] * 4)
+    a, b = G(z, 2, 1.0, y1), G(z, 2, 1.0, y2)
+    assert a.shape == (4, 1, 16, 16)
+    assert (a - b).abs().mean() > 1e-3
+    s1, s2 = D(a, 2, 1.0, y1), D(a, 2, 1.0, y2)
+    assert s1.shape == (4,)
+    assert (s1 - s2).abs().min() > 1e-6
+
+
+def test_labels_required_exactly_when_conditional(nets):
+    G, D = nets
+    with pytest.raises(ValueError, match="unconditional"):
+        G(torch.randn(2, 12), labels=torch.ones(2, 3))
+    Gc = Generator(16, CH, latent_dim=12, label_dim=3)
+    with pytest.raises(ValueError, match=r"labels of shape \(2, 3\)"):
+        Gc(torch.randn(2, 12))
+
+
+def test_bad_arguments_name_the_value(nets):
+    G, D = nets
+    with pytest.raises(ValueError, match="level must be in"):
+        G(torch.randn(2, 12), 3)
+    with pytest.raises(ValueError, match="alpha"):
+        G(torch.randn(2, 12), 1, 1.5)
+    with pytest.raises(ValueError, match="expects"):
+        D(torch.randn(2, 1, 8, 8), 2)
+    with pytest.raises(ValueError, match="power of two"):
+        Generator(48, [8, 8, 8])
+    with pytest.raises(ValueError, match="one width per resolution"):
+        Discriminator(16, [8, 8])
