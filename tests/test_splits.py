@@ -10,7 +10,12 @@ import pytest
 
 from pipelines.data.records import Records, make_frame
 from pipelines.errors import RareganError
-from pipelines.splits import assign_splits, check_fractions, iterative_stratification, nested_fractions
+from pipelines.splits import (
+    assign_splits,
+    check_fractions,
+    iterative_stratification,
+    nested_fractions,
+)
 
 LABELS = ["Common", "Lung Lesion", "Fracture"]
 
@@ -81,7 +86,7 @@ def test_nested_fractions_are_nested_and_keep_rare_positives():
     masks = nested_fractions(train, [1, 10, 25, 50, 75, 100], seed=5, rare=["Lung Lesion", "Fracture"])
     assert list(masks) == [1.0, 10.0, 25.0, 50.0, 75.0, 100.0]
     keys = list(masks)
-    for small, big in zip(keys, keys[1:]):
+    for small, big in zip(keys, keys[1:], strict=False):
         assert not (masks[small] & ~masks[big]).any(), "fractions must be nested"
     assert masks[100.0].all()
     n_pat = train.frame["patient"].nunique()
