@@ -83,7 +83,18 @@ def all_labels(dataset: ConcatDataset) -> np.ndarray:
     return np.concatenate(out)
 
 
-def build_module(cfg: dict, label_names: list[str], task: str, arm: str, model: str, pretrained, freeze: int) -> Classifier:
+def positive_weights(labels: np.ndarray) -> list[float]:
+    """Per-label BCE positive weights negatives / positives over the known training labels."""
+    known = ~np.isnan(labels)
+    pos = ((labels > 0.5) & known).sum(axis=0)
+    neg = ((labels < 0.5) & known).sum(axis=0)
+    return (neg / np.maximum(pos, 1)).astype(float).tolist()
+
+
+def build_module(
+    cfg: dict, label_names: list[str], task: str, arm: str, model: str, pretrained, freeze: int,
+    pos_weight: list[float] | None = None,
+) -> Classifier:
     """The Lightning classifier for this arm (the standard arm augments, the others do not)."""
     c = cfg["classify"]
     augment = None
@@ -94,6 +105,7 @@ def build_module(cfg: dict, label_names: list[str], task: str, arm: str, model: 
         model_name=model, label_names=label_names, task=task, lr=c["lr"], weight_decay=c["weight_decay"],
         optimizer=c["optimizer"], warmup_epochs=c["warmup_epochs"], max_epochs=c["epochs"], augment=augment,
         head=c["head"], pretrained=pretrained, freeze=freeze, ordinal=c["ordinal_head"], seed=c["seed"],
+        pos_weight=pos_weight,
     )
 
 
@@ -162,7 +174,8 @@ def train_classifier(
     write_yaml(run / "config.yaml", {**cfg, "run": {"fraction": fraction, "arm": arm, "model": model, "classes": classes,
                                                      "synth": [str(s) for s in synth], "data": str(rec.root)}})
     pl.seed_everything(c["seed"], workers=True, verbose=False)
-    module = build_module(cfg, label_names, task, arm, model, pretrained, freeze)
+    pos_weight = positive_weights(all_labels(train_ds)) if c["pos_weight"] and task == "multilabel" else None
+    module = build_module(cfg, label_names, task, arm, model, pretrained, freeze, pos_weight)
     gen = torch.Generator().manual_seed(c["seed"])
     if c["balanced_sampling"]:
         w = torch.from_numpy(balanced_weights(all_labels(train_ds)))

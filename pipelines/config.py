@@ -28,8 +28,6 @@ DEFAULTS: dict = {
         "ema_beta": 0.999,
         "checkpoint_every_kimg": 5.0,
         "min_images": 8,
-        "conditional": False,
-        "compile": False,
         "seed": 0,
     },
     "classify": {

@@ -80,3 +80,10 @@ def test_synthetic_rows_can_never_be_evaluated():
     flagged = pd.DataFrame({"image_id": ["a", "b"], "synthetic": [False, True]})
     with pytest.raises(RareganError, match="val split"):
         assert_no_synthetic(flagged, "val")
+
+
+def test_positive_weights_count_known_labels_only():
+    from pipelines.classify_run import positive_weights
+
+    y = np.array([[1, 0], [0, np.nan], [0, 1], [0, 0]], dtype=np.float32)
+    assert positive_weights(y) == [3.0, 2.0]
