@@ -87,3 +87,52 @@ def test_positive_weights_count_known_labels_only():
 
     y = np.array([[1, 0], [0, np.nan], [0, 1], [0, 0]], dtype=np.float32)
     assert positive_weights(y) == [3.0, 2.0]
+
+
+def test_knee_ordinal_kappa_beats_majority_baseline(shared_data, tmp_path):
+    """Knee KL grades 0-4 (Chen 2018): an ordinal CORN model must beat predicting the majority grade."""
+    out = tmp_path / "knee"
+    assert classify(tmp_path, shared_data / "knee_kl", out, "--size", "32", "--fraction", "50") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    # a constant (majority-grade) predictor has kappa exactly 0 and one nonzero predicted count
+    assert metrics["qwk"] > 0.2
+    predicted = [d["pred_n"] for d in metrics["distribution"].values()]
+    assert sum(p > 0 for p in predicted) >= 3
+
+
+def test_cross_validation_and_resume(phantom_root, tmp_path, capsys):
+    out = tmp_path / "cv"
+    assert classify(tmp_path, phantom_root, out, "--size", "32", "--folds", "2") == 0
+    folds = pd.read_csv(out / "cv_folds.csv")
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert len(folds) == 2 and summary["macro_auc"]["mean"] == pytest.approx(folds["macro_auc"].mean())
+    assert "2-fold CV" in capsys.readouterr().out
+    # resume: a run whose DONE is gone continues from its last checkpoint to the same number of epochs
+    run = out / "fold0"
+    (run / "DONE").unlink()
+    assert classify(tmp_path, phantom_root, run, "--size", "32", "--resume") == 0
+    assert (run / "DONE").is_file()
+
+
+def test_evaluate_refuses_a_different_label_space(shared_data, phantom_root, tmp_path, capsys):
+    out = tmp_path / "p"
+    assert classify(tmp_path, phantom_root, out, "--size", "32", "--epochs", "1") == 0
+    code = main(["evaluate", "--run", str(out), "--data", str(shared_data / "chest_xray"),
+                 "--cache", str(tmp_path / "store")])
+    assert code == 2 and "lacks labels" in capsys.readouterr().err
+
+
+def test_ddp_with_two_cpu_processes(phantom_root, tmp_path):
+    """Lightning DDP (gloo) with 2 CPU processes trains and evaluates like one process would."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    argv = [sys.executable, "-m", "pipelines", "classify", "--data", str(phantom_root), "--model", "cnn5",
+            "--epochs", "1", "--size", "32", "--out", str(out), "--cache", str(tmp_path / "store"),
+            "--no-progress", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    preds = pd.read_csv(out / "predictions.csv")
+    assert len(preds) == metrics["n_test"] and metrics["auc"]["macro"]["auc"] is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.folds}-fold CV ({out}): macro AUC {summary['macro_auc']['mean']:.3f} ± {summary['macro_auc']['std']:.3f}")
         return 0
     train_classifier(prepared, cfg, out, **kwargs)
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
+        return 0  # DDP worker: rank 0 evaluates and reports
     metrics = json.loads((out / "metrics.json").read_text())
     print(f"test AUC ({out}; {metrics['n_test']} images, {metrics['n_test_patients']} patients):")
     for label, m in metrics["auc"].items():
