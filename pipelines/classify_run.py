@@ -83,6 +83,12 @@ def all_labels(dataset: ConcatDataset) -> np.ndarray:
     return np.concatenate(out)
 
 
+def precision(accelerator: str) -> str:
+    """Mixed precision (AMP) on a GPU, full precision on the CPU."""
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "16-mixed" if gpu else "32-true"
+
+
 def positive_weights(labels: np.ndarray) -> list[float]:
     """Per-label BCE positive weights negatives / positives over the known training labels."""
     known = ~np.isnan(labels)
@@ -188,6 +194,7 @@ def train_classifier(
     best = pl.callbacks.ModelCheckpoint(run / "checkpoints", filename="best", monitor=c["monitor"], mode=mode, save_last=True)
     trainer = pl.Trainer(
         accelerator=accelerator, devices=devices, strategy=strategy, max_epochs=c["epochs"],
+        precision=precision(accelerator),
         callbacks=[best, pl.callbacks.EarlyStopping(c["monitor"], patience=c["patience"], mode=mode, check_finite=False)],
         logger=pl.loggers.CSVLogger(run, name="logs", version=f"part{len(list((run / 'logs').glob('part*')))}"),
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=5, num_sanity_val_steps=0,

@@ -136,3 +136,16 @@ def test_ddp_with_two_cpu_processes(phantom_root, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     preds = pd.read_csv(out / "predictions.csv")
     assert len(preds) == metrics["n_test"] and metrics["auc"]["macro"]["auc"] is not None
+
+
+def test_balanced_weights_favour_rare_positives_and_amp_only_on_gpu():
+    from pipelines.classify_run import balanced_weights, precision
+
+    y = np.zeros((100, 2), dtype=np.float32)
+    y[:30, 0] = 1  # common label
+    y[30:33, 1] = 1  # rare label
+    w = balanced_weights(y)
+    # each label's positives, and the negatives, get about the same total weight
+    assert w[30:33].sum() == pytest.approx(w[:30].sum(), rel=0.01)
+    assert w[30:33].min() > w[:30].max() > 0 and (w[33:] > 0).all()
+    assert precision("cpu") == "32-true" and precision("gpu") == "16-mixed"
