@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         return 0  # DDP worker: rank 0 evaluates and reports
     metrics = json.loads((out / "metrics.json").read_text())
     print(f"test AUC ({out}; {metrics['n_test']} images, {metrics['n_test_patients']} patients):")
-    for label, m in metrics["auc"].items():
+    for label in [*prepared.records.label_names, "macro", "micro"]:
+        m = metrics["auc"][label]
         text = f"{m['auc']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]" if m["auc"] is not None else f"no AUC ({m['reason']})"
         print(f"  {label:28s} {text}")
     if "qwk" in metrics:
