@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -78,15 +77,19 @@ def loader(images: np.ndarray, batch: int, seed: int) -> DataLoader:
 
 
 def save_checkpoint_atomic(trainer: pl.Trainer, path: Path) -> None:
-    """Save a checkpoint to a temp file, then rename; a failed save keeps the previous one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".last.", suffix=".ckpt.tmp")
-    os.close(fd)
+    """Save a checkpoint to a temp file, then rename; a failed save keeps the previous one.
+
+    Every rank calls Lightning's save (it synchronizes the ranks); only rank 0 writes and renames.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    if trainer.is_global_zero:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
         trainer.save_checkpoint(tmp)
-        os.replace(tmp, path)
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         kept = f"the previous checkpoint {path} is kept" if path.exists() else "no checkpoint was kept"
         raise RareganError(f"could not write checkpoint {path}: {err.strerror or err}; {kept}") from None
 

@@ -140,3 +140,24 @@ def test_bad_inputs(phantom_root, tmp_path, capsys):
     (tmp_path / "x" / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
     code, err = run(cfg, "--resume")
     assert code == 2 and "corrupt" in err
+
+
+def test_out_of_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
+    from pipelines.errors import RareganError
+    from pipelines.gan_run import save_checkpoint_atomic
+
+    class FullDisk:  # stands in for Lightning's Trainer: writes half a file, then the disk is full
+        is_global_zero = True
+
+        def save_checkpoint(self, path):
+            with open(path, "wb") as fh:
+                fh.write(b"half")
+            raise OSError(28, "No space left on device")
+
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"previous checkpoint")
+    with pytest.raises(RareganError, match="No space left on device.*previous checkpoint .* is kept"):
+        save_checkpoint_atomic(FullDisk(), ckpt)
+    assert ckpt.read_bytes() == b"previous checkpoint"
+    assert [p.name for p in ckpt.parent.iterdir()] == ["last.ckpt"]
