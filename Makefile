@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 $(PHANTOMS)/CheXpert-v1.0-small/train.csv: | setup
 	$(BIN)/raregan phantoms --out $(PHANTOMS) --n 2000 --size 128 --seed 0

@@ -57,25 +57,39 @@ def main() -> None:
     steps = 4 if args.quick else args.steps
     rec = load_records(args.data)
     n = (steps + 2) * args.batch
-    store = build_store(rec.frame["path"].tolist()[:n * 2], args.size, cache_dir=REPO / "runs" / "store", progress=False)
+    store = build_store(
+        rec.frame["path"].tolist()[: n * 2],
+        args.size,
+        cache_dir=REPO / "runs" / "store",
+        progress=False,
+    )
     labels = rec.labels[: len(store)]
     rows = np.arange(len(store))
     torch.manual_seed(0)
     aug = {"hflip": 0.0, "degrees": 10.0, "scale": (0.8, 1.0)}
     make = lambda: Classifier(args.model, rec.label_names, rec.task, augment=aug)  # noqa: E731
 
-    loader = DataLoader(StoreDataset(store, rows, labels), batch_size=args.batch, shuffle=True,
-                        num_workers=args.workers, persistent_workers=args.workers > 0)
+    loader = DataLoader(
+        StoreDataset(store, rows, labels),
+        batch_size=args.batch,
+        shuffle=True,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+    )
     real = steps_per_second(make(), iter(loader), steps)
 
     images = torch.from_numpy(np.ascontiguousarray(store.view[rows]))
     targets = torch.from_numpy(labels)
     order = torch.randperm(len(images))
-    mem_batches = ((images[order[i:i + args.batch]], targets[order[i:i + args.batch]])
-                   for i in range(0, len(images), args.batch))
+    mem_batches = (
+        (images[order[i : i + args.batch]], targets[order[i : i + args.batch]])
+        for i in range(0, len(images), args.batch)
+    )
     memory = steps_per_second(make(), mem_batches, steps)
     cost = 1 - real / memory
-    print(f"{args.model} at {args.size} px, batch {args.batch}, {steps} steps, {torch.get_num_threads()} threads")
+    print(
+        f"{args.model} at {args.size} px, batch {args.batch}, {steps} steps, {torch.get_num_threads()} threads"
+    )
     print(f"in-memory tensor          : {memory:6.1f} img/s")
     print(f"store + augment + loader  : {real:6.1f} img/s ({args.workers} workers)")
     print(f"data path cost            : {100 * cost:+.1f} % (target <= 10 %)")

@@ -29,10 +29,15 @@ def check_arm(arm: str) -> None:
 
 def assert_no_synthetic(frame: pd.DataFrame, split: str) -> None:
     """Synthetic rows may only ever train: refuse any in val or test."""
-    bad = frame["synthetic"].astype(bool).to_numpy() | frame["image_id"].astype(str).str.startswith("synthetic:").to_numpy()
+    bad = (
+        frame["synthetic"].astype(bool).to_numpy()
+        | frame["image_id"].astype(str).str.startswith("synthetic:").to_numpy()
+    )
     if bad.any():
-        raise RareganError(f"{int(bad.sum())} synthetic rows found in the {split} split (e.g. {frame['image_id'][bad].iloc[0]}); "
-                           "synthetic images may only be used for training")
+        raise RareganError(
+            f"{int(bad.sum())} synthetic rows found in the {split} split (e.g. {frame['image_id'][bad].iloc[0]}); "
+            "synthetic images may only be used for training"
+        )
 
 
 def train_rows(prepared: Prepared, fraction: float, seed: int, classes: list[str]) -> pd.DataFrame:
@@ -42,22 +47,29 @@ def train_rows(prepared: Prepared, fraction: float, seed: int, classes: list[str
     test = prepared.split("test").frame
     for cls in classes:
         if not (test[cls] > 0.5).any():
-            raise RareganError(f"class {cls!r} has no positive images in the test split, so it has no AUC; "
-                               "use a larger --test share or another class")
+            raise RareganError(
+                f"class {cls!r} has no positive images in the test split, so it has no AUC; "
+                "use a larger --test share or another class"
+            )
     return train.frame[mask]
 
 
 def datasets(prepared: Prepared, rows: pd.DataFrame, label_names: list[str], synth: list[Path]):
     """Train dataset (real store rows + synthetic images), and the val and test datasets."""
+
     def part(frame: pd.DataFrame) -> StoreDataset:
-        return StoreDataset(prepared.store, frame["row"].to_numpy(), frame[label_names].to_numpy(np.float32))
+        return StoreDataset(
+            prepared.store, frame["row"].to_numpy(), frame[label_names].to_numpy(np.float32)
+        )
 
     parts, n_synth = [part(rows)], 0
     for folder in synth:
         synth_rows, images = load_synthetic(folder, label_names)
         if images.shape[-1] != prepared.store.size:
-            raise RareganError(f"synthetic images in {folder} are {images.shape[-1]} px but the data store is "
-                               f"{prepared.store.size} px; synthesize from a GAN of the same resolution")
+            raise RareganError(
+                f"synthetic images in {folder} are {images.shape[-1]} px but the data store is "
+                f"{prepared.store.size} px; synthesize from a GAN of the same resolution"
+            )
         labels = torch.from_numpy(synth_rows[label_names].to_numpy(np.float32))
         parts.append(TensorDataset(torch.from_numpy(images), labels))
         n_synth += len(synth_rows)
@@ -98,7 +110,13 @@ def positive_weights(labels: np.ndarray) -> list[float]:
 
 
 def build_module(
-    cfg: dict, label_names: list[str], task: str, arm: str, model: str, pretrained, freeze: int,
+    cfg: dict,
+    label_names: list[str],
+    task: str,
+    arm: str,
+    model: str,
+    pretrained,
+    freeze: int,
     pos_weight: list[float] | None = None,
 ) -> Classifier:
     """The Lightning classifier for this arm (the standard arm augments, the others do not)."""
@@ -108,9 +126,20 @@ def build_module(
         a = c["augment"]
         augment = {"hflip": a["hflip"], "degrees": a["rotate"], "scale": tuple(a["crop_scale"])}
     return Classifier(
-        model_name=model, label_names=label_names, task=task, lr=c["lr"], weight_decay=c["weight_decay"],
-        optimizer=c["optimizer"], warmup_epochs=c["warmup_epochs"], max_epochs=c["epochs"], augment=augment,
-        head=c["head"], pretrained=pretrained, freeze=freeze, ordinal=c["ordinal_head"], seed=c["seed"],
+        model_name=model,
+        label_names=label_names,
+        task=task,
+        lr=c["lr"],
+        weight_decay=c["weight_decay"],
+        optimizer=c["optimizer"],
+        warmup_epochs=c["warmup_epochs"],
+        max_epochs=c["epochs"],
+        augment=augment,
+        head=c["head"],
+        pretrained=pretrained,
+        freeze=freeze,
+        ordinal=c["ordinal_head"],
+        seed=c["seed"],
         pos_weight=pos_weight,
     )
 
@@ -125,7 +154,9 @@ def predict(module: Classifier, dataset, batch: int) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def evaluate(module: Classifier, frame: pd.DataFrame, dataset, label_names: list[str], task: str, cfg: dict) -> tuple[pd.DataFrame, dict]:
+def evaluate(
+    module: Classifier, frame: pd.DataFrame, dataset, label_names: list[str], task: str, cfg: dict
+) -> tuple[pd.DataFrame, dict]:
     """Predictions table and metrics (per-label AUC with patient-bootstrap CIs, class report)."""
     scores = predict(module, dataset, cfg["classify"]["batch_size"])
     y = frame[label_names].to_numpy(np.float64)
@@ -134,14 +165,23 @@ def evaluate(module: Classifier, frame: pd.DataFrame, dataset, label_names: list
         preds[name] = y[:, j]
         preds[f"score:{name}"] = scores[:, j]
     n_boot = cfg["compare"]["n_boot"]
-    auc = per_label_report(label_names, y, scores, frame["patient"].to_numpy(), task, n_boot=n_boot, seed=0)
-    metrics = {"auc": auc.replace({np.nan: None}).to_dict(orient="index"), "n_test": len(frame),
-               "n_test_patients": int(frame["patient"].nunique())}
+    auc = per_label_report(
+        label_names, y, scores, frame["patient"].to_numpy(), task, n_boot=n_boot, seed=0
+    )
+    metrics = {
+        "auc": auc.replace({np.nan: None}).to_dict(orient="index"),
+        "n_test": len(frame),
+        "n_test_patients": int(frame["patient"].nunique()),
+    }
     if task == "multilabel":
         report = classification_report(y, (scores > 0.5).astype(int), label_names)
     else:
-        report = classification_report(np.nanargmax(np.nan_to_num(y, nan=-1), axis=1), scores.argmax(axis=1),
-                                       label_names, ordinal=task == "ordinal")
+        report = classification_report(
+            np.nanargmax(np.nan_to_num(y, nan=-1), axis=1),
+            scores.argmax(axis=1),
+            label_names,
+            ordinal=task == "ordinal",
+        )
     metrics["accuracy"] = report["accuracy"]
     metrics["per_class"] = report["per_class"].to_dict(orient="index")
     metrics["confusion"] = report["confusion"].to_dict(orient="split")
@@ -153,16 +193,29 @@ def evaluate(module: Classifier, frame: pd.DataFrame, dataset, label_names: list
 
 
 def train_classifier(
-    prepared: Prepared, cfg: dict, run: Path, fraction: float = 100.0, arm: str = "none",
-    model: str | None = None, classes: list[str] | None = None, synth: list[Path] | None = None,
-    pretrained: Path | None = None, freeze: int = 0, resume: bool = False,
-    devices: int | str = 1, strategy: str = "auto", accelerator: str = "auto", progress: bool = True,
+    prepared: Prepared,
+    cfg: dict,
+    run: Path,
+    fraction: float = 100.0,
+    arm: str = "none",
+    model: str | None = None,
+    classes: list[str] | None = None,
+    synth: list[Path] | None = None,
+    pretrained: Path | None = None,
+    freeze: int = 0,
+    resume: bool = False,
+    devices: int | str = 1,
+    strategy: str = "auto",
+    accelerator: str = "auto",
+    progress: bool = True,
 ) -> dict:
     """Train, select on val, evaluate once on test; write the run folder and return its metrics."""
     check_arm(arm)
     run, classes, synth = Path(run), list(classes or []), list(synth or [])
     if arm == "gan" and not synth:
-        raise RareganError("the gan arm needs synthetic images: give --synth (folders made by raregan synth)")
+        raise RareganError(
+            "the gan arm needs synthetic images: give --synth (folders made by raregan synth)"
+        )
     if arm != "gan" and synth:
         raise RareganError(f"synthetic images were given but the arm is {arm!r}; use --arm gan")
     if is_done(run):
@@ -177,43 +230,94 @@ def train_classifier(
     rows = train_rows(prepared, fraction, cfg["data"]["seed"], classes)
     train_ds, val_ds, test_ds, n_synth = datasets(prepared, rows, label_names, synth)
     run.mkdir(parents=True, exist_ok=True)
-    write_yaml(run / "config.yaml", {**cfg, "run": {"fraction": fraction, "arm": arm, "model": model, "classes": classes,
-                                                     "synth": [str(s) for s in synth], "data": str(rec.root)}})
+    write_yaml(
+        run / "config.yaml",
+        {
+            **cfg,
+            "run": {
+                "fraction": fraction,
+                "arm": arm,
+                "model": model,
+                "classes": classes,
+                "synth": [str(s) for s in synth],
+                "data": str(rec.root),
+            },
+        },
+    )
     pl.seed_everything(c["seed"], workers=True, verbose=False)
-    pos_weight = positive_weights(all_labels(train_ds)) if c["pos_weight"] and task == "multilabel" else None
+    pos_weight = (
+        positive_weights(all_labels(train_ds)) if c["pos_weight"] and task == "multilabel" else None
+    )
     module = build_module(cfg, label_names, task, arm, model, pretrained, freeze, pos_weight)
     gen = torch.Generator().manual_seed(c["seed"])
     if c["balanced_sampling"]:
         w = torch.from_numpy(balanced_weights(all_labels(train_ds)))
-        loader = DataLoader(train_ds, c["batch_size"], sampler=WeightedRandomSampler(w, len(w), generator=gen),
-                            num_workers=c["num_workers"], drop_last=len(train_ds) > c["batch_size"])
+        loader = DataLoader(
+            train_ds,
+            c["batch_size"],
+            sampler=WeightedRandomSampler(w, len(w), generator=gen),
+            num_workers=c["num_workers"],
+            drop_last=len(train_ds) > c["batch_size"],
+        )
     else:
-        loader = DataLoader(train_ds, c["batch_size"], shuffle=True, generator=gen, num_workers=c["num_workers"],
-                            drop_last=len(train_ds) > c["batch_size"])
+        loader = DataLoader(
+            train_ds,
+            c["batch_size"],
+            shuffle=True,
+            generator=gen,
+            num_workers=c["num_workers"],
+            drop_last=len(train_ds) > c["batch_size"],
+        )
     mode = "min" if c["monitor"].endswith("loss") else "max"
-    best = pl.callbacks.ModelCheckpoint(run / "checkpoints", filename="best", monitor=c["monitor"], mode=mode, save_last=True)
+    best = pl.callbacks.ModelCheckpoint(
+        run / "checkpoints", filename="best", monitor=c["monitor"], mode=mode, save_last=True
+    )
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=devices, strategy=strategy, max_epochs=c["epochs"],
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        max_epochs=c["epochs"],
         precision=precision(accelerator),
-        callbacks=[best, pl.callbacks.EarlyStopping(c["monitor"], patience=c["patience"], mode=mode, check_finite=False)],
-        logger=pl.loggers.CSVLogger(run, name="logs", version=f"part{len(list((run / 'logs').glob('part*')))}"),
-        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=5, num_sanity_val_steps=0,
+        callbacks=[
+            best,
+            pl.callbacks.EarlyStopping(
+                c["monitor"], patience=c["patience"], mode=mode, check_finite=False
+            ),
+        ],
+        logger=pl.loggers.CSVLogger(
+            run, name="logs", version=f"part{len(list((run / 'logs').glob('part*')))}"
+        ),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=5,
+        num_sanity_val_steps=0,
         deterministic="warn",
     )
     last = run / "checkpoints" / "last.ckpt"
     if resume and not last.exists():
         raise RareganError(f"cannot resume: no checkpoint at {last}; start without --resume")
-    trainer.fit(module, loader, DataLoader(val_ds, c["batch_size"]), ckpt_path=str(last) if resume else None)
+    trainer.fit(
+        module, loader, DataLoader(val_ds, c["batch_size"]), ckpt_path=str(last) if resume else None
+    )
     if trainer.global_rank != 0:
         return {}
     best_path = best.best_model_path or str(last)
     module = Classifier.load_from_checkpoint(best_path, map_location="cpu", pretrained=None)
     test = prepared.split("test").frame
     preds, metrics = evaluate(module, test, test_ds, label_names, task, cfg)
-    metrics.update({"fraction": fraction, "arm": arm, "model": model, "n_train_real": len(rows),
-                    "n_train_patients": int(rows["patient"].nunique()), "n_train_synthetic": n_synth,
-                    "best_checkpoint": Path(best_path).name, "best_val": float(best.best_model_score or np.nan),
-                    "epochs_run": trainer.current_epoch})
+    metrics.update(
+        {
+            "fraction": fraction,
+            "arm": arm,
+            "model": model,
+            "n_train_real": len(rows),
+            "n_train_patients": int(rows["patient"].nunique()),
+            "n_train_synthetic": n_synth,
+            "best_checkpoint": Path(best_path).name,
+            "best_val": float(best.best_model_score or np.nan),
+            "epochs_run": trainer.current_epoch,
+        }
+    )
     preds.to_csv(run / "predictions.csv", index=False)
     write_json(run / "metrics.json", metrics)
     outputs(run, module, test, test_ds, preds, metrics, label_names, task, classes, prepared)
@@ -221,7 +325,9 @@ def train_classifier(
     return metrics
 
 
-def outputs(run, module, test, test_ds, preds, metrics, label_names, task, classes, prepared) -> None:
+def outputs(
+    run, module, test, test_ds, preds, metrics, label_names, task, classes, prepared
+) -> None:
     """ROC curves, confusion matrix, prediction grid and Grad-CAM overlays for the rare classes."""
     from pipelines import classify_plots as cp
 
@@ -232,23 +338,42 @@ def outputs(run, module, test, test_ds, preds, metrics, label_names, task, class
         cm = np.asarray(metrics["confusion"]["data"])
         cp.confusion_png(run / "confusion.png", cm, label_names, "test confusion matrix")
         dist = metrics["distribution"]
-        cp.label_distribution_png(run / "label_distribution.png", [dist[n]["true_n"] for n in label_names],
-                                  [dist[n]["pred_n"] for n in label_names], label_names, "test: true vs predicted")
+        cp.label_distribution_png(
+            run / "label_distribution.png",
+            [dist[n]["true_n"] for n in label_names],
+            [dist[n]["pred_n"] for n in label_names],
+            label_names,
+            "test: true vs predicted",
+        )
     images = prepared.store.view[test["row"].to_numpy()[:32]]
     top = scores[:32].argmax(axis=1)
     if task == "multilabel":
-        truth = [", ".join(n for n, v in zip(label_names, row, strict=True) if v > 0.5) or "none" for row in y[:32]]
+        truth = [
+            ", ".join(n for n, v in zip(label_names, row, strict=True) if v > 0.5) or "none"
+            for row in y[:32]
+        ]
         correct = [y[i, top[i]] > 0.5 for i in range(len(top))]
     else:
         truth = [label_names[int(np.nanargmax(row))] for row in y[:32]]
         correct = [label_names[t] == tr for t, tr in zip(top, truth, strict=True)]
-    cp.prediction_grid(run / "test_predictions.png", images, truth, [label_names[t] for t in top], correct,
-                       "test images: predicted / true")
+    cp.prediction_grid(
+        run / "test_predictions.png",
+        images,
+        truth,
+        [label_names[t] for t in top],
+        correct,
+        "test images: predicted / true",
+    )
     for cls in classes:
         j = label_names.index(cls)
         pos = np.flatnonzero(y[:, j] > 0.5)
         pick = pos[np.argsort(-scores[pos, j])][:8]
         if len(pick):
-            cp.gradcam_grid(run / f"gradcam_{cls.replace(' ', '_')}.png", module.model,
-                            prepared.store.view[test["row"].to_numpy()[pick]], j,
-                            lambda x: module.preprocess(x), f"Grad-CAM: top-scored {cls} test positives")
+            cp.gradcam_grid(
+                run / f"gradcam_{cls.replace(' ', '_')}.png",
+                module.model,
+                prepared.store.view[test["row"].to_numpy()[pick]],
+                j,
+                lambda x: module.preprocess(x),
+                f"Grad-CAM: top-scored {cls} test positives",
+            )

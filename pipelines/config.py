@@ -14,8 +14,13 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Every key a config may set; a preset overrides some of them.
 DEFAULTS: dict = {
     "data": {"size": 64, "resize": "pad", "val": 0.1, "test": 0.1, "seed": 0},
-    "filters": {"names": ["gaussian_blur", "unsharp_mask", "minimum_filter"], "blur_kernel": 5,
-                "unsharp_sigma": 2.0, "unsharp_amount": 1.0, "min_size": 3},
+    "filters": {
+        "names": ["gaussian_blur", "unsharp_mask", "minimum_filter"],
+        "blur_kernel": 5,
+        "unsharp_sigma": 2.0,
+        "unsharp_amount": 1.0,
+        "min_size": 3,
+    },
     "gan": {
         "resolution": 64,
         "channels": [128, 128, 128, 64, 32],
@@ -83,7 +88,9 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         if not p.suffix and not p.exists():
             p = CONFIG_DIR / f"{path}.yaml"
         if not p.is_file():
-            raise RareganError(f"config file {path} not found; presets: {', '.join(sorted(q.stem for q in CONFIG_DIR.glob('*.yaml')))}")
+            raise RareganError(
+                f"config file {path} not found; presets: {', '.join(sorted(q.stem for q in CONFIG_DIR.glob('*.yaml')))}"
+            )
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as err:
@@ -93,5 +100,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         cfg = _merge(cfg, loaded, "", str(p))
     if overrides:
         cfg = _merge(cfg, overrides, "", "command line")
-    cfg["gan"]["batch_per_resolution"] = {int(k): int(v) for k, v in cfg["gan"]["batch_per_resolution"].items()}
+    cfg["gan"]["batch_per_resolution"] = {
+        int(k): int(v) for k, v in cfg["gan"]["batch_per_resolution"].items()
+    }
     return cfg

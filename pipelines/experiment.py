@@ -46,11 +46,15 @@ class Sweep:
 
     def classify_dir(self, dataset: str, arm: str, fraction: float, seed: int) -> Path:
         """Run folder of one classifier."""
-        return run_path(self.runs, dataset, "classify", f"{self.name}-{self.model}-{arm}-f{fraction:g}-s{seed}")
+        return run_path(
+            self.runs, dataset, "classify", f"{self.name}-{self.model}-{arm}-f{fraction:g}-s{seed}"
+        )
 
     def gan_dir(self, dataset: str, cls: str, fraction: float) -> Path:
         """Run folder of one class's GAN at one fraction."""
-        return run_path(self.runs, dataset, "gan", f"{self.name}-{cls.replace(' ', '_')}-f{fraction:g}")
+        return run_path(
+            self.runs, dataset, "gan", f"{self.name}-{cls.replace(' ', '_')}-f{fraction:g}"
+        )
 
     def out_dir(self, dataset: str) -> Path:
         """Where the tables and the report go."""
@@ -68,7 +72,9 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
     for cls in sweep.classes:
         prepared.records.label_index(cls)
         if not (prepared.split("test").frame[cls] > 0.5).any():
-            raise RareganError(f"class {cls!r} has no positive images in the test split, so it has no AUC")
+            raise RareganError(
+                f"class {cls!r} has no positive images in the test split, so it has no AUC"
+            )
     if "gan" in sweep.arms:
         for cls in sweep.classes:  # the smallest fraction must leave each GAN enough images
             training_images(prepared, cls, sweep.fractions[0], cfg)
@@ -77,8 +83,17 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
 def plan(sweep: Sweep, dataset: str) -> pd.DataFrame:
     """One row per (class, fraction, arm, seed) with its run folder."""
     rows = [
-        {"class": cls, "fraction": f, "arm": arm, "seed": s, "run": str(sweep.classify_dir(dataset, arm, f, s))}
-        for f in sweep.fractions for cls in sweep.classes for arm in sweep.arms for s in sweep.seeds
+        {
+            "class": cls,
+            "fraction": f,
+            "arm": arm,
+            "seed": s,
+            "run": str(sweep.classify_dir(dataset, arm, f, s)),
+        }
+        for f in sweep.fractions
+        for cls in sweep.classes
+        for arm in sweep.arms
+        for s in sweep.seeds
     ]
     return pd.DataFrame(rows)
 
@@ -120,24 +135,51 @@ def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.Dat
             for cls in sweep.classes:
                 gdir = sweep.gan_dir(dataset, cls, f)
                 resume = (gdir / CKPT).exists()
-                ok = attempt(gdir, partial(train_gan, prepared, cls, f, cfg, gdir, resume=resume,
-                                           progress=sweep.progress))
+                ok = attempt(
+                    gdir,
+                    partial(
+                        train_gan,
+                        prepared,
+                        cls,
+                        f,
+                        cfg,
+                        gdir,
+                        resume=resume,
+                        progress=sweep.progress,
+                    ),
+                )
                 if ok:
                     synth_sets.append(synthesize(gdir, ratio=synth_ratio, seed=0))
                     if not (gdir / "eval" / "eval.json").is_file():
-                        evaluate_gan_run(gdir, synth_sets[-1], cache=prepared.store.data_path.parent)
+                        evaluate_gan_run(
+                            gdir, synth_sets[-1], cache=prepared.store.data_path.parent
+                        )
         for seed in sweep.seeds:
             c = {**cfg, "classify": {**cfg["classify"], "seed": seed}}
             for arm in sweep.arms:
                 run = sweep.classify_dir(dataset, arm, f, seed)
                 if arm == "gan" and len(synth_sets) < len(sweep.classes):
                     run.mkdir(parents=True, exist_ok=True)
-                    atomic_write_text(run / ERROR, "a GAN of this fraction failed; see its run folder's ERROR\n")
+                    atomic_write_text(
+                        run / ERROR, "a GAN of this fraction failed; see its run folder's ERROR\n"
+                    )
                     continue
                 resume = (run / "checkpoints" / "last.ckpt").exists()
-                attempt(run, partial(train_classifier, prepared, c, run, fraction=f, arm=arm, classes=sweep.classes,
-                                     synth=synth_sets if arm == "gan" else [], resume=resume,
-                                     progress=sweep.progress))
+                attempt(
+                    run,
+                    partial(
+                        train_classifier,
+                        prepared,
+                        c,
+                        run,
+                        fraction=f,
+                        arm=arm,
+                        classes=sweep.classes,
+                        synth=synth_sets if arm == "gan" else [],
+                        resume=resume,
+                        progress=sweep.progress,
+                    ),
+                )
     return collect_cells(sweep, dataset)
 
 
@@ -159,6 +201,16 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
             if (ev / "eval.json").is_file():
                 rep = json.loads((ev / "eval.json").read_text())
                 rows.append({"class": cls, "fraction": f, "fid": rep["fid"], "kid": rep["kid"]})
-                images.append((ev / "real_vs_synthetic.png", f"{cls}, {f:g} %: real train positives (top) vs GAN samples"))
-                images.append((ev / "closest_pairs.png", f"{cls}, {f:g} %: synthetic images and their nearest real training image"))
+                images.append(
+                    (
+                        ev / "real_vs_synthetic.png",
+                        f"{cls}, {f:g} %: real train positives (top) vs GAN samples",
+                    )
+                )
+                images.append(
+                    (
+                        ev / "closest_pairs.png",
+                        f"{cls}, {f:g} %: synthetic images and their nearest real training image",
+                    )
+                )
     return pd.DataFrame(rows), images

@@ -27,23 +27,35 @@ def feature_net(path: Path | None):
     try:
         model = Classifier.load_from_checkpoint(path, map_location="cpu", pretrained=None)
     except Exception as err:  # wrong or damaged file
-        raise RareganError(f"{path} is not a raregan classifier checkpoint ({type(err).__name__}: {err})") from None
+        raise RareganError(
+            f"{path} is not a raregan classifier checkpoint ({type(err).__name__}: {err})"
+        ) from None
     return classifier_feature_net(model.eval())
 
 
 def evaluate_gan_run(
-    run: Path, synth_dir: Path | None = None, n: int = 256, seed: int = 0, classifier: Path | None = None,
-    inception_weights: Path | None = None, out: Path | None = None, cache: Path = Path("runs/store"),
+    run: Path,
+    synth_dir: Path | None = None,
+    n: int = 256,
+    seed: int = 0,
+    classifier: Path | None = None,
+    inception_weights: Path | None = None,
+    out: Path | None = None,
+    cache: Path = Path("runs/store"),
 ) -> tuple[dict, pd.DataFrame, Path]:
     """Write eval.json, nearest.csv, closest_pairs.png and real_vs_synthetic.png; return report, table, folder."""
     run = Path(run)
     _, summary = load_generator(run)
     positives = pd.read_csv(run / "positives.csv")
-    size = torch.load(run / "generator_ema.pt", map_location="cpu", weights_only=False)["hparams"]["resolution"]
+    size = torch.load(run / "generator_ema.pt", map_location="cpu", weights_only=False)["hparams"][
+        "resolution"
+    ]
     real = build_store(positives["path"].tolist(), size, "pad", cache, progress=False).view
     synth_dir = synth_dir or synthesize(run, n=n, seed=seed)
     _, fake = load_synthetic(synth_dir, summary["label_names"])
-    report, nearest = gan_eval(real, fake, net=feature_net(classifier), seed=seed, inception_weights=inception_weights)
+    report, nearest = gan_eval(
+        real, fake, net=feature_net(classifier), seed=seed, inception_weights=inception_weights
+    )
     report.update({"run": str(run), "synthetic": str(synth_dir), "class": summary["class"]})
     out = Path(out) if out else run / "eval"
     with staged_dir(out) as tmp:
@@ -53,6 +65,10 @@ def evaluate_gan_run(
         rng = np.random.default_rng(seed)
         pick_r = rng.choice(len(real), size=min(8, len(real)), replace=False)
         pick_f = rng.choice(len(fake), size=min(8, len(fake)), replace=False)
-        save_grid(tmp / "real_vs_synthetic.png", [list(real[pick_r]), list(fake[pick_f])],
-                  row_titles=["real", "synthetic"], title=f"{summary['class']}: real train positives vs GAN samples")
+        save_grid(
+            tmp / "real_vs_synthetic.png",
+            [list(real[pick_r]), list(fake[pick_f])],
+            row_titles=["real", "synthetic"],
+            title=f"{summary['class']}: real train positives vs GAN samples",
+        )
     return report, nearest, out

@@ -26,7 +26,9 @@ POSITIVES = "positives.csv"
 def check_resolution(resolution: int) -> None:
     """PGGAN grows 4 px → R px by doubling: R must be a power of two, 8…1024."""
     if resolution < 8 or resolution > 1024 or resolution & (resolution - 1):
-        raise RareganError(f"GAN resolution {resolution} is not a power of two between 8 and 1024; use e.g. 64")
+        raise RareganError(
+            f"GAN resolution {resolution} is not a power of two between 8 and 1024; use e.g. 64"
+        )
 
 
 def gan_module(cfg: dict, label_dim: int = 0) -> PGGAN:
@@ -39,14 +41,25 @@ def gan_module(cfg: dict, label_dim: int = 0) -> PGGAN:
             f"gan.channels has {len(g['channels'])} entries but {g['resolution']} px needs {n_levels} (4 px … {g['resolution']} px)"
         )
     return PGGAN(
-        resolution=g["resolution"], channels=list(g["channels"]), latent_dim=g["latent_dim"], label_dim=label_dim,
-        kimg_per_phase=g["kimg_per_phase"], lr=g["lr"],
-        batch_per_resolution={r: b for r, b in g["batch_per_resolution"].items() if r <= g["resolution"]},
-        gp_lambda=g["gp_lambda"], drift=g["drift"], ema_beta=g["ema_beta"], seed=g["seed"],
+        resolution=g["resolution"],
+        channels=list(g["channels"]),
+        latent_dim=g["latent_dim"],
+        label_dim=label_dim,
+        kimg_per_phase=g["kimg_per_phase"],
+        lr=g["lr"],
+        batch_per_resolution={
+            r: b for r, b in g["batch_per_resolution"].items() if r <= g["resolution"]
+        },
+        gp_lambda=g["gp_lambda"],
+        drift=g["drift"],
+        ema_beta=g["ema_beta"],
+        seed=g["seed"],
     )
 
 
-def training_images(prepared: Prepared, cls: str, fraction: float, cfg: dict) -> tuple[pd.DataFrame, np.ndarray]:
+def training_images(
+    prepared: Prepared, cls: str, fraction: float, cfg: dict
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The class's train positives of the fraction and their filter-bank expansion (uint8)."""
     g = cfg["gan"]
     if prepared.store.size != g["resolution"]:
@@ -90,8 +103,12 @@ def save_checkpoint_atomic(trainer: pl.Trainer, path: Path) -> None:
             os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        kept = f"the previous checkpoint {path} is kept" if path.exists() else "no checkpoint was kept"
-        raise RareganError(f"could not write checkpoint {path}: {err.strerror or err}; {kept}") from None
+        kept = (
+            f"the previous checkpoint {path} is kept" if path.exists() else "no checkpoint was kept"
+        )
+        raise RareganError(
+            f"could not write checkpoint {path}: {err.strerror or err}; {kept}"
+        ) from None
 
 
 def check_checkpoint(path: Path) -> None:
@@ -99,7 +116,9 @@ def check_checkpoint(path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file: torch raises many kinds
-        raise RareganError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); delete it and start over") from None
+        raise RareganError(
+            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); delete it and start over"
+        ) from None
     if not isinstance(state, dict) or "pggan_state" not in state or "state_dict" not in state:
         raise RareganError(f"{path} is not a raregan GAN checkpoint; delete it and start over")
 
@@ -189,7 +208,12 @@ def loggers(run: Path) -> list:
 
 def merged_losses(run: Path) -> pd.DataFrame:
     """All log parts in order; steps replayed after a resume replace those logged before the crash."""
-    parts = [pd.read_csv(p) for p in sorted((run / "logs").glob("part*/metrics.csv"), key=lambda p: int(p.parent.name[4:]))]
+    parts = [
+        pd.read_csv(p)
+        for p in sorted(
+            (run / "logs").glob("part*/metrics.csv"), key=lambda p: int(p.parent.name[4:])
+        )
+    ]
     parts = [p for p in parts if len(p)]
     merged = []
     for k, part in enumerate(parts):
@@ -216,38 +240,67 @@ def train_gan(
     if is_done(run):
         return run
     if ckpt.exists() and not resume:
-        raise RareganError(f"{run} holds an unfinished GAN run; pass --resume to continue it or choose another --out")
+        raise RareganError(
+            f"{run} holds an unfinished GAN run; pass --resume to continue it or choose another --out"
+        )
     if resume and not ckpt.exists():
         raise RareganError(f"cannot resume: no checkpoint at {ckpt}; start without --resume")
     rows, images = training_images(prepared, cls, fraction, cfg)
     run.mkdir(parents=True, exist_ok=True)
-    write_yaml(run / "config.yaml", {**cfg, "run": {"class": cls, "fraction": fraction, "data": str(prepared.records.root),
-                                                     "source": prepared.records.source}})
+    write_yaml(
+        run / "config.yaml",
+        {
+            **cfg,
+            "run": {
+                "class": cls,
+                "fraction": fraction,
+                "data": str(prepared.records.root),
+                "source": prepared.records.source,
+            },
+        },
+    )
     keep = ["image_id", "patient", "path", *prepared.records.label_names]
     rows[keep].to_csv(run / POSITIVES, index=False)
     pl.seed_everything(cfg["gan"]["seed"], workers=True, verbose=False)
     module = gan_module(cfg)
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=devices, strategy=strategy,
-        max_epochs=-1, max_steps=-1,  # the module stops the trainer when its schedule ends
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        max_epochs=-1,
+        max_steps=-1,  # the module stops the trainer when its schedule ends
         logger=loggers(run),
         callbacks=[RunOutputs(run, cfg["gan"]["checkpoint_every_kimg"], seed=cfg["gan"]["seed"])],
-        enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-        log_every_n_steps=5, num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=5,
+        num_sanity_val_steps=0,
     )
     if resume:
         check_checkpoint(ckpt)
-    trainer.fit(module, loader(images, module.schedule.max_batch, cfg["gan"]["seed"]),
-                ckpt_path=str(ckpt) if resume else None)
+    trainer.fit(
+        module,
+        loader(images, module.schedule.max_batch, cfg["gan"]["seed"]),
+        ckpt_path=str(ckpt) if resume else None,
+    )
     if not module.phase.done:
-        raise RareganError(f"GAN training in {run} stopped before the schedule ended; resume with --resume")
+        raise RareganError(
+            f"GAN training in {run} stopped before the schedule ended; resume with --resume"
+        )
     if trainer.global_rank == 0:
         finish(run, module, rows, images, cls, fraction, cfg, list(prepared.records.label_names))
     return run
 
 
 def finish(
-    run: Path, module: PGGAN, rows: pd.DataFrame, images: np.ndarray, cls: str, fraction: float, cfg: dict,
+    run: Path,
+    module: PGGAN,
+    rows: pd.DataFrame,
+    images: np.ndarray,
+    cls: str,
+    fraction: float,
+    cfg: dict,
     label_names: list[str],
 ) -> None:
     """Final grid, loss curve, EMA generator weights and summary; DONE last."""
@@ -256,8 +309,17 @@ def finish(
     losses.to_csv(run / "losses.csv", index=False)
     if len(losses):
         loss_curve(losses, run / "loss_curve.png")
-    torch.save({"hparams": dict(module.hparams), "state_dict": module.G_ema.state_dict()}, run / GENERATOR)
-    summary = {"class": cls, "fraction": fraction, "positives": len(rows), "training_images": len(images),
-               "kimg": module.images_seen / 1000, "steps": module.steps, "label_names": label_names}
+    torch.save(
+        {"hparams": dict(module.hparams), "state_dict": module.G_ema.state_dict()}, run / GENERATOR
+    )
+    summary = {
+        "class": cls,
+        "fraction": fraction,
+        "positives": len(rows),
+        "training_images": len(images),
+        "kimg": module.images_seen / 1000,
+        "steps": module.steps,
+        "label_names": label_names,
+    }
     write_json(run / "summary.json", summary)
     mark_done(run, summary)

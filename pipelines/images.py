@@ -36,7 +36,10 @@ def save_grid(
 
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(cell_inches * n_cols, cell_inches * n_rows + (0.4 if title else 0)), squeeze=False
+        n_rows,
+        n_cols,
+        figsize=(cell_inches * n_cols, cell_inches * n_rows + (0.4 if title else 0)),
+        squeeze=False,
     )
     for i, row in enumerate(rows):
         for j in range(n_cols):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
 CITATION = (
     "Sundaram S., Hulkund N. (2021). GAN-based Data Augmentation for Chest X-ray Classification. "
     "KDD 2021 Workshop on Applied Data Science for Healthcare (DSHealth). "
@@ -21,22 +19,26 @@ CAVEATS = (
 
 # AUC per class → fraction (%) → (none, standard, gan).
 PAPER_AUC = {
-    "Lung Lesion": {1: (0.727, 0.728, 0.758), 10: (0.790, 0.796, 0.803), 50: (0.826, 0.822, 0.828), 100: (0.835, 0.832, 0.834)},
-    "Pleural Other": {1: (0.566, 0.550, 0.594), 10: (0.632, 0.655, 0.670), 50: (0.710, 0.696, 0.706), 100: (0.721, 0.712, 0.727)},
-    "Fracture": {1: (0.583, 0.601, 0.656), 10: (0.700, 0.723, 0.742), 50: (0.789, 0.780, 0.793), 100: (0.811, 0.793, 0.807)},
+    "Lung Lesion": {
+        1: (0.727, 0.728, 0.758),
+        10: (0.790, 0.796, 0.803),
+        50: (0.826, 0.822, 0.828),
+        100: (0.835, 0.832, 0.834),
+    },
+    "Pleural Other": {
+        1: (0.566, 0.550, 0.594),
+        10: (0.632, 0.655, 0.670),
+        50: (0.710, 0.696, 0.706),
+        100: (0.721, 0.712, 0.727),
+    },
+    "Fracture": {
+        1: (0.583, 0.601, 0.656),
+        10: (0.700, 0.723, 0.742),
+        50: (0.789, 0.780, 0.793),
+        100: (0.811, 0.793, 0.807),
+    },
 }
 ARMS = ("none", "standard", "gan")
-
-
-def paper_table() -> pd.DataFrame:
-    """Long table: class, fraction, arm, auc (the paper's single-seed values)."""
-    rows = [
-        {"class": cls, "fraction": frac, "arm": arm, "auc": auc}
-        for cls, by_frac in PAPER_AUC.items()
-        for frac, values in by_frac.items()
-        for arm, auc in zip(ARMS, values, strict=True)
-    ]
-    return pd.DataFrame(rows)
 
 
 def paper_auc(cls: str, fraction: float, arm: str) -> float | None:

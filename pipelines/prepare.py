@@ -74,7 +74,9 @@ def load_split(spec: DataSpec) -> Records:
         records = map_labels(records, parse_label_map(spec.label_map))
     if len(records) == 0:
         raise RareganError(f"no images found in {spec.data}")
-    split = assign_splits(records, spec.val, spec.test, spec.seed, spec.stratify, spec.keep_official)
+    split = assign_splits(
+        records, spec.val, spec.test, spec.seed, spec.stratify, spec.keep_official
+    )
     records.frame["split"] = split
     for label, keep in spec.rarefy.items():
         records = rarefy(records, label, keep, spec.seed)
@@ -82,7 +84,7 @@ def load_split(spec: DataSpec) -> Records:
 
 
 def parse_rarefy(text: str | None) -> dict[str, float]:
-    """"viral=0.05,Fracture=0.5" → {"viral": 0.05, "Fracture": 0.5}; a bad item is a user error."""
+    """ "viral=0.05,Fracture=0.5" → {"viral": 0.05, "Fracture": 0.5}; a bad item is a user error."""
     out = {}
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
         name, _, value = item.rpartition("=")
@@ -91,7 +93,9 @@ def parse_rarefy(text: str | None) -> dict[str, float]:
         except ValueError:
             keep = -1.0
         if not name or not 0.0 < keep <= 1.0:
-            raise RareganError(f"--rarefy item {item!r} must be LABEL=SHARE with SHARE in (0, 1], e.g. viral=0.05")
+            raise RareganError(
+                f"--rarefy item {item!r} must be LABEL=SHARE with SHARE in (0, 1], e.g. viral=0.05"
+            )
         out[name] = keep
     return out
 
@@ -116,7 +120,12 @@ def prepare(spec: DataSpec, progress: bool = True) -> Prepared:
     """Load, split, decode once into the store, and run the leakage guard (refuses on leaks)."""
     records = load_split(spec)
     store = build_store(
-        records.frame["path"].tolist(), spec.size, spec.resize, spec.cache_dir, spec.workers, progress
+        records.frame["path"].tolist(),
+        spec.size,
+        spec.resize,
+        spec.cache_dir,
+        spec.workers,
+        progress,
     )
     records.frame["row"] = np.arange(len(records))
     report = leakage_report(

@@ -25,7 +25,9 @@ def ensure_writable(path: Path) -> Path:
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe-", delete=True)
         probe.close()
     except OSError as err:
-        raise RareganError(f"cannot write to output folder {path}: {err.strerror or err}; choose another --out") from None
+        raise RareganError(
+            f"cannot write to output folder {path}: {err.strerror or err}; choose another --out"
+        ) from None
     return path
 
 

@@ -11,11 +11,10 @@ import pandas as pd
 from pipelines.data.records import Records
 from pipelines.errors import RareganError
 
-DEFAULT_FRACTIONS = (25.0, 50.0, 75.0, 100.0)
-PAPER_FRACTIONS = (1.0, 10.0, 50.0, 100.0)
 
-
-def patient_label_counts(records: Records, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def patient_label_counts(
+    records: Records, labels: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unique patients, their image counts and their positive-image counts per label (P, L)."""
     codes, patients = pd.factorize(records.frame["patient"], sort=True)
     n_img = np.bincount(codes, minlength=len(patients)).astype(np.float64)
@@ -85,7 +84,9 @@ def assign_splits(
         if not 0.0 <= value < 1.0:
             raise RareganError(f"--{name} must be a fraction in [0, 1), not {value}")
     if val + test >= 1.0:
-        raise RareganError(f"--val {val} plus --test {test} leaves no training data; use smaller fractions")
+        raise RareganError(
+            f"--val {val} plus --test {test} leaves no training data; use smaller fractions"
+        )
     labels = list(stratify) if stratify else list(records.label_names)
     for name in labels:
         records.label_index(name)
@@ -101,7 +102,10 @@ def assign_splits(
         fractions = [1.0 - sum(fr[s] for s in carve)] + [fr[s] for s in carve]
         # Balance patients (not images): one patient with 100 films must not fill a split alone.
         fold = iterative_stratification(
-            np.ones_like(sizes), (counts > 0).astype(np.float64), fractions, np.random.default_rng(seed)
+            np.ones_like(sizes),
+            (counts > 0).astype(np.float64),
+            fractions,
+            np.random.default_rng(seed),
         )
         names = np.array(["train", *carve], dtype=object)
         by_patient = dict(zip(patients, names[fold], strict=True))
@@ -118,7 +122,9 @@ def check_fractions(fractions: Sequence[float]) -> list[float]:
         try:
             value = float(f)
         except (TypeError, ValueError):
-            raise RareganError(f"fraction {f!r} is not a number; give a percentage in (0, 100]") from None
+            raise RareganError(
+                f"fraction {f!r} is not a number; give a percentage in (0, 100]"
+            ) from None
         if not 0.0 < value <= 100.0 or math.isnan(value):
             raise RareganError(f"fraction {f!r} is out of range; give a percentage in (0, 100]")
         out.append(value)

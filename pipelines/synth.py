@@ -22,19 +22,31 @@ def load_generator(run: Path) -> tuple[Generator, dict]:
     """The EMA generator of a finished GAN run, and the run's summary."""
     run = Path(run)
     if not is_done(run):
-        raise RareganError(f"GAN run {run} is not finished (no DONE marker); train or resume it first")
+        raise RareganError(
+            f"GAN run {run} is not finished (no DONE marker); train or resume it first"
+        )
     try:
         saved = torch.load(run / "generator_ema.pt", map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many kinds for a damaged file
-        raise RareganError(f"cannot read {run / 'generator_ema.pt'} ({type(err).__name__}); retrain the GAN") from None
+        raise RareganError(
+            f"cannot read {run / 'generator_ema.pt'} ({type(err).__name__}); retrain the GAN"
+        ) from None
     hp = saved["hparams"]
-    G = Generator(hp["resolution"], hp["channels"], hp["latent_dim"], hp["label_dim"], hp["img_channels"])
+    G = Generator(
+        hp["resolution"], hp["channels"], hp["latent_dim"], hp["label_dim"], hp["img_channels"]
+    )
     G.load_state_dict(saved["state_dict"])
     summary = json.loads((run / "summary.json").read_text())
     return G.eval(), summary
 
 
-def synthesize(run: Path, n: int | None = None, ratio: float | None = None, seed: int = 0, out: Path | None = None) -> Path:
+def synthesize(
+    run: Path,
+    n: int | None = None,
+    ratio: float | None = None,
+    seed: int = 0,
+    out: Path | None = None,
+) -> Path:
     """Write n synthetic images (or `ratio` per real positive) and their label rows; returns the folder."""
     G, summary = load_generator(run)
     positives = pd.read_csv(Path(run) / "positives.csv")
@@ -54,22 +66,32 @@ def synthesize(run: Path, n: int | None = None, ratio: float | None = None, seed
         names = [f"images/synth_{i:06d}.png" for i in range(n)]
         for name, img in zip(names, images, strict=True):
             save_png(tmp / name, img)
-        rows = pd.DataFrame({
-            "path": [str(out.resolve() / name) for name in names],
-            "patient": f"synthetic:{Path(run).name}",
-            "view": "frontal",
-            "image_id": [f"synthetic:{Path(run).name}:s{seed}:{i}" for i in range(n)],
-            "orig_split": "train",
-            "synthetic": True,
-        })
+        rows = pd.DataFrame(
+            {
+                "path": [str(out.resolve() / name) for name in names],
+                "patient": f"synthetic:{Path(run).name}",
+                "view": "frontal",
+                "image_id": [f"synthetic:{Path(run).name}:s{seed}:{i}" for i in range(n)],
+                "orig_split": "train",
+                "synthetic": True,
+            }
+        )
         for label in label_names:
             rows[label] = source[label].to_numpy(dtype=np.float32)
         rows["label_source_image_id"] = source["image_id"].to_numpy()
         rows["gan_run"] = str(Path(run).resolve())
         rows["gan_seed"] = seed
         rows.to_csv(tmp / SYNTH_CSV, index=False)
-        write_json(tmp / "summary.json", {"n": n, "seed": seed, "gan_run": str(run), "class": summary["class"],
-                                          "label_names": label_names})
+        write_json(
+            tmp / "summary.json",
+            {
+                "n": n,
+                "seed": seed,
+                "gan_run": str(run),
+                "class": summary["class"],
+                "label_names": label_names,
+            },
+        )
         mark_done(tmp)
     return out
 
@@ -78,11 +100,15 @@ def load_synthetic(folder: Path, label_names: list[str]) -> tuple[pd.DataFrame, 
     """Synthetic rows (labels by name, in `label_names` order) and their images (N,1,R,R) uint8."""
     folder = Path(folder)
     if not is_done(folder):
-        raise RareganError(f"synthetic set {folder} is not finished (no DONE marker); run raregan synth again")
+        raise RareganError(
+            f"synthetic set {folder} is not finished (no DONE marker); run raregan synth again"
+        )
     rows = pd.read_csv(folder / SYNTH_CSV)
     missing = [name for name in label_names if name not in rows.columns]
     if missing:
-        raise RareganError(f"{folder / SYNTH_CSV} lacks labels {missing} of the dataset; was it made from another dataset?")
+        raise RareganError(
+            f"{folder / SYNTH_CSV} lacks labels {missing} of the dataset; was it made from another dataset?"
+        )
     if not rows["synthetic"].astype(bool).all():
         raise RareganError(f"{folder / SYNTH_CSV} has rows not marked synthetic")
     images = np.stack([np.asarray(Image.open(p).convert("L"))[None] for p in rows["path"]])

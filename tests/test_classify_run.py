@@ -14,23 +14,65 @@ from pipelines.errors import RareganError
 
 
 def classify(tmp_path, data, out, *extra):
-    return main(["classify", "--data", str(data), "--model", "cnn5", "--epochs", "2", "--out", str(out),
-                 "--cache", str(tmp_path / "store"), "--no-progress", *extra])
+    return main(
+        [
+            "classify",
+            "--data",
+            str(data),
+            "--model",
+            "cnn5",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "store"),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_kermany_three_class_learns_well_above_chance(shared_data, tmp_path, capsys):
     """Kermany normal/bacterial/viral (Kermany et al. 2018), 32 px, a quarter of the train patients."""
     out = tmp_path / "k"
-    assert classify(tmp_path, shared_data / "chest_xray", out, "--size", "32", "--fraction", "25",
-                    "--classes", "viral") == 0
+    assert (
+        classify(
+            tmp_path,
+            shared_data / "chest_xray",
+            out,
+            "--size",
+            "32",
+            "--fraction",
+            "25",
+            "--classes",
+            "viral",
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["auc"]["macro"]["auc"] > 0.85
-    assert metrics["auc"]["normal"]["lo"] < metrics["auc"]["normal"]["auc"] < metrics["auc"]["normal"]["hi"]
+    assert (
+        metrics["auc"]["normal"]["lo"]
+        < metrics["auc"]["normal"]["auc"]
+        < metrics["auc"]["normal"]["hi"]
+    )
     preds = pd.read_csv(out / "predictions.csv")
-    assert len(preds) == metrics["n_test"] and {"viral", "score:viral", "patient"} <= set(preds.columns)
-    assert np.allclose(preds[["score:normal", "score:bacterial", "score:viral"]].sum(axis=1), 1, atol=1e-4)
-    for name in ("roc_curves.png", "confusion.png", "label_distribution.png", "test_predictions.png",
-                 "gradcam_viral.png", "checkpoints/best.ckpt", "DONE"):
+    assert len(preds) == metrics["n_test"] and {"viral", "score:viral", "patient"} <= set(
+        preds.columns
+    )
+    assert np.allclose(
+        preds[["score:normal", "score:bacterial", "score:viral"]].sum(axis=1), 1, atol=1e-4
+    )
+    for name in (
+        "roc_curves.png",
+        "confusion.png",
+        "label_distribution.png",
+        "test_predictions.png",
+        "gradcam_viral.png",
+        "checkpoints/best.ckpt",
+        "DONE",
+    ):
         assert (out / name).is_file(), name
     assert "viral" in capsys.readouterr().out
 
@@ -45,7 +87,20 @@ def test_phantom_multilabel_and_external_evaluation(phantom_root, tmp_path, caps
     for label, m in metrics["auc"].items():  # undefined AUCs say why; they are never 0.5 stand-ins
         assert (m["auc"] is None) == (m["reason"] is not None), label
     other = write_phantoms(tmp_path / "other", n=120, size=64, seed=5)
-    assert main(["evaluate", "--run", str(out), "--data", str(other), "--cache", str(tmp_path / "store")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(out),
+                "--data",
+                str(other),
+                "--cache",
+                str(tmp_path / "store"),
+            ]
+        )
+        == 0
+    )
     ext = json.loads((out / "external-phantoms" / "metrics.json").read_text())
     assert ext["n_test"] == len(pd.read_csv(out / "external-phantoms" / "predictions.csv"))
     assert ext["n_test"] > 90  # every frontal image of the external set, nothing carved out
@@ -62,14 +117,19 @@ def test_label_without_test_positives_reports_no_auc(shared_data, tmp_path, caps
     assert "no AUC" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--arm", "mixup"], "unknown arm"),
-    (["--model", "alexnet"], "unknown model"),
-    (["--arm", "gan"], "needs synthetic images"),
-    (["--classes", "Hernia"], "no positive images in the test split"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--arm", "mixup"], "unknown arm"),
+        (["--model", "alexnet"], "unknown model"),
+        (["--arm", "gan"], "needs synthetic images"),
+        (["--classes", "Hernia"], "no positive images in the test split"),
+    ],
+)
 def test_bad_classify_inputs(shared_data, tmp_path, capsys, extra, needle):
-    code = classify(tmp_path, shared_data / "nih_chestxray14_1000", tmp_path / "x", "--size", "32", *extra)
+    code = classify(
+        tmp_path, shared_data / "nih_chestxray14_1000", tmp_path / "x", "--size", "32", *extra
+    )
     assert code == 2 and needle in capsys.readouterr().err
 
 
@@ -105,7 +165,9 @@ def test_cross_validation_and_resume(phantom_root, tmp_path, capsys):
     assert classify(tmp_path, phantom_root, out, "--size", "32", "--folds", "2") == 0
     folds = pd.read_csv(out / "cv_folds.csv")
     summary = json.loads((out / "cv_summary.json").read_text())
-    assert len(folds) == 2 and summary["macro_auc"]["mean"] == pytest.approx(folds["macro_auc"].mean())
+    assert len(folds) == 2 and summary["macro_auc"]["mean"] == pytest.approx(
+        folds["macro_auc"].mean()
+    )
     assert "2-fold CV" in capsys.readouterr().out
     # resume: a run whose DONE is gone continues from its last checkpoint to the same number of epochs
     run = out / "fold0"
@@ -117,8 +179,17 @@ def test_cross_validation_and_resume(phantom_root, tmp_path, capsys):
 def test_evaluate_refuses_a_different_label_space(shared_data, phantom_root, tmp_path, capsys):
     out = tmp_path / "p"
     assert classify(tmp_path, phantom_root, out, "--size", "32", "--epochs", "1") == 0
-    code = main(["evaluate", "--run", str(out), "--data", str(shared_data / "chest_xray"),
-                 "--cache", str(tmp_path / "store")])
+    code = main(
+        [
+            "evaluate",
+            "--run",
+            str(out),
+            "--data",
+            str(shared_data / "chest_xray"),
+            "--cache",
+            str(tmp_path / "store"),
+        ]
+    )
     assert code == 2 and "lacks labels" in capsys.readouterr().err
 
 
@@ -128,9 +199,31 @@ def test_ddp_with_two_cpu_processes(phantom_root, tmp_path):
     import sys
 
     out = tmp_path / "ddp"
-    argv = [sys.executable, "-m", "pipelines", "classify", "--data", str(phantom_root), "--model", "cnn5",
-            "--epochs", "1", "--size", "32", "--out", str(out), "--cache", str(tmp_path / "store"),
-            "--no-progress", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "classify",
+        "--data",
+        str(phantom_root),
+        "--model",
+        "cnn5",
+        "--epochs",
+        "1",
+        "--size",
+        "32",
+        "--out",
+        str(out),
+        "--cache",
+        str(tmp_path / "store"),
+        "--no-progress",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())

@@ -32,25 +32,52 @@ def assert_user_error(code, err, *needles):
 
 
 def test_data_summary_on_phantoms(capsys, phantom_root, tmp_path):
-    code, out, err = run_cli(capsys, "data", "--data", phantom_root.parent, "--summary", "--cache", tmp_path,
-                             "--classes", "Fracture", "Lung Lesion", "--fractions", "10", "50", "100")
+    code, out, err = run_cli(
+        capsys,
+        "data",
+        "--data",
+        phantom_root.parent,
+        "--summary",
+        "--cache",
+        tmp_path,
+        "--classes",
+        "Fracture",
+        "Lung Lesion",
+        "--fractions",
+        "10",
+        "50",
+        "100",
+    )
     assert code == 0, err
     assert "chexpert data at" in out and "per split" in out and "nested fractions" in out
     assert "0 patients in more than one split" in out
-    table = out[out.index("nested fractions"):]
+    table = out[out.index("nested fractions") :]
     assert "Fracture" in table and "10.0" in table and "100.0" in table
 
 
 def test_python_dash_m_and_user_error_in_subprocess(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pipelines", "data", "--data", str(tmp_path / "nowhere")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines", "data", "--data", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+    )
     assert_user_error(proc.returncode, proc.stderr, "nowhere")
 
 
 def test_filters_command_writes_expanded_set_and_preview(capsys, phantom_root, tmp_path):
     out_dir = tmp_path / "flt"
-    code, out, err = run_cli(capsys, "filters", "--data", phantom_root, "--class", "Fracture", "--out", out_dir,
-                             "--cache", tmp_path / "store")
+    code, out, err = run_cli(
+        capsys,
+        "filters",
+        "--data",
+        phantom_root,
+        "--class",
+        "Fracture",
+        "--out",
+        out_dir,
+        "--cache",
+        tmp_path / "store",
+    )
     assert code == 0, err
     table = pd.read_csv(out_dir / "expanded.csv")
     n = (table["filter"] == "original").sum()
@@ -68,11 +95,33 @@ def test_filters_command_writes_expanded_set_and_preview(capsys, phantom_root, t
 
 
 def test_filters_unknown_class_and_bad_fraction(capsys, phantom_root, tmp_path):
-    code, _, err = run_cli(capsys, "filters", "--data", phantom_root, "--class", "Fractur", "--out", tmp_path / "o",
-                           "--cache", tmp_path / "s")
+    code, _, err = run_cli(
+        capsys,
+        "filters",
+        "--data",
+        phantom_root,
+        "--class",
+        "Fractur",
+        "--out",
+        tmp_path / "o",
+        "--cache",
+        tmp_path / "s",
+    )
     assert_user_error(code, err, "'Fractur'", "Fracture")
-    code, _, err = run_cli(capsys, "filters", "--data", phantom_root, "--class", "Fracture", "--fraction", "0",
-                           "--out", tmp_path / "o", "--cache", tmp_path / "s")
+    code, _, err = run_cli(
+        capsys,
+        "filters",
+        "--data",
+        phantom_root,
+        "--class",
+        "Fracture",
+        "--fraction",
+        "0",
+        "--out",
+        tmp_path / "o",
+        "--cache",
+        tmp_path / "s",
+    )
     assert_user_error(code, err, "fraction")
     assert not (tmp_path / "o").exists()
 
@@ -80,8 +129,18 @@ def test_filters_unknown_class_and_bad_fraction(capsys, phantom_root, tmp_path):
 def test_unwritable_output_is_a_user_error(capsys, phantom_root, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, _, err = run_cli(capsys, "filters", "--data", phantom_root, "--class", "Fracture",
-                           "--out", blocker / "out", "--cache", tmp_path / "s")
+    code, _, err = run_cli(
+        capsys,
+        "filters",
+        "--data",
+        phantom_root,
+        "--class",
+        "Fracture",
+        "--out",
+        blocker / "out",
+        "--cache",
+        tmp_path / "s",
+    )
     assert_user_error(code, err, str(blocker))
 
 
@@ -101,7 +160,9 @@ def make_class_folders(root, shared_data, n=6):
 def test_class_folders_mixed_sizes_and_non_image_files(capsys, shared_data, tmp_path):
     root = make_class_folders(tmp_path / "knee", shared_data)
     (root / "0" / "notes.txt").write_text("not an image")
-    code, out, err = run_cli(capsys, "data", "--data", root, "--cache", tmp_path / "s", "--val", "0.2", "--test", "0.2")
+    code, out, err = run_cli(
+        capsys, "data", "--data", root, "--cache", tmp_path / "s", "--val", "0.2", "--test", "0.2"
+    )
     assert code == 0, err
     assert "12 images" in out and "skipped 1 non-image files" in out
 

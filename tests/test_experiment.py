@@ -31,9 +31,27 @@ def sweep(phantom_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     cfg = tmp / "tiny.yaml"
     cfg.write_text(TINY)
-    argv = ["compare", "--data", str(phantom_root), "--classes", "Fracture", "--fractions", "50", "100",
-            "--arms", "none", "gan", "--seeds", "0", "--config", str(cfg), "--runs", str(tmp / "runs"),
-            "--cache", str(tmp / "store")]
+    argv = [
+        "compare",
+        "--data",
+        str(phantom_root),
+        "--classes",
+        "Fracture",
+        "--fractions",
+        "50",
+        "100",
+        "--arms",
+        "none",
+        "gan",
+        "--seeds",
+        "0",
+        "--config",
+        str(cfg),
+        "--runs",
+        str(tmp / "runs"),
+        "--cache",
+        str(tmp / "store"),
+    ]
     code = main(argv)
     return tmp, argv, code
 
@@ -92,11 +110,14 @@ def test_failed_cell_is_reported_not_dropped(sweep, capsys):
     assert main([*argv, "--collect"]) == 1
 
 
-@pytest.mark.parametrize("flag, value, needle", [
-    ("--arms", "nonsense", "unknown arm"),
-    ("--classes", "Fractures", "unknown class"),
-    ("--fractions", "0", "fraction"),
-])
+@pytest.mark.parametrize(
+    "flag, value, needle",
+    [
+        ("--arms", "nonsense", "unknown arm"),
+        ("--classes", "Fractures", "unknown class"),
+        ("--fractions", "0", "fraction"),
+    ],
+)
 def test_bad_axes_refused_before_training(sweep, capsys, flag, value, needle):
     tmp, argv, _ = sweep
     argv = list(argv)

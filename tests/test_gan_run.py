@@ -35,8 +35,21 @@ def tiny_config(tmp_path, kimg=0.12, every=0.1):
 
 
 def gan_argv(phantom_root, tmp_path, out, cfg, *extra):
-    return ["gan", "--data", str(phantom_root), "--class", "Fracture", "--config", str(cfg), "--out", str(out),
-            "--cache", str(tmp_path / "store"), "--no-progress", *extra]
+    return [
+        "gan",
+        "--data",
+        str(phantom_root),
+        "--class",
+        "Fracture",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+        "--cache",
+        str(tmp_path / "store"),
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +62,16 @@ def finished_run(phantom_root, tmp_path_factory):
 
 def test_run_writes_everything_and_schedule_completes(finished_run):
     run = finished_run
-    for name in ("DONE", "config.yaml", "positives.csv", "generator_ema.pt", "summary.json", "loss_curve.png",
-                 "samples/final.png", "losses.csv"):
+    for name in (
+        "DONE",
+        "config.yaml",
+        "positives.csv",
+        "generator_ema.pt",
+        "summary.json",
+        "loss_curve.png",
+        "samples/final.png",
+        "losses.csv",
+    ):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
     # 3 levels → 5 phases (4 px stable, then fade+stable at 8 and 16 px) of 100 images each
@@ -65,8 +86,38 @@ def test_run_writes_everything_and_schedule_completes(finished_run):
 
 
 def test_synth_rows_are_labeled_train_only_and_deterministic(finished_run, tmp_path, capsys):
-    assert main(["synth", "--run", str(finished_run), "--n", "12", "--seed", "3", "--out", str(tmp_path / "a")]) == 0
-    assert main(["synth", "--run", str(finished_run), "--n", "12", "--seed", "3", "--out", str(tmp_path / "b")]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--run",
+                str(finished_run),
+                "--n",
+                "12",
+                "--seed",
+                "3",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "synth",
+                "--run",
+                str(finished_run),
+                "--n",
+                "12",
+                "--seed",
+                "3",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     rows = pd.read_csv(tmp_path / "a" / "synthetic.csv")
     assert len(rows) == 12 and rows["synthetic"].all() and (rows["orig_split"] == "train").all()
     assert (rows["view"] == "frontal").all() and (rows["Fracture"] == 1).all()
@@ -74,7 +125,10 @@ def test_synth_rows_are_labeled_train_only_and_deterministic(finished_run, tmp_p
     # each synthetic row's label vector is a real positive's row
     for _, row in rows.iterrows():
         src = positives.loc[row["label_source_image_id"]]
-        assert all(row[c] == src[c] or (np.isnan(row[c]) and np.isnan(src[c])) for c in ("Fracture", "Lung Lesion"))
+        assert all(
+            row[c] == src[c] or (np.isnan(row[c]) and np.isnan(src[c]))
+            for c in ("Fracture", "Lung Lesion")
+        )
     a = np.asarray(Image.open(tmp_path / "a" / "images" / "synth_000000.png"))
     b = np.asarray(Image.open(tmp_path / "b" / "images" / "synth_000000.png"))
     assert a.shape == (16, 16) and (a == b).all()
@@ -82,8 +136,22 @@ def test_synth_rows_are_labeled_train_only_and_deterministic(finished_run, tmp_p
 
 def test_gan_eval_writes_report(finished_run, tmp_path, capsys):
     out = tmp_path / "eval"
-    assert main(["gan-eval", "--run", str(finished_run), "--n", "24", "--out", str(out),
-                 "--cache", str(tmp_path / "store")]) == 0
+    assert (
+        main(
+            [
+                "gan-eval",
+                "--run",
+                str(finished_run),
+                "--n",
+                "24",
+                "--out",
+                str(out),
+                "--cache",
+                str(tmp_path / "store"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "eval.json").read_text())
     assert report["fid"] >= 0 and "kid" in report and report["n_fake"] == 24
     nearest = pd.read_csv(out / "nearest.csv")
@@ -95,11 +163,16 @@ def test_kill_and_resume_finishes_the_same_schedule(phantom_root, tmp_path, fini
     out = tmp_path / "killed"
     cfg = tiny_config(tmp_path, kimg=0.1, every=0.05)
     argv = [sys.executable, "-m", "pipelines", *gan_argv(phantom_root, tmp_path, out, cfg)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     ckpt = out / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if ckpt.exists() and torch.load(ckpt, weights_only=False)["pggan_state"]["images_seen"] >= 150:
+        if (
+            ckpt.exists()
+            and torch.load(ckpt, weights_only=False)["pggan_state"]["images_seen"] >= 150
+        ):
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -124,7 +197,10 @@ def test_kill_and_resume_finishes_the_same_schedule(phantom_root, tmp_path, fini
 
 def test_bad_inputs(phantom_root, tmp_path, capsys):
     cfg = tiny_config(tmp_path)
-    run = lambda *a: (main(gan_argv(phantom_root, tmp_path, tmp_path / "x", *a)), capsys.readouterr().err)  # noqa: E731
+
+    def run(*a):
+        return main(gan_argv(phantom_root, tmp_path, tmp_path / "x", *a)), capsys.readouterr().err
+
     code, err = run(cfg, "--fraction", "1")
     assert code == 2 and "needs at least 8" in err and "Fracture" in err
     bad = tmp_path / "bad.yaml"
@@ -157,7 +233,9 @@ def test_out_of_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path)
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir()
     ckpt.write_bytes(b"previous checkpoint")
-    with pytest.raises(RareganError, match="No space left on device.*previous checkpoint .* is kept"):
+    with pytest.raises(
+        RareganError, match="No space left on device.*previous checkpoint .* is kept"
+    ):
         save_checkpoint_atomic(FullDisk(), ckpt)
     assert ckpt.read_bytes() == b"previous checkpoint"
     assert [p.name for p in ckpt.parent.iterdir()] == ["last.ckpt"]

@@ -44,7 +44,9 @@ def test_split_is_by_patient_and_stratified():
     assert (per_patient == 1).all()
     patient_split = rec.frame.assign(split=split).groupby("patient")["split"].first()
     share = {s: np.mean(patient_split == s) for s in ("train", "val", "test")}
-    assert share["test"] == pytest.approx(0.2, abs=0.03) and share["val"] == pytest.approx(0.1, abs=0.03)
+    assert share["test"] == pytest.approx(0.2, abs=0.03) and share["val"] == pytest.approx(
+        0.1, abs=0.03
+    )
     for label in ("Lung Lesion", "Fracture"):
         pos = rec.frame[label].to_numpy() > 0
         # rare positives land in every split, close to the requested shares
@@ -83,7 +85,9 @@ def test_iterative_stratification_beats_random_on_rare_labels():
 def test_nested_fractions_are_nested_and_keep_rare_positives():
     rec = fake_records(n_patients=1500)
     train = rec.subset(assign_splits(rec, seed=0) == "train")
-    masks = nested_fractions(train, [1, 10, 25, 50, 75, 100], seed=5, rare=["Lung Lesion", "Fracture"])
+    masks = nested_fractions(
+        train, [1, 10, 25, 50, 75, 100], seed=5, rare=["Lung Lesion", "Fracture"]
+    )
     assert list(masks) == [1.0, 10.0, 25.0, 50.0, 75.0, 100.0]
     keys = list(masks)
     for small, big in zip(keys, keys[1:], strict=False):
@@ -98,7 +102,9 @@ def test_nested_fractions_are_nested_and_keep_rare_positives():
         # whole patients only
         assert set(part["patient"]).isdisjoint(set(train.frame.loc[~m, "patient"]))
     # stratified: the rare share at 50 % is close to half of all rare positives
-    half = (train.frame.loc[masks[50.0], "Lung Lesion"] > 0).sum() / (train.frame["Lung Lesion"] > 0).sum()
+    half = (train.frame.loc[masks[50.0], "Lung Lesion"] > 0).sum() / (
+        train.frame["Lung Lesion"] > 0
+    ).sum()
     assert half == pytest.approx(0.5, abs=0.12)
 
 
@@ -128,7 +134,9 @@ def test_split_shares_are_of_patients_not_images():
     rec = fake_records(n_patients=300)
     # one patient with as many films as everybody else together must not fill the test split alone
     big = rec.frame.iloc[[0] * len(rec.frame)].assign(patient="whale")
-    rec = Records(pd.concat([rec.frame, big], ignore_index=True), LABELS, "multilabel", "fake", Path("/x"))
+    rec = Records(
+        pd.concat([rec.frame, big], ignore_index=True), LABELS, "multilabel", "fake", Path("/x")
+    )
     split = assign_splits(rec, val=0.1, test=0.1, seed=0)
     per_split = rec.frame.assign(split=split).groupby("split")["patient"].nunique()
     assert per_split["test"] >= 25 and per_split["val"] >= 25

@@ -25,19 +25,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus fraction, arm, model, seeds and devices."""
     add_data_arguments(parser)
     add_run_arguments(parser)
-    parser.add_argument("--fraction", type=float, default=100.0, help="train fraction in %% (default 100)")
+    parser.add_argument(
+        "--fraction", type=float, default=100.0, help="train fraction in %% (default 100)"
+    )
     parser.add_argument("--arm", default="none", help=f"augmentation arm: {', '.join(ARMS)}")
-    parser.add_argument("--model", help="densenet121 (default), resnet18, resnet50, vgg16, cnn5, xception, nasnetalarge")
+    parser.add_argument(
+        "--model",
+        help="densenet121 (default), resnet18, resnet50, vgg16, cnn5, xception, nasnetalarge",
+    )
     parser.add_argument("--head", help="classifier head, e.g. fc512-256")
-    parser.add_argument("--classes", nargs="*", default=[], help="rare classes that must have train and test positives")
-    parser.add_argument("--synth", type=Path, nargs="*", default=[], help="synthetic sets to mix in (gan arm)")
-    parser.add_argument("--train-seed", type=int, default=0, help="seed of initialisation and batch order")
+    parser.add_argument(
+        "--classes",
+        nargs="*",
+        default=[],
+        help="rare classes that must have train and test positives",
+    )
+    parser.add_argument(
+        "--synth", type=Path, nargs="*", default=[], help="synthetic sets to mix in (gan arm)"
+    )
+    parser.add_argument(
+        "--train-seed", type=int, default=0, help="seed of initialisation and batch order"
+    )
     parser.add_argument("--epochs", type=int, help="override classify.epochs")
     parser.add_argument("--config", default="cpu-demo", help="preset name or YAML path")
-    parser.add_argument("--pretrained", type=Path, help="local ImageNet state dict (nothing downloads)")
+    parser.add_argument(
+        "--pretrained", type=Path, help="local ImageNet state dict (nothing downloads)"
+    )
     parser.add_argument("--freeze", type=int, default=0, help="freeze the first N blocks")
-    parser.add_argument("--folds", type=int, default=0, help="patient-grouped k-fold cross-validation over train+val")
-    parser.add_argument("--out", type=Path, help="run folder (default runs/<dataset>/classify/<model>-<arm>-f<fraction>-s<seed>)")
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        help="patient-grouped k-fold cross-validation over train+val",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="run folder (default runs/<dataset>/classify/<model>-<arm>-f<fraction>-s<seed>)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> dict:
@@ -58,8 +83,12 @@ def cross_validate(prepared, cfg, out: Path, args, kwargs) -> dict:
     pool = frame["split"].isin(["train", "val"]).to_numpy()
     sub = prepared.records.subset(pool)
     patients, sizes, counts = patient_label_counts(sub, sub.label_names)
-    fold = iterative_stratification(np.ones_like(sizes), (counts > 0).astype(float), [1.0] * args.folds,
-                                    np.random.default_rng(cfg["data"]["seed"]))
+    fold = iterative_stratification(
+        np.ones_like(sizes),
+        (counts > 0).astype(float),
+        [1.0] * args.folds,
+        np.random.default_rng(cfg["data"]["seed"]),
+    )
     by_patient = pd.Series(fold, index=patients)
     original = frame["split"].copy()
     rows = []
@@ -69,12 +98,21 @@ def cross_validate(prepared, cfg, out: Path, args, kwargs) -> dict:
         metrics = train_classifier(prepared, cfg, out / f"fold{k}", **kwargs)
         if not metrics:  # finished earlier: read it back
             metrics = json.loads((out / f"fold{k}" / "metrics.json").read_text())
-        row = {"fold": k, "macro_auc": metrics["auc"]["macro"]["auc"], "accuracy": metrics["accuracy"]}
-        row.update({f"auc:{n}": v["auc"] for n, v in metrics["auc"].items() if n not in ("macro", "micro")})
+        row = {
+            "fold": k,
+            "macro_auc": metrics["auc"]["macro"]["auc"],
+            "accuracy": metrics["accuracy"],
+        }
+        row.update(
+            {f"auc:{n}": v["auc"] for n, v in metrics["auc"].items() if n not in ("macro", "micro")}
+        )
         rows.append(row)
     frame["split"] = original
     table = pd.DataFrame(rows).set_index("fold")
-    summary = {c: {"mean": float(table[c].mean()), "std": float(table[c].std(ddof=1))} for c in table.columns}
+    summary = {
+        c: {"mean": float(table[c].mean()), "std": float(table[c].std(ddof=1))}
+        for c in table.columns
+    }
     table.to_csv(out / "cv_folds.csv")
     write_json(out / "cv_summary.json", summary)
     return summary
@@ -91,13 +129,24 @@ def run(args: argparse.Namespace) -> int:
     model = cfg["classify"]["model"]
     name = f"{model}-{args.arm}-f{args.fraction:g}-s{args.train_seed}"
     out = args.out or run_path(args.runs, prepared.dataset_name, "classify", name)
-    kwargs = dict(fraction=args.fraction, arm=args.arm, classes=args.classes, synth=args.synth,
-                  pretrained=args.pretrained, freeze=args.freeze, resume=args.resume,
-                  devices=args.devices, strategy=args.strategy, accelerator=args.accelerator,
-                  progress=not args.no_progress)
+    kwargs = dict(
+        fraction=args.fraction,
+        arm=args.arm,
+        classes=args.classes,
+        synth=args.synth,
+        pretrained=args.pretrained,
+        freeze=args.freeze,
+        resume=args.resume,
+        devices=args.devices,
+        strategy=args.strategy,
+        accelerator=args.accelerator,
+        progress=not args.no_progress,
+    )
     if args.folds:
         summary = cross_validate(prepared, cfg, out, args, kwargs)
-        print(f"{args.folds}-fold CV ({out}): macro AUC {summary['macro_auc']['mean']:.3f} ± {summary['macro_auc']['std']:.3f}")
+        print(
+            f"{args.folds}-fold CV ({out}): macro AUC {summary['macro_auc']['mean']:.3f} ± {summary['macro_auc']['std']:.3f}"
+        )
         return 0
     train_classifier(prepared, cfg, out, **kwargs)
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
@@ -106,7 +155,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"test AUC ({out}; {metrics['n_test']} images, {metrics['n_test_patients']} patients):")
     for label in [*prepared.records.label_names, "macro", "micro"]:
         m = metrics["auc"][label]
-        text = f"{m['auc']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]" if m["auc"] is not None else f"no AUC ({m['reason']})"
+        text = (
+            f"{m['auc']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+            if m["auc"] is not None
+            else f"no AUC ({m['reason']})"
+        )
         print(f"  {label:28s} {text}")
     if "qwk" in metrics:
         print(f"  quadratic weighted kappa     {metrics['qwk']:.3f}")

@@ -11,22 +11,79 @@ from pipelines.prepare import DataSpec, parse_rarefy
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """--data, --format and the options that decide splits and the store."""
     g = parser.add_argument_group("data")
-    g.add_argument("--data", type=Path, required=True, help="dataset root (CheXpert, NIH, Kermany or class folders)")
-    g.add_argument("--format", choices=["chexpert", "nih", "kermany", "folders"], help="source format (default: detected)")
-    g.add_argument("--uncertainty", choices=["u_ones", "u_zeros", "u_ignore"], help="CheXpert -1 policy (default u_ones)")
-    g.add_argument("--all-views", action="store_true", help="CheXpert: keep lateral views too (default frontal only)")
-    g.add_argument("--patient-pattern", help="class folders: regex with one group giving the patient id from the file name")
-    g.add_argument("--task", choices=["multilabel", "multiclass", "binary", "ordinal"], help="override the source's task (Kermany: binary)")
-    g.add_argument("--label-map", help='merge labels, e.g. "Lung Lesion=Nodule|Mass;Pleural Other=Pleural_Thickening"')
-    g.add_argument("--rarefy", help="make classes rare in train, e.g. viral=0.05 keeps 5%% of viral train patients")
-    g.add_argument("--size", type=int, help="stored image size in pixels (default: the config's, 64 for cpu-demo)")
-    g.add_argument("--resize", choices=["pad", "crop"], default="pad", help="non-square images: pad or center-crop")
-    g.add_argument("--seed", type=int, default=0, help="seed of the split and fractions (default 0)")
-    g.add_argument("--val", type=float, default=0.1, help="val share of patients when the source has no val split")
-    g.add_argument("--test", type=float, default=0.1, help="test share of patients when the source has no test split")
+    g.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="dataset root (CheXpert, NIH, Kermany or class folders)",
+    )
+    g.add_argument(
+        "--format",
+        choices=["chexpert", "nih", "kermany", "folders"],
+        help="source format (default: detected)",
+    )
+    g.add_argument(
+        "--uncertainty",
+        choices=["u_ones", "u_zeros", "u_ignore"],
+        help="CheXpert -1 policy (default u_ones)",
+    )
+    g.add_argument(
+        "--all-views",
+        action="store_true",
+        help="CheXpert: keep lateral views too (default frontal only)",
+    )
+    g.add_argument(
+        "--patient-pattern",
+        help="class folders: regex with one group giving the patient id from the file name",
+    )
+    g.add_argument(
+        "--task",
+        choices=["multilabel", "multiclass", "binary", "ordinal"],
+        help="override the source's task (Kermany: binary)",
+    )
+    g.add_argument(
+        "--label-map",
+        help='merge labels, e.g. "Lung Lesion=Nodule|Mass;Pleural Other=Pleural_Thickening"',
+    )
+    g.add_argument(
+        "--rarefy",
+        help="make classes rare in train, e.g. viral=0.05 keeps 5%% of viral train patients",
+    )
+    g.add_argument(
+        "--size",
+        type=int,
+        help="stored image size in pixels (default: the config's, 64 for cpu-demo)",
+    )
+    g.add_argument(
+        "--resize",
+        choices=["pad", "crop"],
+        default="pad",
+        help="non-square images: pad or center-crop",
+    )
+    g.add_argument(
+        "--seed", type=int, default=0, help="seed of the split and fractions (default 0)"
+    )
+    g.add_argument(
+        "--val",
+        type=float,
+        default=0.1,
+        help="val share of patients when the source has no val split",
+    )
+    g.add_argument(
+        "--test",
+        type=float,
+        default=0.1,
+        help="test share of patients when the source has no test split",
+    )
     g.add_argument("--resplit", action="store_true", help="ignore the source's own val/test splits")
-    g.add_argument("--allow-duplicates", action="store_true", help="do not refuse identical images across splits")
-    g.add_argument("--cache", type=Path, default=Path("runs/store"), help="where decoded stores live")
+    g.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="do not refuse identical images across splits",
+    )
+    g.add_argument(
+        "--cache", type=Path, default=Path("runs/store"), help="where decoded stores live"
+    )
     g.add_argument("--workers", type=int, default=2, help="decode processes")
 
 
@@ -72,9 +129,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Where runs go, resuming, devices and progress: the options every training command shares."""
     g = parser.add_argument_group("run")
     g.add_argument("--runs", type=Path, default=Path("runs"), help="root of run folders")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    g.add_argument("--devices", default="1", type=devices_arg, help="devices per node (Lightning): 1, 2 or auto")
-    g.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (GPUs or CPU processes)")
+    g.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
+    )
+    g.add_argument(
+        "--devices",
+        default="1",
+        type=devices_arg,
+        help="devices per node (Lightning): 1, 2 or auto",
+    )
+    g.add_argument(
+        "--strategy", default="auto", help="Lightning strategy, e.g. ddp (GPUs or CPU processes)"
+    )
     g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 

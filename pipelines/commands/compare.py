@@ -21,18 +21,30 @@ HELP = "run the experiment (none / standard / gan arms per fraction and seed) an
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus the sweep's axes."""
     add_data_arguments(parser)
-    parser.add_argument("--classes", nargs="*", help="rare classes (default: the config's compare.classes)")
-    parser.add_argument("--fractions", nargs="*", type=float, help="train fractions in %% (default: config)")
-    parser.add_argument("--arms", nargs="*", help="arms among none, standard, gan (default: all three)")
+    parser.add_argument(
+        "--classes", nargs="*", help="rare classes (default: the config's compare.classes)"
+    )
+    parser.add_argument(
+        "--fractions", nargs="*", type=float, help="train fractions in %% (default: config)"
+    )
+    parser.add_argument(
+        "--arms", nargs="*", help="arms among none, standard, gan (default: all three)"
+    )
     parser.add_argument("--seeds", nargs="*", type=int, help="classifier seeds (default: config)")
     parser.add_argument("--model", help="classifier model (default: config)")
     parser.add_argument("--epochs", type=int, help="override classify.epochs")
     parser.add_argument("--kimg", type=float, help="override gan.kimg_per_phase")
-    parser.add_argument("--synth-ratio", type=float, help="synthetic images per real positive (default: config, 3)")
+    parser.add_argument(
+        "--synth-ratio", type=float, help="synthetic images per real positive (default: config, 3)"
+    )
     parser.add_argument("--config", default="cpu-demo", help="preset name or YAML path")
-    parser.add_argument("--name", default="sweep", help="name of the sweep (run folders and report)")
+    parser.add_argument(
+        "--name", default="sweep", help="name of the sweep (run folders and report)"
+    )
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="root of run folders")
-    parser.add_argument("--collect", action="store_true", help="only collect finished cells into tables and report")
+    parser.add_argument(
+        "--collect", action="store_true", help="only collect finished cells into tables and report"
+    )
     parser.add_argument("--progress", action="store_true", help="progress bars for each training")
 
 
@@ -62,14 +74,27 @@ def run(args: argparse.Namespace) -> int:
     cfg["data"].update(size=spec.size, seed=spec.seed)
     prepared = prepare(spec, progress=args.progress)
     cmp = cfg["compare"]
-    sweep = Sweep(list(cmp["classes"]), list(cmp["fractions"]), list(cmp["arms"]), list(cmp["seeds"]),
-                  args.runs, cfg["classify"]["model"], args.name, args.progress)
+    sweep = Sweep(
+        list(cmp["classes"]),
+        list(cmp["fractions"]),
+        list(cmp["arms"]),
+        list(cmp["seeds"]),
+        args.runs,
+        cfg["classify"]["model"],
+        args.name,
+        args.progress,
+    )
     dataset = prepared.dataset_name
     validate(sweep, prepared, cfg)
     n_cells = len(sweep.classes) * len(sweep.fractions) * len(sweep.arms) * len(sweep.seeds)
-    print(f"{dataset}: {n_cells} cells ({len(sweep.classes)} classes × {len(sweep.fractions)} fractions × "
-          f"{len(sweep.arms)} arms × {len(sweep.seeds)} seeds)", flush=True)
-    cells = collect_cells(sweep, dataset) if args.collect else execute(sweep, prepared, cfg, dataset)
+    print(
+        f"{dataset}: {n_cells} cells ({len(sweep.classes)} classes × {len(sweep.fractions)} fractions × "
+        f"{len(sweep.arms)} arms × {len(sweep.seeds)} seeds)",
+        flush=True,
+    )
+    cells = (
+        collect_cells(sweep, dataset) if args.collect else execute(sweep, prepared, cfg, dataset)
+    )
     table = auc_table(cells, n_boot=cmp["n_boot"], seed=0)
     fid, images = gan_quality(sweep, dataset)
     out = sweep.out_dir(dataset)
@@ -82,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
         "commands": ["raregan " + " ".join(shlex.quote(a) for a in sys.argv[1:])],
         "config": cfg,
         "images": [(p, c) for p, c in images if Path(p).is_file()],
-        "notes": [f"Split seed {spec.seed}; {len(prepared.split('test'))} test images of "
-                  f"{prepared.split('test').frame['patient'].nunique()} patients; images {spec.size} px."],
+        "notes": [
+            f"Split seed {spec.seed}; {len(prepared.split('test'))} test images of "
+            f"{prepared.split('test').frame['patient'].nunique()} patients; images {spec.size} px."
+        ],
     }
     if len(fid):
         context["fid_kid"] = fid

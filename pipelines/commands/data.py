@@ -17,10 +17,18 @@ HELP = "read a dataset, split it by patient, decode it once, check for leaks, pr
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus what to summarize."""
     add_data_arguments(parser)
-    parser.add_argument("--summary", action="store_true", help="print counts per split, label, patient and fraction")
-    parser.add_argument("--classes", nargs="*", default=[], help="rare classes the fractions must keep positives of")
     parser.add_argument(
-        "--fractions", nargs="*", type=float, default=[1, 10, 25, 50, 75, 100], help="nested train fractions (%%)"
+        "--summary", action="store_true", help="print counts per split, label, patient and fraction"
+    )
+    parser.add_argument(
+        "--classes", nargs="*", default=[], help="rare classes the fractions must keep positives of"
+    )
+    parser.add_argument(
+        "--fractions",
+        nargs="*",
+        type=float,
+        default=[1, 10, 25, 50, 75, 100],
+        help="nested train fractions (%%)",
     )
 
 
@@ -41,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     prepared = prepare(spec, progress=args.summary)
     rec = prepared.records
-    print(f"{rec.source} data at {rec.root}: {len(rec)} images, {rec.frame['patient'].nunique()} patients, "
-          f"task {rec.task}, {len(rec.label_names)} labels; store {prepared.store.size} px")
+    print(
+        f"{rec.source} data at {rec.root}: {len(rec)} images, {rec.frame['patient'].nunique()} patients, "
+        f"task {rec.task}, {len(rec.label_names)} labels; store {prepared.store.size} px"
+    )
     if rec.info.get("skipped"):
         print(f"skipped {rec.info['skipped']} non-image files")
     if args.summary:

@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The run, the external data and the output folder."""
     parser.add_argument("--run", type=Path, required=True, help="a finished classifier run folder")
     add_data_arguments(parser)
-    parser.add_argument("--out", type=Path, help="output folder (default <run>/external-<data name>)")
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default <run>/external-<data name>)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     best = args.run / "checkpoints" / "best.ckpt"
     if not (args.run / "DONE").is_file() or not best.is_file():
-        raise RareganError(f"{args.run} is not a finished classifier run (needs DONE and checkpoints/best.ckpt)")
+        raise RareganError(
+            f"{args.run} is not a finished classifier run (needs DONE and checkpoints/best.ckpt)"
+        )
     cfg = yaml.safe_load((args.run / "config.yaml").read_text())
     module = Classifier.load_from_checkpoint(best, map_location="cpu", pretrained=None)
     args.size = args.size or cfg["data"]["size"]
@@ -42,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     rec = prepared.records
     missing = [n for n in module.label_names if n not in rec.label_names]
     if missing:
-        raise RareganError(f"{args.data} lacks labels {missing} the classifier was trained on; "
-                           "map labels with --label-map or evaluate on data with the same label space")
+        raise RareganError(
+            f"{args.data} lacks labels {missing} the classifier was trained on; "
+            "map labels with --label-map or evaluate on data with the same label space"
+        )
     frame = rec.frame
     labels = frame[module.label_names].to_numpy(np.float32)
     dataset = StoreDataset(prepared.store, frame["row"].to_numpy(), labels)
@@ -55,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         write_json(tmp / "metrics.json", metrics)
         mark_done(tmp)
     macro = metrics["auc"]["macro"]
-    text = f"{macro['auc']:.3f} [{macro['lo']:.3f}, {macro['hi']:.3f}]" if macro["auc"] is not None else "undefined"
+    text = (
+        f"{macro['auc']:.3f} [{macro['lo']:.3f}, {macro['hi']:.3f}]"
+        if macro["auc"] is not None
+        else "undefined"
+    )
     print(f"external test on {args.data}: {len(frame)} images, macro AUC {text}; written to {out}")
     print(json.dumps({k: v["auc"] for k, v in metrics["auc"].items()}, indent=1))
     return 0

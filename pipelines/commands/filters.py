@@ -22,10 +22,21 @@ HELP = "pre-augment a class's train images with the filter bank (blur, unsharp, 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options, the class, the fraction and the output folder."""
     add_data_arguments(parser)
-    parser.add_argument("--class", dest="cls", required=True, help="the (rare) class whose train positives are expanded")
-    parser.add_argument("--fraction", type=float, default=100.0, help="train fraction in %% (default 100)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (replaced only when complete)")
-    parser.add_argument("--config", default="cpu-demo", help="preset name or YAML path (filters section)")
+    parser.add_argument(
+        "--class",
+        dest="cls",
+        required=True,
+        help="the (rare) class whose train positives are expanded",
+    )
+    parser.add_argument(
+        "--fraction", type=float, default=100.0, help="train fraction in %% (default 100)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder (replaced only when complete)"
+    )
+    parser.add_argument(
+        "--config", default="cpu-demo", help="preset name or YAML path (filters section)"
+    )
 
 
 def safe_name(text: str) -> str:
@@ -49,15 +60,37 @@ def run(args: argparse.Namespace) -> int:
             rel = Path("images") / flt / f"{safe_name(src['image_id'])}.png"
             (tmp / rel.parent).mkdir(parents=True, exist_ok=True)
             save_png(tmp / rel, img)
-            table.append({"file": str(rel), "filter": flt, "source_path": src["path"], "patient": src["patient"]})
+            table.append(
+                {
+                    "file": str(rel),
+                    "filter": flt,
+                    "source_path": src["path"],
+                    "patient": src["patient"],
+                }
+            )
         pd.DataFrame(table).to_csv(tmp / "expanded.csv", index=False)
         filters_used = list(dict.fromkeys(which))
         show = min(n, 6)
         grid = [[expanded[i + n * f] for f in range(len(filters_used))] for i in range(show)]
-        save_grid(tmp / "preview.png", grid, col_titles=filters_used,
-                  title=f"{args.cls}: {n} train positives × {len(filters_used)} ({prepared.records.source})")
-        write_json(tmp / "summary.json", {"class": args.cls, "fraction": args.fraction, "positives": n,
-                                          "images": len(expanded), "filters": filters_used, "data": str(args.data)})
+        save_grid(
+            tmp / "preview.png",
+            grid,
+            col_titles=filters_used,
+            title=f"{args.cls}: {n} train positives × {len(filters_used)} ({prepared.records.source})",
+        )
+        write_json(
+            tmp / "summary.json",
+            {
+                "class": args.cls,
+                "fraction": args.fraction,
+                "positives": n,
+                "images": len(expanded),
+                "filters": filters_used,
+                "data": str(args.data),
+            },
+        )
         mark_done(tmp)
-    print(f"wrote {len(expanded)} images ({n} {args.cls} train positives × {len(filters_used)}) to {args.out}")
+    print(
+        f"wrote {len(expanded)} images ({n} {args.cls} train positives × {len(filters_used)}) to {args.out}"
+    )
     return 0

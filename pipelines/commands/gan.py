@@ -20,10 +20,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     add_run_arguments(parser)
     parser.add_argument("--class", dest="cls", required=True, help="the rare class to learn")
-    parser.add_argument("--fraction", type=float, default=100.0, help="train fraction in %% whose positives are used")
+    parser.add_argument(
+        "--fraction",
+        type=float,
+        default=100.0,
+        help="train fraction in %% whose positives are used",
+    )
     parser.add_argument("--config", default="cpu-demo", help="preset name or YAML path")
-    parser.add_argument("--kimg", type=float, help="override gan.kimg_per_phase (thousands of images per phase)")
-    parser.add_argument("--out", type=Path, help="run folder (default runs/<dataset>/gan/<class>-f<fraction>-s<seed>)")
+    parser.add_argument(
+        "--kimg", type=float, help="override gan.kimg_per_phase (thousands of images per phase)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="run folder (default runs/<dataset>/gan/<class>-f<fraction>-s<seed>)",
+    )
 
 
 def gan_run_name(cls: str, fraction: float, seed: int) -> str:
@@ -40,9 +51,23 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args, cfg)
     cfg["data"].update(size=spec.size, seed=spec.seed)
     prepared = prepare(spec, progress=not args.no_progress)
-    out = args.out or run_path(args.runs, prepared.dataset_name, "gan", gan_run_name(args.cls, args.fraction, spec.seed))
+    out = args.out or run_path(
+        args.runs, prepared.dataset_name, "gan", gan_run_name(args.cls, args.fraction, spec.seed)
+    )
     strategy = "ddp_find_unused_parameters_true" if args.strategy == "ddp" else args.strategy
-    train_gan(prepared, args.cls, args.fraction, cfg, out, resume=args.resume, devices=args.devices,
-              strategy=strategy, accelerator=args.accelerator, progress=not args.no_progress)
-    print(f"GAN for {args.cls} done: {out} (samples/final.png, loss_curve.png, {out / 'generator_ema.pt'})")
+    train_gan(
+        prepared,
+        args.cls,
+        args.fraction,
+        cfg,
+        out,
+        resume=args.resume,
+        devices=args.devices,
+        strategy=strategy,
+        accelerator=args.accelerator,
+        progress=not args.no_progress,
+    )
+    print(
+        f"GAN for {args.cls} done: {out} (samples/final.png, loss_curve.png, {out / 'generator_ema.pt'})"
+    )
     return 0

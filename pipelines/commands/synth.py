@@ -13,7 +13,9 @@ HELP = "write synthetic images and label rows (sampled from the real positives) 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The run, how many images, the seed and the output folder."""
-    parser.add_argument("--run", type=Path, required=True, help="a finished GAN run folder (with DONE)")
+    parser.add_argument(
+        "--run", type=Path, required=True, help="a finished GAN run folder (with DONE)"
+    )
     how = parser.add_mutually_exclusive_group()
     how.add_argument("--n", type=int, help="number of synthetic images")
     how.add_argument("--ratio", type=float, help="synthetic images per real positive (default 1)")

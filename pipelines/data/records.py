@@ -59,7 +59,9 @@ class Records:
     def subset(self, mask: np.ndarray | pd.Series) -> Records:
         """The rows where `mask` is true, as new Records with the same label space."""
         frame = self.frame.loc[np.asarray(mask, dtype=bool)].reset_index(drop=True)
-        return Records(frame, list(self.label_names), self.task, self.source, self.root, dict(self.info))
+        return Records(
+            frame, list(self.label_names), self.task, self.source, self.root, dict(self.info)
+        )
 
     def label_index(self, name: str) -> int:
         """Column index of a label, or a user error listing the known names."""
