@@ -21,6 +21,12 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def run_filters(capsys, data, out, cache, *extra, cls="Fracture") -> tuple[int, str, str]:
+    """`raregan filters` for a class with the given data, output and cache folders."""
+    argv = ["filters", "--data", data, "--class", cls, "--out", out, "--cache", cache]
+    return run_cli(capsys, *argv, *extra)
+
+
 def assert_user_error(code, err, *needles):
     """Exit 2, one `raregan: error:` line naming the culprit, no traceback."""
     assert code == 2
@@ -66,18 +72,7 @@ def test_python_dash_m_and_user_error_in_subprocess(tmp_path):
 
 def test_filters_command_writes_expanded_set_and_preview(capsys, phantom_root, tmp_path):
     out_dir = tmp_path / "flt"
-    code, out, err = run_cli(
-        capsys,
-        "filters",
-        "--data",
-        phantom_root,
-        "--class",
-        "Fracture",
-        "--out",
-        out_dir,
-        "--cache",
-        tmp_path / "store",
-    )
+    code, out, err = run_filters(capsys, phantom_root, out_dir, tmp_path / "store")
     assert code == 0, err
     table = pd.read_csv(out_dir / "expanded.csv")
     n = (table["filter"] == "original").sum()
@@ -95,32 +90,10 @@ def test_filters_command_writes_expanded_set_and_preview(capsys, phantom_root, t
 
 
 def test_filters_unknown_class_and_bad_fraction(capsys, phantom_root, tmp_path):
-    code, _, err = run_cli(
-        capsys,
-        "filters",
-        "--data",
-        phantom_root,
-        "--class",
-        "Fractur",
-        "--out",
-        tmp_path / "o",
-        "--cache",
-        tmp_path / "s",
-    )
+    code, _, err = run_filters(capsys, phantom_root, tmp_path / "o", tmp_path / "s", cls="Fractur")
     assert_user_error(code, err, "'Fractur'", "Fracture")
-    code, _, err = run_cli(
-        capsys,
-        "filters",
-        "--data",
-        phantom_root,
-        "--class",
-        "Fracture",
-        "--fraction",
-        "0",
-        "--out",
-        tmp_path / "o",
-        "--cache",
-        tmp_path / "s",
+    code, _, err = run_filters(
+        capsys, phantom_root, tmp_path / "o", tmp_path / "s", "--fraction", "0"
     )
     assert_user_error(code, err, "fraction")
     assert not (tmp_path / "o").exists()
@@ -129,18 +102,7 @@ def test_filters_unknown_class_and_bad_fraction(capsys, phantom_root, tmp_path):
 def test_unwritable_output_is_a_user_error(capsys, phantom_root, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, _, err = run_cli(
-        capsys,
-        "filters",
-        "--data",
-        phantom_root,
-        "--class",
-        "Fracture",
-        "--out",
-        blocker / "out",
-        "--cache",
-        tmp_path / "s",
-    )
+    code, _, err = run_filters(capsys, phantom_root, blocker / "out", tmp_path / "s")
     assert_user_error(code, err, str(blocker))
 
 

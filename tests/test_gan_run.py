@@ -86,38 +86,19 @@ def test_run_writes_everything_and_schedule_completes(finished_run):
 
 
 def test_synth_rows_are_labeled_train_only_and_deterministic(finished_run, tmp_path, capsys):
-    assert (
-        main(
-            [
-                "synth",
-                "--run",
-                str(finished_run),
-                "--n",
-                "12",
-                "--seed",
-                "3",
-                "--out",
-                str(tmp_path / "a"),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "synth",
-                "--run",
-                str(finished_run),
-                "--n",
-                "12",
-                "--seed",
-                "3",
-                "--out",
-                str(tmp_path / "b"),
-            ]
-        )
-        == 0
-    )
+    for name in ("a", "b"):  # the same seed twice
+        argv = [
+            "synth",
+            "--run",
+            str(finished_run),
+            "--n",
+            "12",
+            "--seed",
+            "3",
+            "--out",
+            str(tmp_path / name),
+        ]
+        assert main(argv) == 0
     rows = pd.read_csv(tmp_path / "a" / "synthetic.csv")
     assert len(rows) == 12 and rows["synthetic"].all() and (rows["orig_split"] == "train").all()
     assert (rows["view"] == "frontal").all() and (rows["Fracture"] == 1).all()

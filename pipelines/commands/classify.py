@@ -11,7 +11,12 @@ import numpy as np
 import pandas as pd
 
 from pipelines.classify_run import ARMS, check_arm, train_classifier
-from pipelines.commands.common import add_data_arguments, add_run_arguments, spec_from_args
+from pipelines.commands.common import (
+    add_data_arguments,
+    add_run_arguments,
+    config_overrides,
+    spec_from_args,
+)
 from pipelines.config import load_config
 from pipelines.prepare import prepare
 from pipelines.runs import run_path, write_json
@@ -67,13 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> dict:
     """The resolved config: preset, then command-line overrides."""
-    over = {"classify": {"seed": args.train_seed}}
-    if args.model:
-        over["classify"]["model"] = args.model
-    if args.head:
-        over["classify"]["head"] = args.head
-    if args.epochs:
-        over["classify"]["epochs"] = args.epochs
+    over = config_overrides(
+        args,
+        {
+            "train_seed": ("classify", "seed"),
+            "model": ("classify", "model"),
+            "head": ("classify", "head"),
+            "epochs": ("classify", "epochs"),
+        },
+    )
     return load_config(args.config, over)
 
 

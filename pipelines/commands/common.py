@@ -148,3 +148,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def devices_arg(text: str) -> int | str:
     """Lightning's devices: an int count or a string like "auto"."""
     return int(text) if text.isdigit() else text
+
+
+def config_overrides(args: argparse.Namespace, options: dict[str, tuple[str, str]]) -> dict:
+    """Nested config overrides {section: {key: value}} from the options the user gave."""
+    over: dict = {}
+    for option, (section, key) in options.items():
+        value = getattr(args, option, None)
+        if value is not None and value != []:
+            over.setdefault(section, {})[key] = value
+    return over

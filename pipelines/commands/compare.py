@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from pipelines.commands.common import add_data_arguments, spec_from_args
+from pipelines.commands.common import add_data_arguments, config_overrides, spec_from_args
 from pipelines.config import load_config
 from pipelines.experiment import Sweep, collect_cells, execute, gan_quality, validate
 from pipelines.prepare import prepare
@@ -50,18 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolved_config(args: argparse.Namespace) -> dict:
     """The preset with the command line's overrides."""
-    over: dict = {"classify": {}, "gan": {}, "compare": {}}
-    if args.model:
-        over["classify"]["model"] = args.model
-    if args.epochs:
-        over["classify"]["epochs"] = args.epochs
-    if args.kimg:
-        over["gan"]["kimg_per_phase"] = args.kimg
-    if args.synth_ratio:
-        over["compare"]["synth_ratio"] = args.synth_ratio
-    for key in ("classes", "fractions", "arms", "seeds"):
-        if getattr(args, key):
-            over["compare"][key] = getattr(args, key)
+    over = config_overrides(
+        args,
+        {
+            "model": ("classify", "model"),
+            "epochs": ("classify", "epochs"),
+            "kimg": ("gan", "kimg_per_phase"),
+            "synth_ratio": ("compare", "synth_ratio"),
+            **{key: ("compare", key) for key in ("classes", "fractions", "arms", "seeds")},
+        },
+    )
     return load_config(args.config, over)
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.commands.common import add_data_arguments, add_run_arguments, spec_from_args
+from pipelines.commands.common import (
+    add_data_arguments,
+    add_run_arguments,
+    config_overrides,
+    spec_from_args,
+)
 from pipelines.config import load_config
 from pipelines.gan_run import train_gan
 from pipelines.prepare import prepare
@@ -44,8 +49,7 @@ def gan_run_name(cls: str, fraction: float, seed: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the data, then train or resume the GAN; print where its outputs are."""
-    overrides = {"gan": {"kimg_per_phase": args.kimg}} if args.kimg else None
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, config_overrides(args, {"kimg": ("gan", "kimg_per_phase")}))
     if not args.size:
         args.size = cfg["gan"]["resolution"]
     spec = spec_from_args(args, cfg)
