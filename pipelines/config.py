@@ -59,6 +59,7 @@ DEFAULTS: dict = {
         "seeds": [0, 1, 2],
         "classes": ["Lung Lesion", "Pleural Other", "Fracture"],
         "synth_ratio": 3.0,
+        "conditional_gan": False,
         "n_boot": 1000,
     },
 }

@@ -3,7 +3,8 @@
 Cells: the `none` and `standard` classifiers of a (fraction, seed) do not depend on the class, so
 one run serves every class (its score for that class is read). The `gan` arm of a (fraction, seed)
 trains one classifier on real rows plus the synthetic rows of every rare class's GAN of that
-fraction (each GAN trained only on that fraction's train positives). Every run is a folder with
+fraction (each GAN trained only on that fraction's train positives); with `conditional` one
+label-conditional GAN per fraction learns all rare classes at once. Every run is a folder with
 DONE when finished and ERROR when it failed; re-running skips finished runs and resumes unfinished
 ones from their last checkpoint.
 """
@@ -42,7 +43,14 @@ class Sweep:
     model: str
     name: str = "sweep"
     progress: bool = False
+    conditional: bool = False
     log: list[str] = field(default_factory=list)
+
+    def gan_units(self) -> list[list[str]]:
+        """The class sets that get a GAN: each class alone, or all together (conditional)."""
+        if self.conditional and len(self.classes) > 1:
+            return [list(self.classes)]
+        return [[cls] for cls in self.classes]
 
     def classify_dir(self, dataset: str, arm: str, fraction: float, seed: int) -> Path:
         """Run folder of one classifier."""
@@ -50,11 +58,10 @@ class Sweep:
             self.runs, dataset, "classify", f"{self.name}-{self.model}-{arm}-f{fraction:g}-s{seed}"
         )
 
-    def gan_dir(self, dataset: str, cls: str, fraction: float) -> Path:
-        """Run folder of one class's GAN at one fraction."""
-        return run_path(
-            self.runs, dataset, "gan", f"{self.name}-{cls.replace(' ', '_')}-f{fraction:g}"
-        )
+    def gan_dir(self, dataset: str, classes: list[str], fraction: float) -> Path:
+        """Run folder of the GAN of a class set at one fraction."""
+        tag = "+".join(cls.replace(" ", "_") for cls in classes)
+        return run_path(self.runs, dataset, "gan", f"{self.name}-{tag}-f{fraction:g}")
 
     def out_dir(self, dataset: str) -> Path:
         """Where the tables and the report go."""
@@ -76,8 +83,8 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
                 f"class {cls!r} has no positive images in the test split, so it has no AUC"
             )
     if "gan" in sweep.arms:
-        for cls in sweep.classes:  # the smallest fraction must leave each GAN enough images
-            training_images(prepared, cls, sweep.fractions[0], cfg)
+        for unit in sweep.gan_units():  # the smallest fraction must leave each GAN enough images
+            training_images(prepared, unit, sweep.fractions[0], cfg)
 
 
 def plan(sweep: Sweep, dataset: str) -> pd.DataFrame:
@@ -132,15 +139,15 @@ def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.Dat
     for f in sweep.fractions:
         synth_sets: list[Path] = []
         if "gan" in sweep.arms:
-            for cls in sweep.classes:
-                gdir = sweep.gan_dir(dataset, cls, f)
+            for unit in sweep.gan_units():
+                gdir = sweep.gan_dir(dataset, unit, f)
                 resume = (gdir / CKPT).exists()
                 ok = attempt(
                     gdir,
                     partial(
                         train_gan,
                         prepared,
-                        cls,
+                        unit,
                         f,
                         cfg,
                         gdir,
@@ -158,7 +165,7 @@ def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.Dat
             c = {**cfg, "classify": {**cfg["classify"], "seed": seed}}
             for arm in sweep.arms:
                 run = sweep.classify_dir(dataset, arm, f, seed)
-                if arm == "gan" and len(synth_sets) < len(sweep.classes):
+                if arm == "gan" and len(synth_sets) < len(sweep.gan_units()):
                     run.mkdir(parents=True, exist_ok=True)
                     atomic_write_text(
                         run / ERROR, "a GAN of this fraction failed; see its run folder's ERROR\n"
@@ -193,11 +200,12 @@ def collect_cells(sweep: Sweep, dataset: str) -> pd.DataFrame:
 
 
 def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
-    """FID/KID per class and fraction from each finished GAN's eval, and its image grids for the report."""
+    """FID/KID per GAN (class or class set) and fraction from each finished eval, and its image grids."""
     rows, images = [], []
     for f in sweep.fractions:
-        for cls in sweep.classes:
-            ev = sweep.gan_dir(dataset, cls, f) / "eval"
+        for unit in sweep.gan_units():
+            cls = " + ".join(unit)
+            ev = sweep.gan_dir(dataset, unit, f) / "eval"
             if (ev / "eval.json").is_file():
                 rep = json.loads((ev / "eval.json").read_text())
                 rows.append({"class": cls, "fraction": f, "fid": rep["fid"], "kid": rep["kid"]})

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+import yaml
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from pggan import PGGAN, fixed_latents, make_grid_uint8, to_uint8
@@ -57,34 +58,61 @@ def gan_module(cfg: dict, label_dim: int = 0) -> PGGAN:
     )
 
 
+def as_classes(classes: str | list[str]) -> list[str]:
+    """One class name or several, as a list without repeats (several → a label-conditional GAN)."""
+    out = [classes] if isinstance(classes, str) else list(dict.fromkeys(classes))
+    if not out:
+        raise RareganError("give at least one class for the GAN")
+    return out
+
+
 def training_images(
-    prepared: Prepared, cls: str, fraction: float, cfg: dict
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """The class's train positives of the fraction and their filter-bank expansion (uint8)."""
+    prepared: Prepared, classes: str | list[str], fraction: float, cfg: dict
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The train positives of the fraction, their filter-bank expansion (uint8) and its condition labels.
+
+    With several classes the rows are the union of each class's positives and the labels (one
+    column per class, 1/0) say which of the classes each image shows; with one class they are all 1.
+    """
     g = cfg["gan"]
     if prepared.store.size != g["resolution"]:
         raise RareganError(
             f"the data store holds {prepared.store.size} px images but gan.resolution is {g['resolution']}; "
             "run with --size equal to the GAN resolution"
         )
-    rows = prepared.positives(cls, fraction, cfg["data"]["seed"])
-    if len(rows) < g["min_images"]:
-        raise RareganError(
-            f"class {cls!r} has only {len(rows)} positive training images at fraction {fraction:g} %; "
-            f"the GAN needs at least {g['min_images']} (use a larger fraction or another class)"
-        )
+    classes = as_classes(classes)
+    parts = [prepared.positives(cls, fraction, cfg["data"]["seed"]) for cls in classes]
+    for cls, part in zip(classes, parts, strict=True):
+        if len(part) < g["min_images"]:
+            raise RareganError(
+                f"class {cls!r} has only {len(part)} positive training images at fraction {fraction:g} %; "
+                f"the GAN needs at least {g['min_images']} (use a larger fraction or another class)"
+            )
+    rows = pd.concat(parts).drop_duplicates("row").sort_values("row")
     images, _ = expand(prepared.store.array[rows["row"].to_numpy()], cfg)
-    return rows, images
+    labels = condition_labels(rows, classes)
+    return rows, images, np.tile(labels, (len(images) // len(rows), 1))
 
 
-def loader(images: np.ndarray, batch: int, seed: int) -> DataLoader:
-    """Endless-feeling loader of [-1, 1] float batches drawn with replacement (seeded)."""
-    data = TensorDataset(torch.from_numpy(np.ascontiguousarray(images)))
+def condition_labels(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """(N, K) float32: 1 where a row is positive for the class (unknown counts as 0)."""
+    return (rows[classes].to_numpy(dtype=np.float32) > 0.5).astype(np.float32)
+
+
+def loader(
+    images: np.ndarray, batch: int, seed: int, labels: np.ndarray | None = None
+) -> DataLoader:
+    """Endless-feeling loader of [-1, 1] float batches (with their labels if given), drawn with replacement."""
+    tensors = [torch.from_numpy(np.ascontiguousarray(images))]
+    if labels is not None:
+        tensors.append(torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32)))
+    data = TensorDataset(*tensors)
     gen = torch.Generator().manual_seed(seed)
     sampler = RandomSampler(data, replacement=True, num_samples=batch * 200, generator=gen)
 
     def collate(items):
-        return torch.stack([it[0] for it in items]).float().div_(127.5).sub_(1.0)
+        x = torch.stack([it[0] for it in items]).float().div_(127.5).sub_(1.0)
+        return x if labels is None else (x, torch.stack([it[1] for it in items]))
 
     return DataLoader(data, batch_size=batch, sampler=sampler, collate_fn=collate, drop_last=True)
 
@@ -123,6 +151,18 @@ def check_checkpoint(path: Path) -> None:
         raise RareganError(f"{path} is not a raregan GAN checkpoint; delete it and start over")
 
 
+def check_same_classes(run: Path, classes: list[str]) -> None:
+    """A resumed run must learn the classes it started with."""
+    saved = (
+        yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    )
+    before = (saved or {}).get("run", {}).get("classes")
+    if before is not None and list(before) != classes:
+        raise RareganError(
+            f"{run} was started for classes {before}, not {classes}; resume with the same --class"
+        )
+
+
 class RunOutputs(pl.Callback):
     """Checkpoints every N kimg (atomic), sample grids at each phase end and checkpoint."""
 
@@ -158,14 +198,23 @@ def trainer_rank(module: pl.LightningModule) -> int:
     return module.global_rank if module._trainer is not None else 0
 
 
+def grid_labels(n: int, label_dim: int, nrow: int = 8) -> torch.Tensor | None:
+    """Condition labels of a sample grid: row r of the grid shows class r mod K (None if unconditional)."""
+    if label_dim == 0:
+        return None
+    which = (torch.arange(n) // nrow) % label_dim
+    return torch.nn.functional.one_hot(which, label_dim).float()
+
+
 @torch.no_grad()
 def sample_grid(module: PGGAN, path: Path, n: int = 32, seed: int = 0) -> None:
-    """A PNG grid of fixed-latent EMA samples at the module's current level and alpha."""
+    """A PNG grid of fixed-latent EMA samples at the module's current level and alpha (a class per row)."""
     phase = module.phase
     level, alpha = (module.schedule.n_levels - 1, 1.0) if phase.done else (phase.level, phase.alpha)
     z = fixed_latents(n, module.hparams.latent_dim, seed).to(module.device)
-    G = module.G_ema
-    images = to_uint8(G(z, level, alpha, None)).cpu()
+    labels = grid_labels(n, module.hparams.label_dim)
+    labels = None if labels is None else labels.to(module.device)
+    images = to_uint8(module.G_ema(z, level, alpha, labels)).cpu()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_png(path, make_grid_uint8(images, nrow=8).numpy())
 
@@ -224,7 +273,7 @@ def merged_losses(run: Path) -> pd.DataFrame:
 
 def train_gan(
     prepared: Prepared,
-    cls: str,
+    classes: str | list[str],
     fraction: float,
     cfg: dict,
     run: Path,
@@ -234,8 +283,13 @@ def train_gan(
     accelerator: str = "auto",
     progress: bool = True,
 ) -> Path:
-    """Train (or resume) the GAN of one class and fraction in `run`; returns the run folder."""
+    """Train (or resume) the GAN of a class and fraction in `run`; returns the run folder.
+
+    Several classes train one label-conditional GAN on the union of their positives.
+    """
     run = Path(run)
+    classes = as_classes(classes)
+    conditional = len(classes) > 1
     ckpt = run / CKPT
     if is_done(run):
         return run
@@ -245,14 +299,16 @@ def train_gan(
         )
     if resume and not ckpt.exists():
         raise RareganError(f"cannot resume: no checkpoint at {ckpt}; start without --resume")
-    rows, images = training_images(prepared, cls, fraction, cfg)
+    if resume:
+        check_same_classes(run, classes)
+    rows, images, labels = training_images(prepared, classes, fraction, cfg)
     run.mkdir(parents=True, exist_ok=True)
     write_yaml(
         run / "config.yaml",
         {
             **cfg,
             "run": {
-                "class": cls,
+                "classes": classes,
                 "fraction": fraction,
                 "data": str(prepared.records.root),
                 "source": prepared.records.source,
@@ -262,7 +318,7 @@ def train_gan(
     keep = ["image_id", "patient", "path", *prepared.records.label_names]
     rows[keep].to_csv(run / POSITIVES, index=False)
     pl.seed_everything(cfg["gan"]["seed"], workers=True, verbose=False)
-    module = gan_module(cfg)
+    module = gan_module(cfg, label_dim=len(classes) if conditional else 0)
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -281,7 +337,9 @@ def train_gan(
         check_checkpoint(ckpt)
     trainer.fit(
         module,
-        loader(images, module.schedule.max_batch, cfg["gan"]["seed"]),
+        loader(
+            images, module.schedule.max_batch, cfg["gan"]["seed"], labels if conditional else None
+        ),
         ckpt_path=str(ckpt) if resume else None,
     )
     if not module.phase.done:
@@ -289,7 +347,9 @@ def train_gan(
             f"GAN training in {run} stopped before the schedule ended; resume with --resume"
         )
     if trainer.global_rank == 0:
-        finish(run, module, rows, images, cls, fraction, cfg, list(prepared.records.label_names))
+        finish(
+            run, module, rows, images, classes, fraction, cfg, list(prepared.records.label_names)
+        )
     return run
 
 
@@ -298,7 +358,7 @@ def finish(
     module: PGGAN,
     rows: pd.DataFrame,
     images: np.ndarray,
-    cls: str,
+    classes: list[str],
     fraction: float,
     cfg: dict,
     label_names: list[str],
@@ -313,7 +373,9 @@ def finish(
         {"hparams": dict(module.hparams), "state_dict": module.G_ema.state_dict()}, run / GENERATOR
     )
     summary = {
-        "class": cls,
+        "class": " + ".join(classes),
+        "classes": classes,
+        "conditional": len(classes) > 1,
         "fraction": fraction,
         "positives": len(rows),
         "training_images": len(images),

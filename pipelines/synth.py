@@ -12,6 +12,7 @@ from PIL import Image
 
 from pggan import Generator, generate
 from pipelines.errors import RareganError
+from pipelines.gan_run import condition_labels
 from pipelines.images import save_png
 from pipelines.runs import is_done, mark_done, staged_dir, write_json
 
@@ -46,21 +47,38 @@ def synthesize(
     ratio: float | None = None,
     seed: int = 0,
     out: Path | None = None,
+    only: str | None = None,
 ) -> Path:
-    """Write n synthetic images (or `ratio` per real positive) and their label rows; returns the folder."""
+    """Write n synthetic images (or `ratio` per real positive) and their label rows; returns the folder.
+
+    Each image's label row is a real positive's row drawn at random. A label-conditional GAN is
+    conditioned on that row's classes, so image and labels agree; `only` restricts the draw to
+    one of its classes' positives.
+    """
     G, summary = load_generator(run)
     positives = pd.read_csv(Path(run) / "positives.csv")
     label_names = summary["label_names"]
+    classes = summary.get("classes", [summary["class"]])
+    if only is not None:
+        if only not in classes:
+            raise RareganError(
+                f"GAN run {run} learned {', '.join(classes)}, not {only!r}; choose one of those"
+            )
+        positives = positives[positives[only] > 0.5].reset_index(drop=True)
     if n is None:
         n = int(round((ratio if ratio is not None else 1.0) * len(positives)))
     if n < 1:
         raise RareganError(f"asked for {n} synthetic images; give --n ≥ 1 or a positive --ratio")
-    out = Path(out) if out else Path(run) / f"synth-n{n}-s{seed}"
+    tag = f"-{only.replace(' ', '_')}" if only else ""
+    out = Path(out) if out else Path(run) / f"synth{tag}-n{n}-s{seed}"
     if is_done(out):
         return out
-    images = generate(G, n, seed=seed).numpy()
     rng = np.random.default_rng(seed)
     source = positives.iloc[rng.integers(len(positives), size=n)].reset_index(drop=True)
+    labels = None
+    if G.label_dim:
+        labels = torch.from_numpy(condition_labels(source, classes))
+    images = generate(G, n, seed=seed, labels=labels).numpy()
     with staged_dir(out) as tmp:
         (tmp / "images").mkdir()
         names = [f"images/synth_{i:06d}.png" for i in range(n)]
@@ -88,7 +106,7 @@ def synthesize(
                 "n": n,
                 "seed": seed,
                 "gan_run": str(run),
-                "class": summary["class"],
+                "class": only or summary["class"],
                 "label_names": label_names,
             },
         )

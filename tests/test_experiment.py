@@ -126,3 +126,24 @@ def test_bad_axes_refused_before_training(sweep, capsys, flag, value, needle):
     assert main(argv) == 2
     assert needle in capsys.readouterr().err
     assert not (tmp / "fresh").exists()
+
+
+def test_conditional_gan_sweep_trains_one_gan_for_all_classes(sweep):
+    tmp, argv, _ = sweep
+    argv = list(argv)
+    argv[argv.index("--classes") + 1 : argv.index("--fractions")] = ["Fracture", "Lung Lesion"]
+    argv[argv.index("--fractions") + 1 : argv.index("--arms")] = ["100"]
+    argv[argv.index("--arms") + 1 : argv.index("--seeds")] = ["gan"]
+    argv += ["--conditional-gan", "--name", "cond"]
+    assert main(argv) == 0
+    gans = sorted(p.name for p in (tmp / "runs/phantoms/gan").glob("cond-*"))
+    assert gans == ["cond-Fracture+Lung_Lesion-f100"]  # one GAN, not one per class
+    gan = tmp / "runs/phantoms/gan" / gans[0]
+    assert json.loads((gan / "summary.json").read_text())["classes"] == ["Fracture", "Lung Lesion"]
+    positives = pd.read_csv(gan / "positives.csv")
+    metrics = json.loads(
+        (tmp / "runs/phantoms/classify/cond-cnn5-gan-f100-s0/metrics.json").read_text()
+    )
+    assert metrics["n_train_synthetic"] == len(positives)  # synth ratio 1 over the union
+    table = pd.read_csv(tmp / "runs/phantoms/compare/cond/auc_table.csv")
+    assert set(table["class"]) == {"Fracture", "Lung Lesion"}

@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--synth-ratio", type=float, help="synthetic images per real positive (default: config, 3)"
     )
+    parser.add_argument(
+        "--conditional-gan",
+        action="store_true",
+        default=None,
+        help="one label-conditional GAN per fraction for all rare classes (default: one GAN per class)",
+    )
     parser.add_argument("--config", default="cpu-demo", help="preset name or YAML path")
     parser.add_argument(
         "--name", default="sweep", help="name of the sweep (run folders and report)"
@@ -57,6 +63,7 @@ def resolved_config(args: argparse.Namespace) -> dict:
             "epochs": ("classify", "epochs"),
             "kimg": ("gan", "kimg_per_phase"),
             "synth_ratio": ("compare", "synth_ratio"),
+            "conditional_gan": ("compare", "conditional_gan"),
             **{key: ("compare", key) for key in ("classes", "fractions", "arms", "seeds")},
         },
     )
@@ -81,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         cfg["classify"]["model"],
         args.name,
         args.progress,
+        bool(cmp["conditional_gan"]),
     )
     dataset = prepared.dataset_name
     validate(sweep, prepared, cfg)

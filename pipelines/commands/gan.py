@@ -24,7 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus class, fraction, config, output and devices."""
     add_data_arguments(parser)
     add_run_arguments(parser)
-    parser.add_argument("--class", dest="cls", required=True, help="the rare class to learn")
+    parser.add_argument(
+        "--class",
+        dest="classes",
+        nargs="+",
+        required=True,
+        metavar="CLASS",
+        help="the rare class to learn; several classes train one label-conditional GAN",
+    )
     parser.add_argument(
         "--fraction",
         type=float,
@@ -42,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def gan_run_name(cls: str, fraction: float, seed: int) -> str:
-    """Folder name of a GAN run: class, fraction and seed."""
-    return f"{cls.replace(' ', '_')}-f{fraction:g}-s{seed}"
+def gan_run_name(classes: list[str], fraction: float, seed: int) -> str:
+    """Folder name of a GAN run: class(es), fraction and seed."""
+    return f"{'+'.join(c.replace(' ', '_') for c in classes)}-f{fraction:g}-s{seed}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,12 +63,15 @@ def run(args: argparse.Namespace) -> int:
     cfg["data"].update(size=spec.size, seed=spec.seed)
     prepared = prepare(spec, progress=not args.no_progress)
     out = args.out or run_path(
-        args.runs, prepared.dataset_name, "gan", gan_run_name(args.cls, args.fraction, spec.seed)
+        args.runs,
+        prepared.dataset_name,
+        "gan",
+        gan_run_name(args.classes, args.fraction, spec.seed),
     )
     strategy = "ddp_find_unused_parameters_true" if args.strategy == "ddp" else args.strategy
     train_gan(
         prepared,
-        args.cls,
+        args.classes,
         args.fraction,
         cfg,
         out,
@@ -72,6 +82,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(
-        f"GAN for {args.cls} done: {out} (samples/final.png, loss_curve.png, {out / 'generator_ema.pt'})"
+        f"GAN for {' + '.join(args.classes)} done: {out} (samples/final.png, loss_curve.png, {out / 'generator_ema.pt'})"
     )
     return 0

@@ -19,12 +19,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how = parser.add_mutually_exclusive_group()
     how.add_argument("--n", type=int, help="number of synthetic images")
     how.add_argument("--ratio", type=float, help="synthetic images per real positive (default 1)")
+    parser.add_argument(
+        "--class",
+        dest="only",
+        help="for a GAN of several classes: draw label rows only from this class's positives",
+    )
     parser.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
     parser.add_argument("--out", type=Path, help="output folder (default <run>/synth-n<N>-s<seed>)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Synthesize and print where the images and rows went."""
-    out = synthesize(args.run, n=args.n, ratio=args.ratio, seed=args.seed, out=args.out)
+    out = synthesize(
+        args.run, n=args.n, ratio=args.ratio, seed=args.seed, out=args.out, only=args.only
+    )
     print(f"synthetic images and rows in {out} (synthetic.csv)")
     return 0
