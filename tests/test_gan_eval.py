@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -265,3 +266,33 @@ def test_user_errors_name_the_culprit(kermany, tmp_path: Path) -> None:
         expected = "needs the torch-fidelity package"
     with pytest.raises(RareganError, match=expected):
         inception_fid(a, a, missing)
+
+
+def _random_fid_inception_weights(path: Path) -> Path:
+    """A state dict of the FID Inception network (torch-fidelity's architecture) at random init.
+
+    The real pt_inception-2015-12-05 weights cannot be fetched offline; the architecture, the file
+    format and the whole torchmetrics path are the same, only the feature values are not Inception's.
+    """
+    from torch_fidelity import feature_extractor_inceptionv3 as fi
+
+    original = fi.FeatureExtractorInceptionV3.load_state_dict
+    fi.FeatureExtractorInceptionV3.load_state_dict = lambda self, state: None
+    try:
+        with mock.patch.object(fi, "load_state_dict_from_url", lambda *a, **k: {}):
+            torch.manual_seed(0)
+            net = fi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    finally:
+        fi.FeatureExtractorInceptionV3.load_state_dict = original
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_inception_fid_from_local_weights(kermany, tmp_path: Path) -> None:
+    weights = _random_fid_inception_weights(tmp_path / "pt_inception.pth")
+    a, b = kermany
+    a, b = a[:16], b[:16]
+    noise = np.random.default_rng(0).integers(0, 256, size=a.shape, dtype=np.uint8)
+    held_out = inception_fid(a, b, weights)  # 2048-d features: each call ~15 s of eigvals
+    against_noise = inception_fid(a, noise, weights)
+    assert 0 < held_out < against_noise  # other patients' X-rays are closer than noise
