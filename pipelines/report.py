@@ -11,6 +11,7 @@ import html
 import mimetypes
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -109,14 +110,21 @@ def _figures(out: Path, table: pd.DataFrame, context: dict) -> list[tuple[Path, 
     return figs
 
 
-def _images(context: dict) -> list[tuple[Path, str]]:
-    """The extra images the context names (grids, nearest pairs): checked to exist."""
+def _images(context: dict, out_dir: Path) -> list[tuple[Path, str]]:
+    """The extra images the context names (grids, nearest pairs), copied into `out_dir/images`.
+
+    The copies keep the report folder self-contained: it can be moved or committed as it is.
+    """
     out = []
-    for item in context.get("images") or []:
+    for k, item in enumerate(context.get("images") or []):
         path, caption = (item["path"], item.get("caption", "")) if isinstance(item, dict) else item
-        if not Path(path).is_file():
+        path = Path(path)
+        if not path.is_file():
             raise RareganError(f"report image {path} not found; produce it first or leave it out")
-        out.append((Path(path), str(caption)))
+        copy = out_dir / "images" / f"{k:02d}-{path.parent.parent.name}-{path.name}"
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, copy)
+        out.append((copy, str(caption)))
     return out
 
 
@@ -253,7 +261,7 @@ def write_report(
     """
     out = ensure_writable(Path(out_dir))
     paths = write_tables(table, out)
-    images = _images(context)
+    images = _images(context, out)
     figs = _figures(out, table, context)
     blocks = _blocks(table, cells, context, figs, images)
     title = str(blocks[0][1])

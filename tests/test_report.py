@@ -135,6 +135,7 @@ def test_html_report_is_self_contained_and_says_it_all(sweep, tmp_path):
     assert verdict(table, "Fracture") in md and CITATION in md and "disk full" in md
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (paths["report_md"].parent / link).is_file()
+        assert not link.startswith(".."), "the report folder is self-contained"
     assert paths["csv"].is_file() and paths["md"].is_file()
 
 
