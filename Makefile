@@ -13,10 +13,12 @@ MODEL    ?= densenet121
 SEED     ?= 0
 SYNTH    ?=
 ARGS     ?=
+SHARED   ?= ../shared/data
+NIH_MAP  := Lung Lesion=Nodule|Mass;Pleural Other=Pleural_Thickening
 # the embedded phantoms are written on first use when DATA is left at its default
 DATA_DEP := $(if $(filter $(PHANTOMS),$(DATA)),$(PHANTOMS)/CheXpert-v1.0-small/train.csv)
 
-.PHONY: setup test lint demo phantoms data filters gan synth classify compare bench clean
+.PHONY: setup test lint demo phantoms data filters gan synth classify compare results bench clean
 
 setup: $(STAMP)
 
@@ -62,6 +64,19 @@ classify: setup $(DATA_DEP)
 
 compare: setup $(DATA_DEP)
 	$(BIN)/raregan compare --data $(DATA) --config $(CONFIG) --progress $(ARGS)
+
+# The committed real-data results (docs/results/): two sweeps with the cpu-results preset, then
+# each sweep's self-contained report folder is copied under docs/results/. Hours of CPU; resumable.
+results: setup
+	$(BIN)/raregan compare --data $(SHARED)/chest_xray --rarefy viral=0.05 --classes viral \
+	  --fractions 25 50 100 --arms none standard gan --seeds 0 1 2 --config cpu-results --name kermany-viral $(ARGS)
+	$(BIN)/raregan compare --data $(SHARED)/nih_chestxray14_1000 --label-map "$(NIH_MAP)" --val 0.2 --test 0.3 \
+	  --classes "Lung Lesion" "Pleural Other" --fractions 50 100 --arms none standard gan --seeds 0 1 2 \
+	  --config cpu-results --name nih $(ARGS)
+	mkdir -p docs/results
+	rm -rf docs/results/kermany-viral docs/results/nih
+	cp -r runs/chest_xray/compare/kermany-viral docs/results/kermany-viral
+	cp -r runs/nih_chestxray14_1000/compare/nih docs/results/nih
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
