@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/bench_filters.py [--data ../shared/data] [--n 1000] [--quick]
 Images: Kermany chest JPEGs and knee PNGs from the shared data (repeated if too few), resized to
-128 px. Prints both times, the speed-up and the largest difference in gray levels.
+128 px. Prints both times, the speed-up, the largest difference in gray levels and the load
+average (on a shared machine compare speed-ups; absolute times move with the load).
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def main() -> None:
         timings.append((1, *best_time(run_torch, args.repeats)))
         torch.set_num_threads(threads)
 
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"images: {args.n} x {args.size}x{args.size} uint8 -> bank of {len(ref)} rows")
+    print(f"load average (1, 5, 15 min): {load} on {os.cpu_count()} CPU(s)")
     print(f"scipy/skimage per-image loop : {t_ref:8.3f} s")
     for threads, seconds, ours in timings:
         diff = np.abs(ours.cpu()[:, 0].numpy().astype(np.int16) - ref.astype(np.int16))

@@ -7,7 +7,17 @@ from typing import Any
 
 import torch
 
-from filters.ops import _check, gaussian_blur, minimum_filter, unsharp_mask
+from filters import _engine
+from filters.ops import (
+    _blur_spec,
+    _check,
+    _empty_images,
+    _erode_spec,
+    _sharpen_spec,
+    gaussian_blur,
+    minimum_filter,
+    unsharp_mask,
+)
 
 FILTERS: dict[str, Callable[..., torch.Tensor]] = {
     "gaussian_blur": gaussian_blur,
@@ -16,6 +26,13 @@ FILTERS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 DEFAULT_FILTERS: tuple[str, ...] = ("gaussian_blur", "unsharp_mask", "minimum_filter")
+
+# The built-in filters as engine specs: filter_bank computes these in one pass over the images.
+_SPECS: dict[Callable[..., torch.Tensor], Callable[..., _engine.Spec]] = {
+    gaussian_blur: lambda x, **kw: _blur_spec(**kw),
+    unsharp_mask: _sharpen_spec,
+    minimum_filter: lambda x, **kw: _erode_spec(**kw),
+}
 
 
 def get_filter(name: str) -> Callable[..., torch.Tensor]:
@@ -48,6 +65,21 @@ def filter_bank(
             raise ValueError(f"parameters given for {key!r}, which is not in names {list(names)}")
         if not isinstance(value, Mapping):
             raise ValueError(f"parameters for {key!r} must be a dict of keyword arguments")
-    outputs = [x] + [f(x, **params.get(name, {})) for name, f in zip(names, funcs, strict=True)]
-    sources = [source for source in ("original", *names) for _ in range(x.shape[0])]
-    return torch.cat(outputs, dim=0), sources
+    n, c, h, w = x.shape
+    out = _empty_images((n * (1 + len(names)), c, h, w), x)
+    out[:n] = x
+    rows = out.view(1 + len(names), n * c, h, w)[1:]
+    # Built-in filters (as long as FILTERS still maps to them) share one pad and cast per chunk.
+    makers = {k: next((m for g, m in _SPECS.items() if g is f), None) for k, f in enumerate(funcs)}
+    fused = [k for k, make in makers.items() if make is not None]
+    specs = [makers[k](x, **params.get(names[k], {})) for k in fused]
+    if fused == list(range(len(funcs))):
+        _engine.run(x, specs, rows)
+    else:
+        for k, spec in zip(fused, specs, strict=True):
+            _engine.run(x, [spec], rows[k : k + 1])
+    for k, (name, f) in enumerate(zip(names, funcs, strict=True)):
+        if k not in fused:
+            rows[k] = f(x, **params.get(name, {})).reshape(n * c, h, w)
+    sources = [source for source in ("original", *names) for _ in range(n)]
+    return out, sources

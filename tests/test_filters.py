@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from filters import (
+    DEFAULT_FILTERS,
     FILTERS,
     filter_bank,
     gaussian_blur,
@@ -223,3 +224,58 @@ def test_cuda_matches_cpu(x8: torch.Tensor) -> None:
     cpu, _ = filter_bank(x8)
     gpu, _ = filter_bank(x8.cuda())
     assert gpu.is_cuda and _max_gray_diff(cpu, gpu.cpu()) <= 1
+
+
+def test_fused_bank_equals_separate_filters_on_odd_shapes() -> None:
+    """The bank's one-pass path (shared pad, any order, several channels) equals each op alone."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (7, 2, 37, 50), dtype=torch.uint8, generator=gen)
+    params = {
+        "gaussian_blur": {"kernel_size": 7},
+        "unsharp_mask": {"sigma": 1.5, "amount": 0.7},
+        "minimum_filter": {"size": 4},
+    }
+    for names in [DEFAULT_FILTERS, ("minimum_filter", "unsharp_mask", "gaussian_blur")]:
+        for batch in (x, x.float() / 255):
+            out, _ = filter_bank(batch, names, **params)
+            for k, name in enumerate(names, start=1):
+                alone = FILTERS[name](batch, **params[name])
+                assert torch.equal(out[k * 7 : (k + 1) * 7], alone), (name, batch.dtype)
+    images = x.reshape(14, 37, 50).numpy()
+    out, _ = filter_bank(x, **params)
+    ref_blur = [ndi.gaussian_filter(im.astype(np.float64), 1.4, truncate=3 / 1.4) for im in images]
+    ref_sharp = [skimage.filters.unsharp_mask(im, radius=1.5, amount=0.7) for im in images]
+    ref_min = [ndi.minimum_filter(im, 4, mode="reflect") for im in images]
+    assert _max_gray_diff(out[7:14], _to_u8(np.stack(ref_blur))) <= 1
+    assert _max_gray_diff(out[14:21], _to_u8(np.stack(ref_sharp) * 255)) <= 1
+    np.testing.assert_array_equal(out[21:].reshape(14, 37, 50).numpy(), np.stack(ref_min))
+
+
+def test_bank_on_threads_equals_one_thread_and_restores_count(x8: torch.Tensor) -> None:
+    """Chunks shared out to worker threads give the same bank; the torch thread count is kept."""
+    x = torch.cat([x8, x8.flip(-1)])  # 48 images: three chunks at 128 px
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single, _ = filter_bank(x)
+        torch.set_num_threads(2)
+        threaded, _ = filter_bank(x)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(single, threaded)
+
+
+def test_bank_mixes_fused_and_registered_filters(
+    x8: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter added to FILTERS runs on its own beside the built-ins, in names order."""
+    monkeypatch.setitem(FILTERS, "invert", lambda x: 255 - x)
+    x = x8[:4]
+    out, names = filter_bank(x, ("gaussian_blur", "invert", "minimum_filter"))
+    assert (
+        names == ["original"] * 4 + ["gaussian_blur"] * 4 + ["invert"] * 4 + ["minimum_filter"] * 4
+    )
+    assert torch.equal(out[4:8], gaussian_blur(x))
+    assert torch.equal(out[8:12], 255 - x)
+    assert torch.equal(out[12:], minimum_filter(x))
