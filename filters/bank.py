@@ -70,7 +70,7 @@ def filter_bank(
     out[:n] = x
     rows = out.view(1 + len(names), n * c, h, w)[1:]
     # Built-in filters (as long as FILTERS still maps to them) share one pad and cast per chunk.
-    makers = {k: next((m for g, m in _SPECS.items() if g is f), None) for k, f in enumerate(funcs)}
+    makers = {k: _SPECS.get(f) for k, f in enumerate(funcs)}
     fused = [k for k, make in makers.items() if make is not None]
     specs = [makers[k](x, **params.get(names[k], {})) for k in fused]
     if fused == list(range(len(funcs))):

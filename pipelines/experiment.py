@@ -22,7 +22,7 @@ import pandas as pd
 from pipelines.classify_run import ARMS, train_classifier
 from pipelines.errors import RareganError
 from pipelines.gan_eval_run import evaluate_gan_run
-from pipelines.gan_run import CKPT, train_gan, training_images
+from pipelines.gan_run import CKPT, class_tag, train_gan, training_images
 from pipelines.prepare import Prepared
 from pipelines.runs import atomic_write_text, is_done, run_path
 from pipelines.splits import check_fractions
@@ -60,8 +60,9 @@ class Sweep:
 
     def gan_dir(self, dataset: str, classes: list[str], fraction: float) -> Path:
         """Run folder of the GAN of a class set at one fraction."""
-        tag = "+".join(cls.replace(" ", "_") for cls in classes)
-        return run_path(self.runs, dataset, "gan", f"{self.name}-{tag}-f{fraction:g}")
+        return run_path(
+            self.runs, dataset, "gan", f"{self.name}-{class_tag(classes)}-f{fraction:g}"
+        )
 
     def out_dir(self, dataset: str) -> Path:
         """Where the tables and the report go."""

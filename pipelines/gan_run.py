@@ -66,6 +66,11 @@ def as_classes(classes: str | list[str]) -> list[str]:
     return out
 
 
+def class_tag(classes: list[str]) -> str:
+    """Classes as one folder-name part: spaces to underscores, joined by '+'."""
+    return "+".join(cls.replace(" ", "_") for cls in classes)
+
+
 def training_images(
     prepared: Prepared, classes: str | list[str], fraction: float, cfg: dict
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

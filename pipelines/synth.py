@@ -12,7 +12,7 @@ from PIL import Image
 
 from pggan import Generator, generate
 from pipelines.errors import RareganError
-from pipelines.gan_run import condition_labels
+from pipelines.gan_run import class_tag, condition_labels
 from pipelines.images import save_png
 from pipelines.runs import is_done, mark_done, staged_dir, write_json
 
@@ -69,7 +69,7 @@ def synthesize(
         n = int(round((ratio if ratio is not None else 1.0) * len(positives)))
     if n < 1:
         raise RareganError(f"asked for {n} synthetic images; give --n ≥ 1 or a positive --ratio")
-    tag = f"-{only.replace(' ', '_')}" if only else ""
+    tag = f"-{class_tag([only])}" if only else ""
     out = Path(out) if out else Path(run) / f"synth{tag}-n{n}-s{seed}"
     if is_done(out):
         return out

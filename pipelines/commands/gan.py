@@ -12,7 +12,7 @@ from pipelines.commands.common import (
     spec_from_args,
 )
 from pipelines.config import load_config
-from pipelines.gan_run import train_gan
+from pipelines.gan_run import class_tag, train_gan
 from pipelines.prepare import prepare
 from pipelines.runs import run_path
 
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def gan_run_name(classes: list[str], fraction: float, seed: int) -> str:
     """Folder name of a GAN run: class(es), fraction and seed."""
-    return f"{'+'.join(c.replace(' ', '_') for c in classes)}-f{fraction:g}-s{seed}"
+    return f"{class_tag(classes)}-f{fraction:g}-s{seed}"
 
 
 def run(args: argparse.Namespace) -> int:
