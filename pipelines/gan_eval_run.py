@@ -58,7 +58,7 @@ def evaluate_gan_run(
     )
     report.update({"run": str(run), "synthetic": str(synth_dir), "class": summary["class"]})
     out = Path(out) if out else run / "eval"
-    with staged_dir(out) as tmp:
+    with staged_dir(out, "gan-eval") as tmp:
         write_json(tmp / "eval.json", report)
         nearest.to_csv(tmp / "nearest.csv", index=False)
         save_closest_pairs_png(tmp / "closest_pairs.png", real, fake, nearest, k=16)

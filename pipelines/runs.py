@@ -80,18 +80,57 @@ def mark_done(path: Path, summary: dict | None = None) -> None:
     write_json(Path(path) / DONE, summary or {})
 
 
-@contextlib.contextmanager
-def staged_dir(out: Path) -> Iterator[Path]:
-    """Yield a fresh temp folder beside `out`; on success it replaces `out`, on failure it vanishes."""
+OWNER = ".raregan-output"
+# outputs written before the OWNER file existed: DONE beside the command's own table
+LEGACY_SIGNATURE = {
+    "filters": "expanded.csv",
+    "synth": "synthetic.csv",
+    "gan-eval": "eval.json",
+    "evaluate": "predictions.csv",
+}
+
+
+def check_replaceable(out: Path, kind: str) -> None:
+    """A user error unless `out` is absent, an empty folder, or a previous output of `raregan kind`."""
     out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_dir() and not out.is_symlink():
+        if not any(out.iterdir()):
+            return
+        marker = out / OWNER
+        if marker.is_file() and marker.read_text(encoding="utf-8", errors="replace").strip() == kind:
+            return
+        legacy = LEGACY_SIGNATURE.get(kind)
+        if not marker.exists() and legacy and is_done(out) and (out / legacy).is_file():
+            return
+    what = "folder" if out.is_dir() else "file"
+    raise RareganError(
+        f"--out {out} is an existing {what} that raregan {kind} did not write; refusing to replace it "
+        "(choose a new --out, or remove it yourself)"
+    )
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path, kind: str) -> Iterator[Path]:
+    """Yield a fresh temp folder beside `out`; on success it replaces `out`, on failure it vanishes.
+
+    `out` is replaced only when it is absent, empty, or a previous output of the same command
+    (`kind`, recorded in its OWNER file): a user's own file or folder is never deleted.
+    """
+    out = Path(out)
+    check_replaceable(out, kind)
     parent = ensure_writable(out.parent if out.parent != Path("") else Path("."))
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tmp-"))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs follow the user's umask
+        (tmp / OWNER).write_text(kind + "\n", encoding="utf-8")
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
+        check_replaceable(out, kind)  # it may have appeared while we worked
         old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.old-"))
         os.replace(out, old / out.name)
         os.replace(tmp, out)

@@ -14,7 +14,7 @@ from pggan import Generator, generate
 from pipelines.errors import RareganError
 from pipelines.gan_run import class_tag, condition_labels
 from pipelines.images import save_png
-from pipelines.runs import is_done, mark_done, staged_dir, write_json
+from pipelines.runs import check_replaceable, is_done, mark_done, staged_dir, write_json
 
 SYNTH_CSV = "synthetic.csv"
 
@@ -71,6 +71,7 @@ def synthesize(
         raise RareganError(f"asked for {n} synthetic images; give --n ≥ 1 or a positive --ratio")
     tag = f"-{class_tag([only])}" if only else ""
     out = Path(out) if out else Path(run) / f"synth{tag}-n{n}-s{seed}"
+    check_replaceable(out, "synth")
     if is_done(out):
         return out
     rng = np.random.default_rng(seed)
@@ -79,7 +80,7 @@ def synthesize(
     if G.label_dim:
         labels = torch.from_numpy(condition_labels(source, classes))
     images = generate(G, n, seed=seed, labels=labels).numpy()
-    with staged_dir(out) as tmp:
+    with staged_dir(out, "synth") as tmp:
         (tmp / "images").mkdir()
         names = [f"images/synth_{i:06d}.png" for i in range(n)]
         for name, img in zip(names, images, strict=True):

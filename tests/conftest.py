@@ -27,3 +27,51 @@ def phantom_root(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("phantoms")
     prevalence = {"Fracture": 0.12, "Lung Lesion": 0.08, "Pleural Other": 0.06}
     return write_phantoms(out, n=400, size=64, seed=0, prevalence=prevalence)
+
+
+TINY = """
+gan:
+  resolution: 16
+  channels: [16, 16, 8]
+  latent_dim: 16
+  kimg_per_phase: {kimg}
+  batch_per_resolution: {{4: 8, 8: 8, 16: 8}}
+  checkpoint_every_kimg: {every}
+"""
+
+
+def tiny_config(tmp_path, kimg=0.12, every=0.1):
+    """A tiny 16 px GAN preset file (kimg per phase, checkpoint interval)."""
+    path = tmp_path / f"tiny-{kimg}-{every}.yaml"
+    path.write_text(TINY.format(kimg=kimg, every=every))
+    return path
+
+
+def gan_argv(phantom_root, tmp_path, out, cfg, *extra):
+    """`raregan gan` for Fracture on the phantoms with a config, output and store folder."""
+    return [
+        "gan",
+        "--data",
+        str(phantom_root),
+        "--class",
+        "Fracture",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+        "--cache",
+        str(tmp_path / "store"),
+        "--no-progress",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def finished_run(phantom_root, tmp_path_factory):
+    """A finished tiny GAN run for Fracture on the phantoms (16 px, 0.5 kimg), trained once."""
+    from pipelines.cli import main
+
+    tmp = tmp_path_factory.mktemp("gan")
+    out = tmp / "run"
+    assert main(gan_argv(phantom_root, tmp, out, tiny_config(tmp, kimg=0.1, every=0.1))) == 0
+    return out

@@ -16,49 +16,7 @@ import torch
 from PIL import Image
 
 from pipelines.cli import main
-
-TINY = """
-gan:
-  resolution: 16
-  channels: [16, 16, 8]
-  latent_dim: 16
-  kimg_per_phase: {kimg}
-  batch_per_resolution: {{4: 8, 8: 8, 16: 8}}
-  checkpoint_every_kimg: {every}
-"""
-
-
-def tiny_config(tmp_path, kimg=0.12, every=0.1):
-    path = tmp_path / f"tiny-{kimg}-{every}.yaml"
-    path.write_text(TINY.format(kimg=kimg, every=every))
-    return path
-
-
-def gan_argv(phantom_root, tmp_path, out, cfg, *extra):
-    return [
-        "gan",
-        "--data",
-        str(phantom_root),
-        "--class",
-        "Fracture",
-        "--config",
-        str(cfg),
-        "--out",
-        str(out),
-        "--cache",
-        str(tmp_path / "store"),
-        "--no-progress",
-        *extra,
-    ]
-
-
-@pytest.fixture(scope="module")
-def finished_run(phantom_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("gan")
-    out = tmp / "run"
-    assert main(gan_argv(phantom_root, tmp, out, tiny_config(tmp, kimg=0.1, every=0.1))) == 0
-    return out
-
+from conftest import gan_argv, tiny_config
 
 def test_run_writes_everything_and_schedule_completes(finished_run):
     run = finished_run

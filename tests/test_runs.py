@@ -12,18 +12,18 @@ from pipelines.runs import atomic_write_text, ensure_writable, is_done, mark_don
 
 def test_staged_dir_replaces_only_on_success(tmp_path):
     out = tmp_path / "out"
-    with staged_dir(out) as tmp:
+    with staged_dir(out, "test") as tmp:
         (tmp / "a.txt").write_text("one")
     assert (out / "a.txt").read_text() == "one"
     with pytest.raises(RuntimeError):
-        with staged_dir(out) as tmp:
+        with staged_dir(out, "test") as tmp:
             (tmp / "a.txt").write_text("half")
             raise RuntimeError("crash mid-way")
     assert (out / "a.txt").read_text() == "one", "a failed write must not touch the previous output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no temp folders left behind"
-    with staged_dir(out) as tmp:
+    with staged_dir(out, "test") as tmp:
         (tmp / "b.txt").write_text("two")
-    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".raregan-output", "b.txt"]
 
 
 def test_done_marker_and_atomic_text(tmp_path):
@@ -42,3 +42,36 @@ def test_output_under_a_file_is_user_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(RareganError, match="file.txt"):
         ensure_writable(blocker / "out")
+
+
+@pytest.mark.parametrize("make", ["file", "folder with a file", "other command's output"])
+def test_staged_dir_never_replaces_what_it_did_not_write(tmp_path, make):
+    out = tmp_path / "out"
+    if make == "file":
+        out.write_text("my notes")
+    elif make == "folder with a file":
+        out.mkdir()
+        (out / "thesis.tex").write_text("years of work")
+    else:
+        with staged_dir(out, "filters") as tmp:
+            (tmp / "a.txt").write_text("one")
+    before = {p.name: p.read_bytes() for p in ([out] if out.is_file() else out.iterdir())}
+    with pytest.raises(RareganError, match="refusing to replace"):
+        with staged_dir(out, "synth") as tmp:
+            (tmp / "b.txt").write_text("two")
+    after = {p.name: p.read_bytes() for p in ([out] if out.is_file() else out.iterdir())}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no temp folders left behind"
+
+
+def test_staged_dir_takes_an_empty_folder_and_follows_the_umask(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    mask = os.umask(0o022)
+    try:
+        with staged_dir(out, "test") as tmp:
+            (tmp / "a.txt").write_text("one")
+    finally:
+        os.umask(mask)
+    assert (out / "a.txt").read_text() == "one"
+    assert out.stat().st_mode & 0o777 == 0o755

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     preds, metrics = evaluate(module, frame, dataset, module.label_names, module.task.kind, cfg)
     metrics.update({"external_data": str(args.data), "run": str(args.run)})
     out = args.out or args.run / f"external-{prepared.dataset_name}"
-    with staged_dir(out) as tmp:
+    with staged_dir(out, "evaluate") as tmp:
         preds.to_csv(tmp / "predictions.csv", index=False)
         write_json(tmp / "metrics.json", metrics)
         mark_done(tmp)

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fraction", type=float, default=100.0, help="train fraction in %% (default 100)"
     )
     parser.add_argument(
-        "--out", type=Path, required=True, help="output folder (replaced only when complete)"
+        "--out", type=Path, required=True, help="output folder: new, empty, or a previous filters output (replaced only when complete)"
     )
     parser.add_argument(
         "--config", default="cpu-demo", help="preset name or YAML path (filters section)"
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     images = prepared.store.array[rows["row"].to_numpy()]
     expanded, which = expand(images, cfg)
     n = len(rows)
-    with staged_dir(args.out) as tmp:
+    with staged_dir(args.out, "filters") as tmp:
         table = []
         for k, (img, flt) in enumerate(zip(expanded, which, strict=True)):
             src = rows.iloc[k % n]
