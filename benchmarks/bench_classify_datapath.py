@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from classify import Classifier  # noqa: E402
 from pipelines.data import load_records  # noqa: E402
-from pipelines.store import StoreDataset, build_store  # noqa: E402
+from pipelines.data.store import StoreDataset, build_store  # noqa: E402
 
 
 def steps_per_second(module: Classifier, batches, n_steps: int) -> float:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipelines.leakage import find_cross_split_duplicates, phash, pixel_digest
-from pipelines.store import StoreDataset, build_store, decode_image
+from pipelines.data.leakage import find_cross_split_duplicates, phash, pixel_digest
+from pipelines.data.store import StoreDataset, build_store, decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RAREGAN_SHARED_DATA", REPO.parent / "shared" / "data"))

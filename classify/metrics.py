@@ -83,7 +83,8 @@ def _weighted_auc(
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _interval(boot: np.ndarray, ci: float) -> tuple[float | None, float | None]:
+def bootstrap_interval(boot: np.ndarray, ci: float = 0.95) -> tuple[float | None, float | None]:
+    """Percentile interval of the finite bootstrap values; (None, None) when there are none."""
     boot = boot[np.isfinite(boot)]
     if boot.size == 0:
         return None, None
@@ -114,8 +115,18 @@ def _auc_from(bs: PatientBootstrap, y, s, keep, ci: float, codes=None) -> tuple[
         return out, np.full(bs.n_boot, np.nan)
     point, boot = bs.aucs(y, s, keep, codes)
     out["auc"] = float(point)
-    out["lo"], out["hi"] = _interval(boot, ci)
+    out["lo"], out["hi"] = bootstrap_interval(boot, ci)
     return out, boot
+
+
+def auc(y_true: Sequence | np.ndarray, scores: Sequence | np.ndarray) -> float | None:
+    """Mann-Whitney AUC (ties count one half), NaN labels dropped; None without both classes."""
+    y, s = np.asarray(y_true, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    _check(y, s)
+    keep = ~np.isnan(y)
+    if _counts(y, keep)[2] is not None:
+        return None
+    return float(PatientBootstrap(None, len(y), 0).aucs(y, s, keep)[0])
 
 
 def auc_with_ci(
@@ -165,13 +176,19 @@ def paired_delta(
         return out
     delta = b["auc"] - a["auc"]
     boot = boot_b - boot_a
-    boot = boot[np.isfinite(boot)]
     out["delta"] = float(delta)
-    out["lo"], out["hi"] = _interval(boot, ci)
-    if boot.size:
-        extreme = np.abs(boot - delta) >= abs(delta) - 1e-12
-        out["p_value"] = float((1 + extreme.sum()) / (1 + boot.size))
+    out["lo"], out["hi"] = bootstrap_interval(boot, ci)
+    out["p_value"] = bootstrap_p_value(delta, boot)
     return out
+
+
+def bootstrap_p_value(delta: float, boot: np.ndarray) -> float | None:
+    """Two-sided bootstrap p-value of Δ by the shift method (see `paired_delta`); None if undefined."""
+    boot = boot[np.isfinite(boot)]
+    if not boot.size or not np.isfinite(delta):
+        return None
+    extreme = np.abs(boot - delta) >= abs(delta) - 1e-12
+    return float((1 + extreme.sum()) / (1 + boot.size))
 
 
 def per_label_report(
@@ -211,7 +228,7 @@ def per_label_report(
         macro["auc"] = float(np.mean([r["auc"] for r in rows.values() if r["auc"] is not None]))
         with warnings.catch_warnings():  # all-NaN resamples: "mean of empty slice"
             warnings.simplefilter("ignore", RuntimeWarning)
-            macro["lo"], macro["hi"] = _interval(np.nanmean(np.stack(boots), axis=0), ci)
+            macro["lo"], macro["hi"] = bootstrap_interval(np.nanmean(np.stack(boots), axis=0), ci)
     rows["macro"] = macro
     pairs = np.repeat(bs.codes, y.shape[1])  # (image, label) pairs keep the image's patient
     rows["micro"] = _auc_from(bs, y.ravel(), s.ravel(), keep.ravel(), ci, pairs)[0]

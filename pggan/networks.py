@@ -6,7 +6,6 @@ Level 0 is 4 px, level k is 4 * 2**k px. ``channels[k]`` is the feature width at
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -22,13 +21,12 @@ from pggan.layers import (
     pixel_norm,
     upsample,
 )
+from pggan.schedule import levels
 
 
 def check_architecture(resolution: int, channels: Sequence[int]) -> int:
     """Validate resolution/channels and return the number of levels (log2(resolution) - 1)."""
-    if resolution < 4 or resolution & (resolution - 1):
-        raise ValueError(f"resolution must be a power of two >= 4, got {resolution}")
-    n_levels = int(math.log2(resolution)) - 1
+    n_levels = levels(resolution)
     if len(channels) != n_levels:
         raise ValueError(
             f"channels needs one width per resolution 4..{resolution} ({n_levels} values), "

@@ -12,6 +12,15 @@ import math
 from dataclasses import dataclass, field
 
 
+def levels(resolution: int) -> int:
+    """Levels of a PGGAN growing 4 px → `resolution` px by doubling; ValueError unless a power of two ≥ 4."""
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 4:
+        raise ValueError(f"resolution {resolution!r} is not a power of two >= 4")
+    if resolution & (resolution - 1):
+        raise ValueError(f"resolution {resolution} is not a power of two >= 4")
+    return int(math.log2(resolution)) - 1
+
+
 @dataclass(frozen=True)
 class Phase:
     """The training state at one image count."""
@@ -37,8 +46,7 @@ class Schedule:
 
     def __post_init__(self) -> None:
         """Validate the configuration."""
-        if self.resolution < 4 or self.resolution & (self.resolution - 1):
-            raise ValueError(f"resolution must be a power of two >= 4, got {self.resolution}")
+        levels(self.resolution)
         if not self.kimg_per_phase > 0:
             raise ValueError(f"kimg_per_phase must be > 0, got {self.kimg_per_phase}")
         if self.final_kimg is not None and not self.final_kimg > 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipelines.runs import atomic_write_bytes
+from pipelines.runs import atomic_write_bytes, ensure_writable
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
@@ -63,3 +63,16 @@ def save_grid(
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def save_figure(fig, path: Path | str, dpi: int = 110) -> Path:
+    """Render a matplotlib Figure with the Agg canvas to PNG (no timestamp) and write it atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    out = Path(path)
+    ensure_writable(out.parent)
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    atomic_write_bytes(out, buf.getvalue())
+    return out

@@ -99,7 +99,10 @@ def check_replaceable(out: Path, kind: str) -> None:
         if not any(out.iterdir()):
             return
         marker = out / OWNER
-        if marker.is_file() and marker.read_text(encoding="utf-8", errors="replace").strip() == kind:
+        if (
+            marker.is_file()
+            and marker.read_text(encoding="utf-8", errors="replace").strip() == kind
+        ):
             return
         legacy = LEGACY_SIGNATURE.get(kind)
         if not marker.exists() and legacy and is_done(out) and (out / legacy).is_file():
@@ -142,3 +145,36 @@ def staged_dir(out: Path, kind: str) -> Iterator[Path]:
 def run_path(root: Path, dataset: str, stage: str, name: str) -> Path:
     """runs/<dataset>/<stage>/<name>/ (the layout the design card fixes)."""
     return Path(root) / dataset / stage / name
+
+
+def loggers(run: Path) -> list:
+    """A CSV logger writing a new part per (re)start, so a resume never erases history; TensorBoard if installed."""
+    import pytorch_lightning as pl  # imported here: Lightning is slow to import
+
+    part = f"part{len(list((run / 'logs').glob('part*')))}"
+    out = [pl.loggers.CSVLogger(run, name="logs", version=part)]
+    try:
+        import tensorboard  # noqa: F401
+
+        out.append(pl.loggers.TensorBoardLogger(run, name="tensorboard", version=part))
+    except ImportError:
+        pass
+    return out
+
+
+def merged_logs(run: Path):
+    """All log parts in order; steps replayed after a resume replace those logged before the crash."""
+    import pandas as pd
+
+    parts = [
+        pd.read_csv(p)
+        for p in sorted(
+            (run / "logs").glob("part*/metrics.csv"), key=lambda p: int(p.parent.name[4:])
+        )
+    ]
+    parts = [p for p in parts if len(p)]
+    merged = []
+    for k, part in enumerate(parts):
+        nxt = parts[k + 1]["step"].min() if k + 1 < len(parts) else float("inf")
+        merged.append(part[part["step"] < nxt])
+    return pd.concat(merged, ignore_index=True) if merged else pd.DataFrame()

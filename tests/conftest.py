@@ -5,10 +5,39 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RAREGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def load_gray(paths: list[Path], size: int, resample: str = "BILINEAR") -> np.ndarray:
+    """Decode images to uint8 grayscale at size × size px (PIL resampling by name), stacked (N, H, W)."""
+    from PIL import Image
+
+    out = []
+    for path in paths:
+        with Image.open(path) as im:
+            out.append(np.asarray(im.convert("L").resize((size, size), getattr(Image, resample))))
+    return np.stack(out)
+
+
+def touch_tree(root: Path, files: dict[str, list[str]]) -> Path:
+    """root/<folder>/<name> as empty files; folder keys may hold slashes."""
+    for folder, names in files.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (root / folder / name).write_bytes(b"")
+    return root
+
+
+def quiet_trainer(**kwargs):
+    """A Lightning Trainer on CPU with no logger, checkpoints, progress bar or summary."""
+    import pytorch_lightning as pl
+
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    return pl.Trainer(accelerator="cpu", enable_model_summary=False, **quiet, **kwargs)
 
 
 @pytest.fixture(scope="session")

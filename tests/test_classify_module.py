@@ -7,6 +7,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import quiet_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from classify.module import Classifier, warmup_cosine
@@ -24,16 +25,7 @@ def _squares(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Ten
 
 
 def _trainer(epochs: int) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
-    )
+    return quiet_trainer(max_epochs=epochs, devices=1, deterministic=True)
 
 
 def _mean_loss(module: Classifier, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.classify_run import assert_no_synthetic
+from pipelines.classifier.run import assert_no_synthetic
 from pipelines.cli import main
 from pipelines.errors import RareganError
 
@@ -143,7 +143,7 @@ def test_synthetic_rows_can_never_be_evaluated():
 
 
 def test_positive_weights_count_known_labels_only():
-    from pipelines.classify_run import positive_weights
+    from pipelines.classifier.run import positive_weights
 
     y = np.array([[1, 0], [0, np.nan], [0, 1], [0, 0]], dtype=np.float32)
     assert positive_weights(y) == [3.0, 2.0]
@@ -232,7 +232,7 @@ def test_ddp_with_two_cpu_processes(phantom_root, tmp_path):
 
 
 def test_balanced_weights_favour_rare_positives_and_amp_only_on_gpu():
-    from pipelines.classify_run import balanced_weights, precision
+    from pipelines.classifier.run import balanced_weights, precision
 
     y = np.zeros((100, 2), dtype=np.float32)
     y[:30, 0] = 1  # common label

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import touch_tree
 
 from pipelines.data import detect_format, load_records
 from pipelines.data.folders import DEFAULT_PATIENT_PATTERN, natural_key
@@ -42,11 +43,7 @@ def test_default_pattern_strips_side_marker() -> None:
 
 def make_classes(root: Path, classes: dict[str, list[str]]) -> Path:
     """root/<class>/<file> with empty files."""
-    for name, files in classes.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for file in files:
-            (root / name / file).write_bytes(b"")
-    return root
+    return touch_tree(root, classes)
 
 
 def test_natural_order_and_default_tasks(tmp_path: Path) -> None:

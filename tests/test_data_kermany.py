@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import touch_tree
 
 from pipelines.data import detect_format, load_records
 from pipelines.errors import RareganError
@@ -38,12 +39,7 @@ def test_real_training_split(shared_data: Path) -> None:
 
 def make_tree(base: Path, files: dict[str, list[str]]) -> Path:
     """chest_xray/<split>/<CLASS>/<name> with empty files; keys are 'split/CLASS'."""
-    root = base / "chest_xray"
-    for folder, names in files.items():
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        for name in names:
-            (root / folder / name).write_bytes(b"")
-    return root
+    return touch_tree(base / "chest_xray", files)
 
 
 def test_splits_keep_patients_apart(tmp_path: Path) -> None:

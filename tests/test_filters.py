@@ -9,7 +9,7 @@ import pytest
 import scipy.ndimage as ndi
 import skimage.filters
 import torch
-from PIL import Image
+from conftest import load_gray
 
 from filters import (
     DEFAULT_FILTERS,
@@ -25,22 +25,13 @@ from filters import (
 SIZE = 128
 
 
-def _load(paths: list[Path]) -> np.ndarray:
-    """Decode to uint8 grayscale, resize to SIZE px, stack as (N, H, W)."""
-    out = []
-    for path in paths:
-        with Image.open(path) as im:
-            out.append(np.asarray(im.convert("L").resize((SIZE, SIZE), Image.BILINEAR)))
-    return np.stack(out)
-
-
 @pytest.fixture(scope="module")
 def images(shared_data: Path) -> np.ndarray:
     """16 Kermany NORMAL chest JPEGs and 8 knee PNGs (KL 4), uint8 (24, 128, 128)."""
     chest = sorted((shared_data / "chest_xray" / "train" / "NORMAL").glob("*.jpeg"))[:16]
     knee = sorted((shared_data / "knee_kl" / "train" / "4").glob("*.png"))[:8]
     assert len(chest) == 16 and len(knee) == 8
-    return _load(chest + knee)
+    return load_gray(chest + knee, SIZE)
 
 
 @pytest.fixture(scope="module")

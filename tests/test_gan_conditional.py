@@ -14,10 +14,10 @@ from PIL import Image
 from pggan import fixed_latents, to_uint8
 from pipelines.cli import main
 from pipelines.config import load_config
+from pipelines.data.prepare import DataSpec, prepare
 from pipelines.errors import RareganError
-from pipelines.gan_run import check_same_classes, condition_labels, training_images
-from pipelines.prepare import DataSpec, prepare
-from pipelines.synth import load_generator
+from pipelines.gan.run import check_same_classes, condition_labels, training_images
+from pipelines.gan.synth import load_generator
 
 CLASSES = ["Fracture", "Lung Lesion"]
 TINY = {

@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import load_gray
 from PIL import Image
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchvision.models import DenseNet
 
-from pipelines import gan_eval_distances
 from pipelines.errors import RareganError
-from pipelines.gan_eval import (
+from pipelines.gan import distances as gan_eval_distances
+from pipelines.gan.memorization import pixel_nearest
+from pipelines.gan.metrics import (
     classifier_feature_net,
     diversity_report,
-    domain_fid_kid,
     features,
     frechet_distance,
     gan_eval,
@@ -33,18 +34,8 @@ from pipelines.gan_eval import (
     random_feature_net,
     save_closest_pairs_png,
 )
-from pipelines.gan_eval_memorization import pixel_nearest
 
 SIZE = 32
-
-
-def _load(paths: list[Path]) -> np.ndarray:
-    return np.stack(
-        [
-            np.asarray(Image.open(p).convert("L").resize((SIZE, SIZE), Image.BOX))[None]
-            for p in paths
-        ]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +46,7 @@ def kermany(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
     first = set(patients[: len(patients) // 2])
     a = [f for f in files if f.name.rsplit("-", 1)[0] in first][:100]
     b = [f for f in files if f.name.rsplit("-", 1)[0] not in first][:100]
-    return _load(a), _load(b)
+    return load_gray(a, SIZE, "BOX")[:, None], load_gray(b, SIZE, "BOX")[:, None]
 
 
 class _Identity(nn.Module):
@@ -111,6 +102,11 @@ def test_kid_subsets_seeded_and_near_zero_for_one_distribution() -> None:
     np.testing.assert_allclose(per_subset, shifted, rtol=1e-9)
     assert same[1] > 0 and abs(same[0]) < 3 * same[1] + 1e-3
     assert shifted[0] > 20 * max(abs(same[0]), same[1])
+
+
+def domain_fid_kid(real, fake, net=None, **kid) -> dict:
+    """FID/KID part of gan_eval's report."""
+    return gan_eval(real, fake, net, n_pairs=4, **kid)[0]
 
 
 def test_domain_fid_kid_orders_real_data_far_from_noise(kermany) -> None:

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import gan_argv, tiny_config
 from PIL import Image
 
 from pipelines.cli import main
-from conftest import gan_argv, tiny_config
+
 
 def test_run_writes_everything_and_schedule_completes(finished_run):
     run = finished_run
@@ -145,7 +146,7 @@ def test_bad_inputs(phantom_root, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("gan:\n  resolution: 24\n  channels: [8, 8, 8]\n")
     code, err = run(bad, "--size", "24")
-    assert code == 2 and "not a power of two" in err
+    assert code == 2 and "not a power of two" in err and "24" in err
     bad.write_text("gan:\n  resolutoin: 16\n")
     code, err = run(bad)
     assert code == 2 and "resolutoin" in err
@@ -159,7 +160,7 @@ def test_bad_inputs(phantom_root, tmp_path, capsys):
 
 def test_out_of_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
     from pipelines.errors import RareganError
-    from pipelines.gan_run import save_checkpoint_atomic
+    from pipelines.gan.run import save_checkpoint_atomic
 
     class FullDisk:  # stands in for Lightning's Trainer: writes half a file, then the disk is full
         is_global_zero = True

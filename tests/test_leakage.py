@@ -10,9 +10,8 @@ import pytest
 import scipy.fft
 from PIL import Image
 
-from pipelines import leakage
-from pipelines.errors import RareganError
-from pipelines.leakage import (
+from pipelines.data import leakage
+from pipelines.data.leakage import (
     check_patient_overlap,
     find_cross_split_duplicates,
     hamming,
@@ -20,7 +19,8 @@ from pipelines.leakage import (
     phash,
     pixel_digest,
 )
-from pipelines.store import build_store
+from pipelines.data.store import build_store
+from pipelines.errors import RareganError
 
 
 @pytest.fixture(scope="module")

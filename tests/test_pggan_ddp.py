@@ -19,6 +19,7 @@ STEPS = 5
 def _train(out: Path) -> None:
     """Train a tiny PGGAN on 2 CPU ranks; each rank saves its final state."""
     import pytorch_lightning as pl
+    from conftest import quiet_trainer
     from torch.utils.data import DataLoader, TensorDataset
 
     from pggan.module import PGGAN
@@ -38,16 +39,11 @@ def _train(out: Path) -> None:
     data = TensorDataset(
         torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=2,
         strategy="ddp_find_unused_parameters_true",
         max_epochs=1,
         limit_train_batches=STEPS,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[SaveState()],
         default_root_dir=out,
     )

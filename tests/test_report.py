@@ -13,11 +13,11 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from pipelines import plots
 from pipelines.errors import RareganError
-from pipelines.paper import CAVEATS, CITATION, PAPER_AUC
-from pipelines.report import DATA_CITATIONS, data_citation, write_report
-from pipelines.tables import auc_table, verdict
+from pipelines.experiment import plots
+from pipelines.experiment.paper import CAVEATS, CITATION, PAPER_AUC
+from pipelines.experiment.report import DATA_CITATIONS, data_citation, write_report
+from pipelines.experiment.tables import auc_table, verdict
 
 ARMS = ("none", "standard", "gan")
 

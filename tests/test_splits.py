@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from pipelines.data.records import Records, make_frame
-from pipelines.errors import RareganError
-from pipelines.splits import (
+from pipelines.data.splits import (
     assign_splits,
     check_fractions,
     iterative_stratification,
     nested_fractions,
 )
+from pipelines.errors import RareganError
 
 LABELS = ["Common", "Lung Lesion", "Fracture"]
 
@@ -140,3 +140,19 @@ def test_split_shares_are_of_patients_not_images():
     split = assign_splits(rec, val=0.1, test=0.1, seed=0)
     per_split = rec.frame.assign(split=split).groupby("split")["patient"].nunique()
     assert per_split["test"] >= 25 and per_split["val"] >= 25
+
+
+def test_gan_positives_lie_inside_the_classifier_fraction(phantom_root, tmp_path):
+    """One mask per (data, split seed, fraction): the GAN never sees a patient the arms do not."""
+    from pipelines.classifier.run import train_rows
+    from pipelines.data.prepare import DataSpec, prepare
+
+    prepared = prepare(DataSpec(phantom_root, size=16, cache_dir=tmp_path), progress=False)
+    classes = ["Fracture", "Lung Lesion", "Pleural Other"]
+    for fraction in (10, 25, 50):
+        for seed in (0, 1):
+            train = set(train_rows(prepared, fraction, seed, classes)["image_id"])
+            assert train == set(train_rows(prepared, fraction, seed, classes[:1])["image_id"])
+            for cls in classes:
+                gan = set(prepared.positives(cls, fraction, seed)["image_id"])
+                assert gan <= train, (fraction, seed, cls, len(gan - train))

@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
+from pipelines.data.store import Store, StoreDataset, build_store
 from pipelines.errors import RareganError
-from pipelines.store import Store, StoreDataset, build_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,7 +180,7 @@ def test_interrupted_build_leaves_nothing(shared_data, tmp_path, monkeypatch):
 
 KILLER = """
 import os, signal, sys
-from pipelines.store import build_store
+from pipelines.data.store import build_store
 real, seen = os.replace, []
 def replace(a, b):
     seen.append(b)

@@ -9,8 +9,8 @@ from scipy.stats import mannwhitneyu
 
 from classify.metrics import PatientBootstrap, auc_with_ci, paired_delta
 from pipelines.errors import RareganError
-from pipelines.paper import PAPER_AUC
-from pipelines.tables import auc_table, collect, load_predictions, verdict, write_tables
+from pipelines.experiment.paper import PAPER_AUC
+from pipelines.experiment.tables import auc_table, collect, load_predictions, verdict, write_tables
 
 LABELS = ("Fracture", "Hernia", "Effusion")
 FRACTIONS = (1, 10, 50, 100)

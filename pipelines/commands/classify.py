@@ -10,17 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.classify_run import ARMS, check_arm, train_classifier
+from pipelines.classifier.run import ARMS, check_arm, train_classifier
 from pipelines.commands.common import (
     add_data_arguments,
-    add_run_arguments,
     config_overrides,
     spec_from_args,
 )
 from pipelines.config import load_config
-from pipelines.prepare import prepare
+from pipelines.data.prepare import prepare
+from pipelines.data.splits import check_fractions, iterative_stratification, patient_label_counts
 from pipelines.runs import run_path, write_json
-from pipelines.splits import check_fractions, iterative_stratification, patient_label_counts
 
 NAME = "classify"
 HELP = "train a classifier (DenseNet-121 …) on a train fraction for one arm; select on val; evaluate once on test"
@@ -28,31 +27,27 @@ HELP = "train a classifier (DenseNet-121 …) on a train fraction for one arm; s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus fraction, arm, model, seeds and devices."""
-    add_data_arguments(parser)
-    add_run_arguments(parser)
-    parser.add_argument(
-        "--fraction", type=float, default=100.0, help="train fraction in %% (default 100)"
+    add_data_arguments(
+        parser,
+        "fraction",
+        "model",
+        "classes",
+        "epochs",
+        "config",
+        run=True,
+        model={
+            "help": "densenet121 (default), resnet18, resnet50, vgg16, cnn5, xception, nasnetalarge"
+        },
+        classes={"default": [], "help": "rare classes that must have train and test positives"},
     )
     parser.add_argument("--arm", default="none", help=f"augmentation arm: {', '.join(ARMS)}")
-    parser.add_argument(
-        "--model",
-        help="densenet121 (default), resnet18, resnet50, vgg16, cnn5, xception, nasnetalarge",
-    )
     parser.add_argument("--head", help="classifier head, e.g. fc512-256")
-    parser.add_argument(
-        "--classes",
-        nargs="*",
-        default=[],
-        help="rare classes that must have train and test positives",
-    )
     parser.add_argument(
         "--synth", type=Path, nargs="*", default=[], help="synthetic sets to mix in (gan arm)"
     )
     parser.add_argument(
         "--train-seed", type=int, default=0, help="seed of initialisation and batch order"
     )
-    parser.add_argument("--epochs", type=int, help="override classify.epochs")
-    parser.add_argument("--config", default="cpu-demo", help="preset name or YAML path")
     parser.add_argument(
         "--pretrained", type=Path, help="local ImageNet state dict (nothing downloads)"
     )

@@ -5,86 +5,55 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.prepare import DataSpec, parse_rarefy
+from pipelines.data.prepare import DataSpec, parse_rarefy
+
+_P = "patients when the source has no {} split"
+# (flag, argparse keywords): the options that decide which images land where
+DATA_OPTIONS = [
+    ("--data", dict(type=Path, required=True, help="dataset root (CheXpert, NIH, Kermany or class folders)")),
+    ("--format", dict(choices=["chexpert", "nih", "kermany", "folders"], help="source format (default: detected)")),
+    ("--uncertainty", dict(choices=["u_ones", "u_zeros", "u_ignore"], help="CheXpert -1 policy (default u_ones)")),
+    ("--all-views", dict(action="store_true", help="CheXpert: keep lateral views too (default frontal only)")),
+    ("--patient-pattern", dict(help="class folders: regex with one group giving the patient id from the file name")),
+    ("--task", dict(choices=["multilabel", "multiclass", "binary", "ordinal"], help="override the source's task (Kermany: binary)")),
+    ("--label-map", dict(help='merge labels, e.g. "Lung Lesion=Nodule|Mass;Pleural Other=Pleural_Thickening"')),
+    ("--rarefy", dict(help="make classes rare in train, e.g. viral=0.05 keeps 5%% of viral train patients")),
+    ("--size", dict(type=int, help="stored image size in pixels (default: the config's, 64 for cpu-demo)")),
+    ("--resize", dict(choices=["pad", "crop"], default="pad", help="non-square images: pad or center-crop")),
+    ("--seed", dict(type=int, default=0, help="seed of the split and fractions (default 0)")),
+    ("--val", dict(type=float, default=0.1, help="val share of " + _P.format("val"))),
+    ("--test", dict(type=float, default=0.1, help="test share of " + _P.format("test"))),
+    ("--resplit", dict(action="store_true", help="ignore the source's own val/test splits")),
+    ("--allow-duplicates", dict(action="store_true", help="do not refuse identical images across splits")),
+    ("--cache", dict(type=Path, default=Path("runs/store"), help="where decoded stores live")),
+    ("--workers", dict(type=int, default=2, help="decode processes")),
+]  # fmt: skip
+
+# options several commands share, defined once: name → (flags, argparse keywords)
+OPTIONS = {
+    "config": (("--config",), dict(default="cpu-demo", help="preset name or YAML path")),
+    "fraction": (("--fraction",), dict(type=float, default=100.0, help="train fraction in %% (default 100)")),
+    "classes": (("--classes",), dict(nargs="*", help="rare classes (default: the config's compare.classes)")),
+    "model": (("--model",), dict(help="classifier model (default: the config's classify.model)")),
+    "epochs": (("--epochs",), dict(type=int, help="override classify.epochs")),
+    "runs": (("--runs",), dict(type=Path, default=Path("runs"), help="root of run folders")),
+    "kimg": (("--kimg",), dict(type=float, help="override gan.kimg_per_phase (thousands of images per phase)")),
+}  # fmt: skip
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--data, --format and the options that decide splits and the store."""
-    g = parser.add_argument_group("data")
-    g.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="dataset root (CheXpert, NIH, Kermany or class folders)",
-    )
-    g.add_argument(
-        "--format",
-        choices=["chexpert", "nih", "kermany", "folders"],
-        help="source format (default: detected)",
-    )
-    g.add_argument(
-        "--uncertainty",
-        choices=["u_ones", "u_zeros", "u_ignore"],
-        help="CheXpert -1 policy (default u_ones)",
-    )
-    g.add_argument(
-        "--all-views",
-        action="store_true",
-        help="CheXpert: keep lateral views too (default frontal only)",
-    )
-    g.add_argument(
-        "--patient-pattern",
-        help="class folders: regex with one group giving the patient id from the file name",
-    )
-    g.add_argument(
-        "--task",
-        choices=["multilabel", "multiclass", "binary", "ordinal"],
-        help="override the source's task (Kermany: binary)",
-    )
-    g.add_argument(
-        "--label-map",
-        help='merge labels, e.g. "Lung Lesion=Nodule|Mass;Pleural Other=Pleural_Thickening"',
-    )
-    g.add_argument(
-        "--rarefy",
-        help="make classes rare in train, e.g. viral=0.05 keeps 5%% of viral train patients",
-    )
-    g.add_argument(
-        "--size",
-        type=int,
-        help="stored image size in pixels (default: the config's, 64 for cpu-demo)",
-    )
-    g.add_argument(
-        "--resize",
-        choices=["pad", "crop"],
-        default="pad",
-        help="non-square images: pad or center-crop",
-    )
-    g.add_argument(
-        "--seed", type=int, default=0, help="seed of the split and fractions (default 0)"
-    )
-    g.add_argument(
-        "--val",
-        type=float,
-        default=0.1,
-        help="val share of patients when the source has no val split",
-    )
-    g.add_argument(
-        "--test",
-        type=float,
-        default=0.1,
-        help="test share of patients when the source has no test split",
-    )
-    g.add_argument("--resplit", action="store_true", help="ignore the source's own val/test splits")
-    g.add_argument(
-        "--allow-duplicates",
-        action="store_true",
-        help="do not refuse identical images across splits",
-    )
-    g.add_argument(
-        "--cache", type=Path, default=Path("runs/store"), help="where decoded stores live"
-    )
-    g.add_argument("--workers", type=int, default=2, help="decode processes")
+def add_data_arguments(
+    parser: argparse.ArgumentParser, *options: str, run: bool = False, **changes: dict
+) -> None:
+    """The data group (--data, --format, splits, store), the run group when `run`, then the shared
+    `options` by name; `name={...}` changes that option's keywords for this command."""
+    group = parser.add_argument_group("data")
+    for flag, kwargs in DATA_OPTIONS:
+        group.add_argument(flag, **kwargs)
+    if run:
+        add_run_arguments(parser)
+    for name in options:
+        flags, kwargs = OPTIONS[name]
+        parser.add_argument(*flags, **{**kwargs, **changes.get(name, {})})
 
 
 def source_options(args: argparse.Namespace, fmt: str) -> dict:
@@ -128,7 +97,8 @@ def spec_from_args(args: argparse.Namespace, cfg: dict | None = None) -> DataSpe
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Where runs go, resuming, devices and progress: the options every training command shares."""
     g = parser.add_argument_group("run")
-    g.add_argument("--runs", type=Path, default=Path("runs"), help="root of run folders")
+    flags, kwargs = OPTIONS["runs"]
+    g.add_argument(*flags, **kwargs)
     g.add_argument(
         "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
     )

@@ -7,12 +7,16 @@ import shlex
 import sys
 from pathlib import Path
 
-from pipelines.commands.common import add_data_arguments, config_overrides, spec_from_args
+from pipelines.commands.common import (
+    add_data_arguments,
+    config_overrides,
+    spec_from_args,
+)
 from pipelines.config import load_config
-from pipelines.experiment import Sweep, collect_cells, execute, gan_quality, validate
-from pipelines.prepare import prepare
-from pipelines.report import write_report
-from pipelines.tables import auc_table, verdict
+from pipelines.data.prepare import prepare
+from pipelines.experiment.report import write_report
+from pipelines.experiment.sweep import Sweep, collect_cells, execute, gan_quality, validate
+from pipelines.experiment.tables import auc_table, verdict
 
 NAME = "compare"
 HELP = "run the experiment (none / standard / gan arms per fraction and seed) and write tables, plots and a report"
@@ -20,10 +24,7 @@ HELP = "run the experiment (none / standard / gan arms per fraction and seed) an
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus the sweep's axes."""
-    add_data_arguments(parser)
-    parser.add_argument(
-        "--classes", nargs="*", help="rare classes (default: the config's compare.classes)"
-    )
+    add_data_arguments(parser, "classes", "model", "epochs", "kimg", "config", "runs")
     parser.add_argument(
         "--fractions", nargs="*", type=float, help="train fractions in %% (default: config)"
     )
@@ -31,9 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--arms", nargs="*", help="arms among none, standard, gan (default: all three)"
     )
     parser.add_argument("--seeds", nargs="*", type=int, help="classifier seeds (default: config)")
-    parser.add_argument("--model", help="classifier model (default: config)")
-    parser.add_argument("--epochs", type=int, help="override classify.epochs")
-    parser.add_argument("--kimg", type=float, help="override gan.kimg_per_phase")
     parser.add_argument(
         "--synth-ratio", type=float, help="synthetic images per real positive (default: config, 3)"
     )
@@ -43,11 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="one label-conditional GAN per fraction for all rare classes (default: one GAN per class)",
     )
-    parser.add_argument("--config", default="cpu-demo", help="preset name or YAML path")
     parser.add_argument(
         "--name", default="sweep", help="name of the sweep (run folders and report)"
     )
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="root of run folders")
     parser.add_argument(
         "--collect", action="store_true", help="only collect finished cells into tables and report"
     )

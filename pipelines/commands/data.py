@@ -7,8 +7,8 @@ import argparse
 import pandas as pd
 
 from pipelines.commands.common import add_data_arguments, spec_from_args
-from pipelines.prepare import prepare, split_table
-from pipelines.splits import nested_fractions
+from pipelines.data.prepare import prepare, split_table
+from pipelines.data.splits import nested_fractions
 
 NAME = "data"
 HELP = "read a dataset, split it by patient, decode it once, check for leaks, print a summary"
@@ -16,12 +16,13 @@ HELP = "read a dataset, split it by patient, decode it once, check for leaks, pr
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus what to summarize."""
-    add_data_arguments(parser)
     parser.add_argument(
         "--summary", action="store_true", help="print counts per split, label, patient and fraction"
     )
-    parser.add_argument(
-        "--classes", nargs="*", default=[], help="rare classes the fractions must keep positives of"
+    add_data_arguments(
+        parser,
+        "classes",
+        classes={"default": [], "help": "rare classes the fractions must keep positives of"},
     )
     parser.add_argument(
         "--fractions",

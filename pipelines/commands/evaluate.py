@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pipelines.classify_run import evaluate
+from pipelines.classifier.run import evaluate
 from pipelines.commands.common import add_data_arguments, spec_from_args
+from pipelines.data.prepare import prepare
+from pipelines.data.store import StoreDataset
 from pipelines.errors import RareganError
-from pipelines.prepare import prepare
 from pipelines.runs import mark_done, staged_dir, write_json
-from pipelines.store import StoreDataset
 
 NAME = "evaluate"
 HELP = "evaluate a finished classifier run on another dataset with the same labels (all its images are the test set)"

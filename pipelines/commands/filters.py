@@ -10,9 +10,9 @@ import pandas as pd
 
 from pipelines.commands.common import add_data_arguments, spec_from_args
 from pipelines.config import load_config
+from pipelines.data.prepare import prepare
+from pipelines.gan.prefilter import expand
 from pipelines.images import save_grid, save_png
-from pipelines.prefilter import expand
-from pipelines.prepare import prepare
 from pipelines.runs import mark_done, staged_dir, write_json
 
 NAME = "filters"
@@ -21,21 +21,20 @@ HELP = "pre-augment a class's train images with the filter bank (blur, unsharp, 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options, the class, the fraction and the output folder."""
-    add_data_arguments(parser)
     parser.add_argument(
         "--class",
         dest="cls",
         required=True,
         help="the (rare) class whose train positives are expanded",
     )
-    parser.add_argument(
-        "--fraction", type=float, default=100.0, help="train fraction in %% (default 100)"
+    add_data_arguments(
+        parser, "fraction", "config", config={"help": "preset name or YAML path (filters section)"}
     )
     parser.add_argument(
-        "--out", type=Path, required=True, help="output folder: new, empty, or a previous filters output (replaced only when complete)"
-    )
-    parser.add_argument(
-        "--config", default="cpu-demo", help="preset name or YAML path (filters section)"
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder: new, empty, or a previous filters output (replaced only when complete)",
     )
 
 

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from pipelines.commands.common import (
     add_data_arguments,
-    add_run_arguments,
     config_overrides,
     spec_from_args,
 )
 from pipelines.config import load_config
-from pipelines.gan_run import class_tag, train_gan
-from pipelines.prepare import prepare
+from pipelines.data.prepare import prepare
+from pipelines.gan.run import class_tag, train_gan
 from pipelines.runs import run_path
 
 NAME = "gan"
@@ -22,8 +21,7 @@ HELP = "train a PGGAN on a class's train positives (after the filter bank); chec
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus class, fraction, config, output and devices."""
-    add_data_arguments(parser)
-    add_run_arguments(parser)
+    add_data_arguments(parser, "fraction", "config", "kimg", run=True)
     parser.add_argument(
         "--class",
         dest="classes",
@@ -33,25 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the rare class to learn; several classes train one label-conditional GAN",
     )
     parser.add_argument(
-        "--fraction",
-        type=float,
-        default=100.0,
-        help="train fraction in %% whose positives are used",
-    )
-    parser.add_argument("--config", default="cpu-demo", help="preset name or YAML path")
-    parser.add_argument(
-        "--kimg", type=float, help="override gan.kimg_per_phase (thousands of images per phase)"
-    )
-    parser.add_argument(
         "--out",
         type=Path,
-        help="run folder (default runs/<dataset>/gan/<class>-f<fraction>-s<seed>)",
+        help="run folder (default runs/<dataset>/gan/<class>-f<fraction>-split<split seed>)",
     )
 
 
 def gan_run_name(classes: list[str], fraction: float, seed: int) -> str:
-    """Folder name of a GAN run: class(es), fraction and seed."""
-    return f"{class_tag(classes)}-f{fraction:g}-s{seed}"
+    """Folder name of a GAN run: class(es), fraction and the data split seed (which fixes the fraction)."""
+    return f"{class_tag(classes)}-f{fraction:g}-split{seed}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.gan_eval_run import evaluate_gan_run
+from pipelines.gan.distances import space_label
+from pipelines.gan.eval_run import evaluate_gan_run
 
 NAME = "gan-eval"
 HELP = "measure a GAN run: domain FID/KID, nearest real image of each sample (memorization), MS-SSIM diversity"
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     )
     n_copies = int(nearest["near_copy"].sum())
     print(
-        f"{report['class']}: domain FID {report['fid']:.4g}, KID {report['kid']:.3g}; "
+        f"{report['class']}: {space_label(report['feature_space'])} FID {report['fid']:.4g}, "
+        f"KID {report['kid']:.3g}; "
         f"{n_copies} of {len(nearest)} samples flagged as near-copies of a training image; written to {out}"
     )
     return 0

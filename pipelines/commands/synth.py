@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.synth import synthesize
+from pipelines.gan.synth import synthesize
 
 NAME = "synth"
 HELP = "write synthetic images and label rows (sampled from the real positives) from a finished GAN run"

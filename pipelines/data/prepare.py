@@ -10,11 +10,11 @@ import pandas as pd
 
 from pipelines.data import load_records
 from pipelines.data.labelmap import map_labels, parse_label_map
+from pipelines.data.leakage import LeakageReport, leakage_report
 from pipelines.data.records import Records
+from pipelines.data.splits import assign_splits, nested_fractions
+from pipelines.data.store import Store, build_store
 from pipelines.errors import RareganError
-from pipelines.leakage import LeakageReport, leakage_report
-from pipelines.splits import assign_splits, nested_fractions
-from pipelines.store import Store, build_store
 
 
 @dataclass
@@ -56,15 +56,33 @@ class Prepared:
         """The records of one split."""
         return self.records.subset(self.records.frame["split"] == name)
 
+    def train_fraction(self, fraction: float, seed: int, classes: list[str] = ()) -> pd.DataFrame:
+        """Train rows of the nested fraction: one mask per (data, split seed, fraction) for every stage.
+
+        `classes` must each have a train positive (user error otherwise); they do not change the mask.
+        """
+        train = self.split("train")
+        mask = nested_fractions(train, [fraction], seed, list(classes))[float(fraction)]
+        return train.frame[mask]
+
     def positives(self, cls: str, fraction: float = 100.0, seed: int = 0) -> pd.DataFrame:
         """Train rows positive for `cls` within the nested train fraction (never val/test rows)."""
-        train = self.split("train")
-        train.label_index(cls)
-        mask = nested_fractions(train, [fraction], seed, [cls])[float(fraction)]
-        rows = train.frame[mask & (train.frame[cls] > 0.5).to_numpy()]
+        rows = self.train_fraction(fraction, seed, [cls])
+        rows = rows[(rows[cls] > 0.5).to_numpy()]
         if rows.empty:
             raise RareganError(f"class {cls!r} has 0 positive images in the training split")
         return rows
+
+    def require_test_positives(self, classes: list[str]) -> None:
+        """A user error for a studied class without a test positive (it would have no AUC)."""
+        test = self.split("test").frame
+        for cls in classes:
+            self.records.label_index(cls)
+            if not (test[cls] > 0.5).any():
+                raise RareganError(
+                    f"class {cls!r} has no positive images in the test split, so it has no AUC; "
+                    "use a larger --test share or another class"
+                )
 
 
 def load_split(spec: DataSpec) -> Records:

@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pipelines.data.store import build_store
+from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
-from pipelines.gan_eval import classifier_feature_net, gan_eval, save_closest_pairs_png
+from pipelines.gan.metrics import classifier_feature_net, gan_eval, save_closest_pairs_png
+from pipelines.gan.synth import load_generator, synthesize
 from pipelines.images import save_grid
 from pipelines.runs import staged_dir, write_json
-from pipelines.store import build_store
-from pipelines.synth import load_generator, load_synthetic, synthesize
 
 
 def feature_net(path: Path | None):

@@ -7,7 +7,6 @@ bytes. Inputs are numpy arrays (or CPU tensors); labels and classes are carried 
 
 from __future__ import annotations
 
-import io
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,27 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from classify.gradcam import gradcam, overlay
+from classify.metrics import auc
 from pipelines.errors import RareganError
-from pipelines.runs import atomic_write_bytes, ensure_writable
+from pipelines.images import save_figure
 
-DPI = 110
 CORRECT, WRONG = "#1a9850", "#d73027"
 THIN, THICK = 1.3, 3.0
-
-
-def _save(fig: Figure, path: Path | str) -> Path:
-    """Render with the Agg canvas to PNG (no timestamp metadata) and write it atomically."""
-    out = Path(path)
-    ensure_writable(out.parent)
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    atomic_write_bytes(out, buf.getvalue())
-    return out
 
 
 def _as_images(images: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -106,11 +93,6 @@ def roc_points(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return fpr, tpr, np.r_[np.inf, s[last]]
 
 
-def roc_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
-    """Area under ROC points (trapezoids)."""
-    return float(np.trapezoid(tpr, fpr))
-
-
 def roc_figure(
     y: np.ndarray,
     scores: np.ndarray,
@@ -152,7 +134,7 @@ def roc_figure(
             color=palette(j % palette.N),
             lw=THICK if thick else THIN,
             zorder=3 if thick else 2,
-            label=f"{name}{' (rare)' if thick else ''}: AUC {roc_auc(fpr, tpr):.3f}",
+            label=f"{name}{' (rare)' if thick else ''}: AUC {auc(y[:, j], s[:, j]):.3f}",
         )
     ax.set(xlim=(0, 1), ylim=(0, 1.005), aspect="equal", title=title)
     ax.set_xlabel("false positive rate (1 − specificity)")
@@ -162,16 +144,9 @@ def roc_figure(
     return fig
 
 
-def roc_curves(
-    path: Path | str,
-    y: np.ndarray,
-    scores: np.ndarray,
-    label_names: Sequence[str],
-    highlight: Sequence[str] = (),
-    title: str = "ROC on the test set",
-) -> Path:
-    """Write `roc_figure` as PNG; y (N, L) with NaN unknown, scores (N, L)."""
-    return _save(roc_figure(y, scores, label_names, highlight, title), path)
+def roc_curves(path: Path | str, *args, **kwargs) -> Path:
+    """Write `roc_figure(*args, **kwargs)` as PNG; y (N, L) with NaN unknown, scores (N, L)."""
+    return save_figure(roc_figure(*args, **kwargs), path)
 
 
 # ---------------------------------------------------------------------------------- confusion
@@ -213,7 +188,7 @@ def confusion_png(path: Path | str, cm: np.ndarray, class_names: Sequence[str], 
     ax.set_ylabel("true class")
     ax.set_title(f"{title} (n = {int(cm.sum())})")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # -------------------------------------------------------------------------------------- grids
@@ -247,7 +222,7 @@ def prediction_grid(
         for spine in ax.spines.values():
             spine.set_color(colour)
             spine.set_linewidth(2.0)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def gradcam_grid(
@@ -282,7 +257,7 @@ def gradcam_grid(
         right.imshow(overlay(img[0], cam), interpolation="nearest")
         left.set_title(_wrap(captions[i], 22) if captions else f"image {i + 1}", fontsize=7)
         right.set_title("Grad-CAM", fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------ distribution
@@ -317,4 +292,4 @@ def label_distribution_png(
     ax.margins(y=0.12)
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

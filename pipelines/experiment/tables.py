@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from classify.metrics import PatientBootstrap
+from classify.metrics import PatientBootstrap, bootstrap_interval, bootstrap_p_value
+from pipelines.classifier.run import ARMS
 from pipelines.errors import RareganError
-from pipelines.paper import ARMS, paper_auc
+from pipelines.experiment.paper import paper_auc
 from pipelines.runs import atomic_write_text, ensure_writable, is_done
 
 CELL_COLUMNS = ("class", "fraction", "arm", "seed", "status", "run", "error")
@@ -143,16 +144,13 @@ def collect(cells: pd.DataFrame) -> dict:
 
 
 def _ci(boot: np.ndarray) -> tuple[float, float]:
-    boot = boot[np.isfinite(boot)]
-    return tuple(map(float, np.percentile(boot, [2.5, 97.5]))) if boot.size else (np.nan, np.nan)
+    """95 % percentile interval, NaN where undefined (the table's convention)."""
+    lo, hi = bootstrap_interval(boot)
+    return (np.nan, np.nan) if lo is None else (lo, hi)
 
 
-def _p_value(delta: float, boot: np.ndarray) -> float:
-    """Two-sided bootstrap p-value by the shift method (see the module docstring)."""
-    boot = boot[np.isfinite(boot)]
-    if not boot.size or not np.isfinite(delta):
-        return np.nan
-    return float((1 + (np.abs(boot - delta) >= abs(delta) - 1e-12).sum()) / (1 + boot.size))
+def _nan(value: float | None) -> float:
+    return np.nan if value is None else value
 
 
 def _arm_row(group: pd.DataFrame, y, coll: dict, bs, n_boot: int) -> tuple[dict, np.ndarray]:
@@ -210,7 +208,7 @@ def auc_table(cells: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Data
                 diff = boots[arm] - boots["none"]
                 row["delta"] = delta
                 row["delta_lo"], row["delta_hi"] = _ci(diff)
-                row["p_value"] = _p_value(delta, diff)
+                row["p_value"] = _nan(bootstrap_p_value(delta, diff))
             row["significant"] = bool(row["delta_lo"] > 0 or row["delta_hi"] < 0)
             paper = paper_auc(cls, frac, arm)
             row["paper_auc"] = np.nan if paper is None else paper
@@ -261,7 +259,9 @@ def wide(table: pd.DataFrame) -> pd.DataFrame:
         row.update({a: fmt_auc(arm[a]) if a in arm else "—" for a in ARMS})
         row["Δ gan − none"] = fmt_delta(arm.get("gan"))
         row["Δ standard − none"] = fmt_delta(arm.get("standard"))
-        row["seeds n/s/g"] = "/".join(str(arm[a]["n_seeds"]) if a in arm else "–" for a in ARMS)
+        row["classifier seeds " + "/".join(a[0] for a in ARMS)] = "/".join(
+            str(arm[a]["n_seeds"]) if a in arm else "–" for a in ARMS
+        )
         paper = {a: arm[a]["paper_auc"] if a in arm else np.nan for a in ARMS}
         row.update({f"paper {a}": f"{v:.3f}" if np.isfinite(v) else "—" for a, v in paper.items()})
         out.append(row)
@@ -281,7 +281,7 @@ def md_table(frame: pd.DataFrame) -> str:
 
 
 LEGEND = (
-    "AUC = mean over finished seeds [95 % CI, bootstrap over test patients]. "
+    "AUC = mean over finished classifier seeds [95 % CI, bootstrap over test patients]. "
     "Δ = arm − none with its paired 95 % CI and two-sided bootstrap p; **bold ✱** = CI excludes 0. "
     "⚠ = failed seeds (the mean rests on fewer seeds). Paper = Sundaram & Hulkund 2021, one seed."
 )

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 
+from pipelines.data.store import Store
 from pipelines.errors import RareganError
-from pipelines.store import Store
 
 HASH_SIDE = 32  # resize side before the DCT
 _PAIR_BUDGET = 4_000_000  # candidate pairs materialized at once

@@ -11,12 +11,11 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, TensorDataset, WeightedRandomSampler
 
 from classify import MODELS, Classifier, classification_report, per_label_report
+from pipelines.data.prepare import Prepared
+from pipelines.data.store import StoreDataset
+from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
-from pipelines.prepare import Prepared
-from pipelines.runs import is_done, mark_done, write_json, write_yaml
-from pipelines.splits import nested_fractions
-from pipelines.store import StoreDataset
-from pipelines.synth import load_synthetic
+from pipelines.runs import is_done, loggers, mark_done, write_json, write_yaml
 
 ARMS = ("none", "standard", "gan")
 
@@ -41,17 +40,9 @@ def assert_no_synthetic(frame: pd.DataFrame, split: str) -> None:
 
 
 def train_rows(prepared: Prepared, fraction: float, seed: int, classes: list[str]) -> pd.DataFrame:
-    """The train rows of the nested fraction; each requested class must have positives there and in test."""
-    train = prepared.split("train")
-    mask = nested_fractions(train, [fraction], seed, classes)[float(fraction)]
-    test = prepared.split("test").frame
-    for cls in classes:
-        if not (test[cls] > 0.5).any():
-            raise RareganError(
-                f"class {cls!r} has no positive images in the test split, so it has no AUC; "
-                "use a larger --test share or another class"
-            )
-    return train.frame[mask]
+    """The train rows of the nested fraction (the GAN's mask too); each class needs a test positive."""
+    prepared.require_test_positives(classes)
+    return prepared.train_fraction(fraction, seed, classes)
 
 
 def datasets(prepared: Prepared, rows: pd.DataFrame, label_names: list[str], synth: list[Path]):
@@ -284,9 +275,7 @@ def train_classifier(
                 c["monitor"], patience=c["patience"], mode=mode, check_finite=False
             ),
         ],
-        logger=pl.loggers.CSVLogger(
-            run, name="logs", version=f"part{len(list((run / 'logs').glob('part*')))}"
-        ),
+        logger=loggers(run),
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=5,
@@ -329,7 +318,7 @@ def outputs(
     run, module, test, test_ds, preds, metrics, label_names, task, classes, prepared
 ) -> None:
     """ROC curves, confusion matrix, prediction grid and Grad-CAM overlays for the rare classes."""
-    from pipelines import classify_plots as cp
+    from pipelines.classifier import plots as cp
 
     y = preds[label_names].to_numpy(np.float64)
     scores = preds[[f"score:{n}" for n in label_names]].to_numpy()

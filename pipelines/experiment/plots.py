@@ -6,7 +6,6 @@ rendered to PNG bytes and written atomically; the same table gives the same byte
 
 from __future__ import annotations
 
-import io
 import textwrap
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from pipelines.classifier.run import ARMS
 from pipelines.errors import RareganError
-from pipelines.paper import ARMS
-from pipelines.runs import atomic_write_bytes, ensure_writable
+from pipelines.images import save_figure
 
 ARM_STYLE = {
     "none": {"color": "#4d4d4d", "marker": "o", "label": "no augmentation"},
@@ -25,17 +24,6 @@ ARM_STYLE = {
     "gan": {"color": "#d95f02", "marker": "^", "label": "GAN augmentation"},
 }
 PAPER_LABEL = "Sundaram & Hulkund 2021"
-DPI = 110
-
-
-def _save(fig: Figure, out_png: Path | str) -> Path:
-    """Render to PNG (no timestamp metadata) and write atomically."""
-    out = Path(out_png)
-    ensure_writable(out.parent)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    atomic_write_bytes(out, buf.getvalue())
-    return out
 
 
 def _fraction_axis(ax, fractions) -> None:
@@ -88,7 +76,7 @@ def auc_vs_fraction(table: pd.DataFrame, out_png: Path | str, cls: str) -> Path:
     _draw_class(ax, table, cls)
     ax.legend(*_legend_handles(ax), loc="best", fontsize=8)
     fig.tight_layout()
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def auc_vs_fraction_all(table: pd.DataFrame, out_png: Path | str) -> Path:
@@ -106,7 +94,7 @@ def auc_vs_fraction_all(table: pd.DataFrame, out_png: Path | str) -> Path:
         ax.set_visible(False)
     fig.legend(*_legend_handles(axes[0]), loc="lower center", ncol=4, fontsize=8)
     fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def fid_kid(frame: pd.DataFrame, out_png: Path | str) -> Path:
@@ -117,15 +105,16 @@ def fid_kid(frame: pd.DataFrame, out_png: Path | str) -> Path:
             f"FID/KID table lacks columns {missing}; it needs class, fraction, fid, kid"
         )
     metrics = ["fid"] + (["kid"] if "kid" in frame and frame["kid"].notna().any() else [])
+    space = " / ".join(sorted(set(frame.get("feature_space", pd.Series(["random-feature"])))))
     fig = Figure(figsize=(5.2 * len(metrics), 4.0))
     axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
     for ax, metric in zip(axes, metrics, strict=True):
         for cls, part in frame.sort_values("fraction").groupby("class", sort=True):
             ax.plot(part["fraction"].to_numpy(float), part[metric], marker="o", label=str(cls))
         _fraction_axis(ax, frame["fraction"].unique())
-        ax.set_ylabel(f"{metric.upper()} (lower = closer to real)")
-        ax.set_title(f"{metric.upper()} of synthetic vs real images")
+        ax.set_ylabel(f"{space} {metric.upper()} (lower = closer to real)")
+        ax.set_title(f"{space} {metric.upper()} of synthetic vs real images")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)

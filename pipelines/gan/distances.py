@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipelines.errors import RareganError
-from pipelines.gan_eval_features import as_images, features, random_feature_net
+from pipelines.gan.features import as_images, features, random_feature_net
 
 
 def _as_features(f: np.ndarray, name: str) -> np.ndarray:
@@ -114,21 +114,19 @@ def _mmd2_from_full_kernels(
     return (xx + yy) / (m * (m - 1)) - 2.0 * xy / m**2
 
 
-def domain_fid_kid(
-    real: np.ndarray | torch.Tensor,
-    fake: np.ndarray | torch.Tensor,
-    net: nn.Module | None = None,
-    seed: int = 0,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    batch: int = 128,
-) -> dict:
-    """FID and KID of uint8 synthetic vs real images in `net`'s feature space (default: random net)."""
+def paired_features(real, fake, net: nn.Module | None, seed: int, batch: int) -> tuple:
+    """(real, fake) as image tensors of one size, the feature net (default: random), their features."""
     real_t, fake_t = as_images(real, "real images"), as_images(fake, "synthetic images")
     check_same_size(real_t, fake_t)
     net = random_feature_net(real_t.shape[-1], seed) if net is None else net
-    f_real, f_fake = features(net, real_t, batch), features(net, fake_t, batch)
-    return fid_kid_from_features(f_real, f_fake, net, seed, kid_subsets, kid_subset_size)
+    return real_t, fake_t, net, features(net, real_t, batch), features(net, fake_t, batch)
+
+
+def space_label(feature_space: str) -> str:
+    """How a table names a distance's feature space: random-feature, classifier-feature or Inception."""
+    if feature_space.startswith("random-conv"):
+        return "random-feature"
+    return "Inception" if "inception" in feature_space.lower() else "classifier-feature"
 
 
 def fid_kid_from_features(
@@ -139,7 +137,7 @@ def fid_kid_from_features(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
 ) -> dict:
-    """The domain_fid_kid dictionary from features already computed with `net`."""
+    """FID, KID (± std), sample counts and the feature space's name from features computed with `net`."""
     kid, kid_std = kernel_inception_distance(f_real, f_fake, kid_subsets, kid_subset_size, seed)
     return {
         "fid": frechet_distance(f_real, f_fake),

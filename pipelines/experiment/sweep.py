@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.classify_run import ARMS, train_classifier
+from pipelines.classifier.run import ARMS, train_classifier
+from pipelines.data.prepare import Prepared
+from pipelines.data.splits import check_fractions
 from pipelines.errors import RareganError
-from pipelines.gan_eval_run import evaluate_gan_run
-from pipelines.gan_run import CKPT, class_tag, train_gan, training_images
-from pipelines.prepare import Prepared
+from pipelines.gan.distances import space_label
+from pipelines.gan.eval_run import evaluate_gan_run
+from pipelines.gan.run import CKPT, class_tag, train_gan, training_images
+from pipelines.gan.synth import synthesize
 from pipelines.runs import atomic_write_text, is_done, run_path
-from pipelines.splits import check_fractions
-from pipelines.synth import synthesize
 
 ERROR = "ERROR"
 
@@ -77,12 +78,7 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
         raise RareganError(f"unknown arm {bad[0]!r}; choose from {', '.join(ARMS)}")
     if not sweep.classes:
         raise RareganError("give at least one rare class (--classes)")
-    for cls in sweep.classes:
-        prepared.records.label_index(cls)
-        if not (prepared.split("test").frame[cls] > 0.5).any():
-            raise RareganError(
-                f"class {cls!r} has no positive images in the test split, so it has no AUC"
-            )
+    prepared.require_test_positives(sweep.classes)
     if "gan" in sweep.arms:
         for unit in sweep.gan_units():  # the smallest fraction must leave each GAN enough images
             training_images(prepared, unit, sweep.fractions[0], cfg)
@@ -209,7 +205,16 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
             ev = sweep.gan_dir(dataset, unit, f) / "eval"
             if (ev / "eval.json").is_file():
                 rep = json.loads((ev / "eval.json").read_text())
-                rows.append({"class": cls, "fraction": f, "fid": rep["fid"], "kid": rep["kid"]})
+                space = space_label(str(rep.get("feature_space", "random-conv")))
+                rows.append(
+                    {
+                        "class": cls,
+                        "fraction": f,
+                        "fid": rep["fid"],
+                        "kid": rep["kid"],
+                        "feature_space": space,
+                    }
+                )
                 images.append(
                     (
                         ev / "real_vs_synthetic.png",

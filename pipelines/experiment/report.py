@@ -17,11 +17,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipelines import plots
 from pipelines.errors import RareganError
-from pipelines.paper import CAVEATS, CITATION
-from pipelines.runs import atomic_write_text, ensure_writable
-from pipelines.tables import (
+from pipelines.experiment import plots
+from pipelines.experiment.paper import CAVEATS, CITATION
+from pipelines.experiment.tables import (
     LEGEND,
     check_cells,
     fmt_fraction,
@@ -30,6 +29,7 @@ from pipelines.tables import (
     wide,
     write_tables,
 )
+from pipelines.runs import atomic_write_text, ensure_writable
 
 _KNEE = (
     "Chen P. (2018). Knee Osteoarthritis Severity Grading Dataset. Mendeley Data v1, "
@@ -105,8 +105,20 @@ def _figures(out: Path, table: pd.DataFrame, context: dict) -> list[tuple[Path, 
         path = plots.auc_vs_fraction(table, out / f"auc_vs_fraction_{_slug(cls)}.png", cls)
         figs.append((path, f"{cls}: test AUC vs training fraction per arm."))
     if context.get("fid_kid") is not None:
-        path = plots.fid_kid(pd.DataFrame(context["fid_kid"]), out / "fid_kid.png")
-        figs.append((path, "FID and KID of the GAN's samples against real images of the class."))
+        frame = pd.DataFrame(context["fid_kid"])
+        path = plots.fid_kid(frame, out / "fid_kid.png")
+        space = " / ".join(sorted(set(frame.get("feature_space", pd.Series(["random-feature"])))))
+        caption = (
+            f"{space} FID and KID of the GAN's samples against real images of the class"
+            + (
+                " (features of a fixed, seeded random conv net: not Inception FID; comparable"
+                " only between runs of this report)"
+                if "random-feature" in space
+                else ""
+            )
+            + "."
+        )
+        figs.append((path, caption))
     return figs
 
 

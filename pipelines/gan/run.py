@@ -13,34 +13,25 @@ import yaml
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from pggan import PGGAN, fixed_latents, make_grid_uint8, to_uint8
+from pggan.networks import check_architecture
+from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
+from pipelines.gan.prefilter import expand
 from pipelines.images import save_png
-from pipelines.prefilter import expand
-from pipelines.prepare import Prepared
-from pipelines.runs import is_done, mark_done, write_json, write_yaml
+from pipelines.runs import is_done, loggers, mark_done, merged_logs, write_json, write_yaml
 
 CKPT = "checkpoints/last.ckpt"
 GENERATOR = "generator_ema.pt"
 POSITIVES = "positives.csv"
 
 
-def check_resolution(resolution: int) -> None:
-    """PGGAN grows 4 px → R px by doubling: R must be a power of two, 8…1024."""
-    if resolution < 8 or resolution > 1024 or resolution & (resolution - 1):
-        raise RareganError(
-            f"GAN resolution {resolution} is not a power of two between 8 and 1024; use e.g. 64"
-        )
-
-
 def gan_module(cfg: dict, label_dim: int = 0) -> PGGAN:
     """The PGGAN Lightning module the config's gan section describes."""
     g = cfg["gan"]
-    check_resolution(g["resolution"])
-    n_levels = int(np.log2(g["resolution"])) - 1
-    if len(g["channels"]) != n_levels:
-        raise RareganError(
-            f"gan.channels has {len(g['channels'])} entries but {g['resolution']} px needs {n_levels} (4 px … {g['resolution']} px)"
-        )
+    try:
+        check_architecture(g["resolution"], g["channels"])
+    except (TypeError, ValueError) as err:
+        raise RareganError(f"gan config: {err}; e.g. resolution 64 with 5 channel widths") from None
     return PGGAN(
         resolution=g["resolution"],
         channels=list(g["channels"]),
@@ -247,35 +238,6 @@ def loss_curve(frame: pd.DataFrame, out_png: Path) -> None:
     plt.close(fig)
 
 
-def loggers(run: Path) -> list:
-    """A CSV logger writing a new part per (re)start, so a resume never erases history; TensorBoard if installed."""
-    part = f"part{len(list((run / 'logs').glob('part*')))}"
-    out = [pl.loggers.CSVLogger(run, name="logs", version=part)]
-    try:
-        import tensorboard  # noqa: F401
-
-        out.append(pl.loggers.TensorBoardLogger(run, name="tensorboard", version=part))
-    except ImportError:
-        pass
-    return out
-
-
-def merged_losses(run: Path) -> pd.DataFrame:
-    """All log parts in order; steps replayed after a resume replace those logged before the crash."""
-    parts = [
-        pd.read_csv(p)
-        for p in sorted(
-            (run / "logs").glob("part*/metrics.csv"), key=lambda p: int(p.parent.name[4:])
-        )
-    ]
-    parts = [p for p in parts if len(p)]
-    merged = []
-    for k, part in enumerate(parts):
-        nxt = parts[k + 1]["step"].min() if k + 1 < len(parts) else np.inf
-        merged.append(part[part["step"] < nxt])
-    return pd.concat(merged, ignore_index=True) if merged else pd.DataFrame()
-
-
 def train_gan(
     prepared: Prepared,
     classes: str | list[str],
@@ -370,7 +332,7 @@ def finish(
 ) -> None:
     """Final grid, loss curve, EMA generator weights and summary; DONE last."""
     sample_grid(module, run / "samples" / "final.png", 64, cfg["gan"]["seed"])
-    losses = merged_losses(run)
+    losses = merged_logs(run)
     losses.to_csv(run / "losses.csv", index=False)
     if len(losses):
         loss_curve(losses, run / "loss_curve.png")

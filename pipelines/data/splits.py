@@ -165,12 +165,26 @@ def fraction_order(records: Records, seed: int = 0, rare: Sequence[str] = ()) ->
 def nested_fractions(
     records: Records, fractions: Sequence[float], seed: int = 0, rare: Sequence[str] = ()
 ) -> dict[float, np.ndarray]:
-    """Row masks of `records` (the train split) per fraction in percent; smaller ⊂ larger."""
-    order = fraction_order(records, seed, rare)
+    """Row masks of `records` (the train split) per fraction in percent; smaller ⊂ larger.
+
+    The patient order is stratified on every label with a train positive, never on the classes a
+    caller happens to study: for one data set and split seed, the GAN of any class, the classifier
+    and the data summary all see the same patients at each fraction. Each fraction keeps at least
+    one positive patient of every such label; `rare` names classes that must have one (user error
+    otherwise).
+    """
+    for name in rare:
+        records.label_index(name)
+    _, _, counts = patient_label_counts(records, records.label_names)
+    present = [n for n, c in zip(records.label_names, counts.sum(axis=0), strict=True) if c > 0]
+    missing = [n for n in rare if n not in present]
+    if missing:
+        fraction_order(records, seed, missing)  # raises the user error naming the class
+    order = fraction_order(records, seed, present)
     rank = pd.Series(np.arange(len(order)), index=order)
     patient_rank = records.frame["patient"].map(rank).to_numpy()
     out = {}
     for f in check_fractions(fractions):
-        n = max(len(rare), math.ceil(f / 100.0 * len(order)))
+        n = max(len(present), math.ceil(f / 100.0 * len(order)))
         out[f] = patient_rank < n
     return out

@@ -17,7 +17,7 @@ CAVEATS = (
     "by name and a test proves that column order cannot change results",
 )
 
-# AUC per class → fraction (%) → (none, standard, gan).
+# AUC per class → fraction (%) → one value per arm of PAPER_ARMS.
 PAPER_AUC = {
     "Lung Lesion": {
         1: (0.727, 0.728, 0.758),
@@ -38,10 +38,12 @@ PAPER_AUC = {
         100: (0.811, 0.793, 0.807),
     },
 }
-ARMS = ("none", "standard", "gan")
+PAPER_ARMS = ("none", "standard", "gan")  # the paper ran these arms; the order of the tuples above
 
 
 def paper_auc(cls: str, fraction: float, arm: str) -> float | None:
     """The paper's AUC for one cell, or None where they have no number."""
     values = PAPER_AUC.get(cls, {}).get(int(fraction)) if float(fraction).is_integer() else None
-    return None if values is None else values[ARMS.index(arm)]
+    if values is None or arm not in PAPER_ARMS:
+        return None
+    return values[PAPER_ARMS.index(arm)]

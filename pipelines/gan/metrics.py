@@ -16,21 +16,21 @@ from torch import nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from pipelines.errors import RareganError
-from pipelines.gan_eval_distances import (
+from pipelines.gan.distances import (
     check_same_size,
-    domain_fid_kid,
     fid_kid_from_features,
     frechet_distance,
     inception_fid,
     kernel_inception_distance,
+    paired_features,
 )
-from pipelines.gan_eval_features import (
+from pipelines.gan.features import (
     as_images,
     classifier_feature_net,
     features,
     random_feature_net,
 )
-from pipelines.gan_eval_memorization import (
+from pipelines.gan.memorization import (
     NEAR_COPY_QUANTILE,
     NEAR_COPY_SCALE,
     near_copy_threshold,
@@ -42,7 +42,6 @@ from pipelines.gan_eval_memorization import (
 __all__ = [
     "classifier_feature_net",
     "diversity_report",
-    "domain_fid_kid",
     "features",
     "frechet_distance",
     "gan_eval",
@@ -155,10 +154,7 @@ def gan_eval(
     batch: int = 128,
 ) -> tuple[dict, pd.DataFrame]:
     """The gan_eval_report dictionary and the nearest_real table, computing features once."""
-    real_t, fake_t = as_images(real, "real images"), as_images(fake, "synthetic images")
-    check_same_size(real_t, fake_t)
-    net = random_feature_net(real_t.shape[-1], seed) if net is None else net
-    f_real, f_fake = features(net, real_t, batch), features(net, fake_t, batch)
+    real_t, fake_t, net, f_real, f_fake = paired_features(real, fake, net, seed, batch)
     report = {"resolution": int(real_t.shape[-1]), "seed": int(seed)}
     report.update(fid_kid_from_features(f_real, f_fake, net, seed, kid_subsets, kid_subset_size))
     report["kid_subsets"] = int(kid_subsets)

@@ -1,0 +1,1 @@
+"""The sweep (classes × fractions × arms × seeds), its statistics, tables, plots, report and the paper baseline."""

@@ -1,0 +1,1 @@
+"""A GAN run on disk, the filter pre-augmentation, synthesis and GAN evaluation."""
