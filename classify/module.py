@@ -92,6 +92,9 @@ class Classifier(pl.LightningModule):
         )
         self._frozen = freeze_blocks(self.model, freeze)
         self.augment = None if augment is None else StandardAugment(**{"seed": seed, **augment})
+        # Two AUCs on purpose: torchmetrics here (it accumulates on device and syncs across DDP ranks
+        # inside the training loop, for selection only); classify.metrics for every reported number
+        # (Mann-Whitney with patient bootstrap weights, so CIs resample patients, not images).
         self.val_auroc = torch.nn.ModuleList(BinaryAUROC(ignore_index=-1) for _ in range(n_labels))
         self.val_counts = ClassCounts(n_labels)
 

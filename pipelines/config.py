@@ -60,6 +60,7 @@ DEFAULTS: dict = {
         "classes": ["Lung Lesion", "Pleural Other", "Fracture"],
         "synth_ratio": 3.0,
         "conditional_gan": False,
+        "label_rows": "gan",
         "n_boot": 1000,
     },
 }

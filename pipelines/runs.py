@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -178,3 +179,75 @@ def merged_logs(run: Path):
         nxt = parts[k + 1]["step"].min() if k + 1 < len(parts) else float("inf")
         merged.append(part[part["step"] < nxt])
     return pd.concat(merged, ignore_index=True) if merged else pd.DataFrame()
+
+
+FINGERPRINT = "fingerprint.json"
+
+
+class StaleRunError(RareganError):
+    """A run folder made by other settings than the ones asked for now."""
+
+
+def _flat(obj, prefix: str = "") -> dict:
+    """Nested dicts flattened to dotted keys; lists and scalars kept as values."""
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def fingerprint(**parts) -> dict:
+    """What made a run: its settings flattened to dotted keys, and an id (hash) of all of them."""
+    flat = json.loads(json.dumps(_flat(parts), sort_keys=True, default=str))
+    digest = hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+    return {"id": digest, "settings": flat}
+
+
+def check_fingerprint(run: Path, fp: dict, redo: bool = False) -> bool:
+    """True when `run` may be reused or resumed under `fp`; a StaleRunError naming the keys that
+    differ otherwise. With `redo`, a run made by other settings is deleted instead (False)."""
+    run = Path(run)
+    path = run / FINGERPRINT
+    if not run.exists() or not any(run.iterdir()):
+        return True
+    old = json.loads(path.read_text()) if path.is_file() else {"id": None, "settings": {}}
+    if old["id"] == fp["id"]:
+        return True
+    if redo:
+        shutil.rmtree(run)
+        return False
+    before, now = old["settings"], fp["settings"]
+    keys = sorted(k for k in set(before) | set(now) if before.get(k, "—") != now.get(k, "—"))
+    shown = ", ".join(f"{k}: {before.get(k, '—')} → {now.get(k, '—')}" for k in keys[:4])
+    more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+    what = (
+        f"other settings ({shown}{more})" if path.is_file() else "an older raregan (no fingerprint)"
+    )
+    raise StaleRunError(
+        f"{run} was made by {what}; choose another --name / --out, or pass --redo to replace it"
+    )
+
+
+def write_fingerprint(run: Path, fp: dict) -> None:
+    """Record what made the run (first of all its files)."""
+    write_json(Path(run) / FINGERPRINT, fp)
+
+
+def frame_id(frame, columns: list[str] | None = None) -> str:
+    """A short content hash of (some columns of) a table, row order included."""
+    import pandas as pd
+
+    part = frame if columns is None else frame[columns]
+    return hashlib.sha256(
+        pd.util.hash_pandas_object(part, index=False).values.tobytes()
+    ).hexdigest()[:16]
+
+
+def run_id(folder: Path) -> str:
+    """The fingerprint id of a run or output folder (its resolved path for one made before fingerprints)."""
+    path = Path(folder) / FINGERPRINT
+    return (
+        json.loads(path.read_text())["id"] if path.is_file() else f"path:{Path(folder).resolve()}"
+    )

@@ -86,3 +86,31 @@ def test_out_replaces_its_own_previous_output_and_follows_the_umask(
         assert_one_line_error(code, err, "refusing to replace")
     finally:
         os.umask(mask)
+
+
+def test_gan_run_with_other_settings_is_refused_and_names_the_key(
+    capsys, tmp_path, phantom_root, finished_run
+):
+    """A finished (or interrupted) GAN is reused or resumed only under the settings that made it."""
+    from conftest import gan_argv, tiny_config
+
+    cfg = tiny_config(tmp_path, kimg=0.2, every=0.1)  # finished_run used kimg 0.1
+    before = (finished_run / "DONE").read_bytes()
+    for extra in ([], ["--resume"]):
+        code, err = run_cli(capsys, *gan_argv(phantom_root, tmp_path, finished_run, cfg, *extra))
+        assert_one_line_error(code, err, "gan.kimg_per_phase: 0.1 → 0.2", "--redo")
+    assert (finished_run / "DONE").read_bytes() == before
+
+
+def test_synthetic_set_from_a_gan_that_saw_other_patients_is_refused(
+    capsys, tmp_path, phantom_root, finished_run
+):
+    """The gan arm never gets real positives (through the GAN) that the none arm lacks."""
+    from pipelines.gan.synth import synthesize
+
+    synth = synthesize(finished_run, n=4, out=tmp_path / "synth")  # GAN of the 100 % fraction
+    argv = ["classify", "--data", phantom_root, "--cache", tmp_path / "store", "--size", "16"]
+    argv += ["--fraction", "10", "--arm", "gan", "--synth", synth, "--out", tmp_path / "clf"]
+    code, err = run_cli(capsys, *argv, "--model", "cnn5", "--no-progress")
+    assert_one_line_error(code, err, str(synth), "outside this classifier's train rows")
+    assert not (tmp_path / "clf").exists()

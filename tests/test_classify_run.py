@@ -172,8 +172,14 @@ def test_cross_validation_and_resume(phantom_root, tmp_path, capsys):
     # resume: a run whose DONE is gone continues from its last checkpoint to the same number of epochs
     run = out / "fold0"
     (run / "DONE").unlink()
-    assert classify(tmp_path, phantom_root, run, "--size", "32", "--resume") == 0
+    stamp = (out / "fold1" / "DONE").stat().st_mtime_ns
+    assert classify(tmp_path, phantom_root, out, "--size", "32", "--folds", "2", "--resume") == 0
     assert (run / "DONE").is_file()
+    assert (out / "fold1" / "DONE").stat().st_mtime_ns == stamp, "the finished fold is reused"
+    # the fold's run under the plain split is another run: refused, never resumed with other data
+    (run / "DONE").unlink()
+    assert classify(tmp_path, phantom_root, run, "--size", "32", "--resume") == 2
+    assert "train:" in capsys.readouterr().err
 
 
 def test_evaluate_refuses_a_different_label_space(shared_data, phantom_root, tmp_path, capsys):

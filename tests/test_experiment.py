@@ -147,3 +147,20 @@ def test_conditional_gan_sweep_trains_one_gan_for_all_classes(sweep):
     assert metrics["n_train_synthetic"] == len(positives)  # synth ratio 1 over the union
     table = pd.read_csv(tmp / "runs/phantoms/compare/cond/auc_table.csv")
     assert set(table["class"]) == {"Fracture", "Lung Lesion"}
+
+
+def test_same_name_with_other_settings_is_refused_never_mixed(sweep, capsys):
+    tmp, argv, _ = sweep
+    table = out_dir(tmp) / "auc_table.csv"
+    before = table.read_bytes()
+    assert main([*argv, "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "classify.epochs: 1 → 2" in err and "--redo" in err and "--name" in err
+    assert table.read_bytes() == before, "a refused sweep must not rewrite the table"
+    # --redo replaces the runs made by other settings, and only those of this sweep's cells
+    argv = list(argv)
+    argv[argv.index("--fractions") + 1 : argv.index("--arms")] = ["100"]
+    argv[argv.index("--arms") + 1 : argv.index("--seeds")] = ["none"]
+    assert main([*argv, "--epochs", "2", "--redo", "--name", "sweep"]) == 0
+    run = tmp / "runs/phantoms/classify/sweep-cnn5-none-f100-s0"
+    assert json.loads((run / "fingerprint.json").read_text())["settings"]["classify.epochs"] == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,8 @@ def test_synth_rows_are_labeled_train_only_and_deterministic(finished_run, tmp_p
             "3",
             "--out",
             str(tmp_path / name),
+            "--label-rows",
+            "copy_real",
         ]
         assert main(argv) == 0
     rows = pd.read_csv(tmp_path / "a" / "synthetic.csv")
@@ -72,6 +75,18 @@ def test_synth_rows_are_labeled_train_only_and_deterministic(finished_run, tmp_p
     a = np.asarray(Image.open(tmp_path / "a" / "images" / "synth_000000.png"))
     b = np.asarray(Image.open(tmp_path / "b" / "images" / "synth_000000.png"))
     assert a.shape == (16, 16) and (a == b).all()
+
+
+def test_synthetic_rows_say_only_what_the_gan_knows(finished_run, tmp_path):
+    assert (
+        main(["synth", "--run", str(finished_run), "--n", "12", "--out", str(tmp_path / "s")]) == 0
+    )
+    rows = pd.read_csv(tmp_path / "s" / "synthetic.csv")
+    assert (rows["Fracture"] == 1).all()
+    others = [c for c in pd.read_csv(finished_run / "positives.csv").columns[3:] if c != "Fracture"]
+    assert others and rows[others].isna().all().all(), (
+        "a Fracture GAN knows nothing of other labels"
+    )
 
 
 def test_gan_eval_writes_report(finished_run, tmp_path, capsys):
@@ -135,7 +150,7 @@ def test_kill_and_resume_finishes_the_same_schedule(phantom_root, tmp_path, fini
     assert losses["kimg"].min() < seen / 1000 < losses["kimg"].max()
 
 
-def test_bad_inputs(phantom_root, tmp_path, capsys):
+def test_bad_inputs(phantom_root, tmp_path, capsys, finished_run):
     cfg = tiny_config(tmp_path)
 
     def run(*a):
@@ -152,10 +167,13 @@ def test_bad_inputs(phantom_root, tmp_path, capsys):
     assert code == 2 and "resolutoin" in err
     code, err = run(cfg, "--resume")
     assert code == 2 and "no checkpoint" in err
-    (tmp_path / "x" / "checkpoints").mkdir(parents=True)
+    assert not (tmp_path / "x").exists(), "a refused run leaves no folder behind"
+    # an interrupted run of the same settings (the finished one, less DONE) with a damaged checkpoint
+    shutil.copytree(finished_run, tmp_path / "x", ignore=shutil.ignore_patterns("DONE"))
+    (tmp_path / "x" / "checkpoints").mkdir(exist_ok=True)
     (tmp_path / "x" / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
-    code, err = run(cfg, "--resume")
-    assert code == 2 and "corrupt" in err
+    code, err = run(tiny_config(tmp_path, kimg=0.1, every=0.1), "--resume")
+    assert code == 2 and "corrupt" in err, err
 
 
 def test_out_of_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):

@@ -15,7 +15,18 @@ from pipelines.data.prepare import Prepared
 from pipelines.data.store import StoreDataset
 from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
-from pipelines.runs import is_done, loggers, mark_done, write_json, write_yaml
+from pipelines.runs import (
+    check_fingerprint,
+    fingerprint,
+    frame_id,
+    is_done,
+    loggers,
+    mark_done,
+    run_id,
+    write_fingerprint,
+    write_json,
+    write_yaml,
+)
 
 ARMS = ("none", "standard", "gan")
 
@@ -45,6 +56,22 @@ def train_rows(prepared: Prepared, fraction: float, seed: int, classes: list[str
     return prepared.train_fraction(fraction, seed, classes)
 
 
+def check_gan_saw_only(folder: Path, synth_rows: pd.DataFrame, rows: pd.DataFrame) -> None:
+    """Refuse a synthetic set whose GAN learned from real images outside this run's train rows."""
+    for gan_run in synth_rows["gan_run"].dropna().unique() if "gan_run" in synth_rows else []:
+        positives = Path(gan_run) / "positives.csv"
+        if not positives.is_file():
+            continue  # a set from elsewhere: nothing to check it against
+        seen = pd.read_csv(positives, usecols=["image_id"])["image_id"].astype(str)
+        outside = sorted(set(seen) - set(rows["image_id"].astype(str)))
+        if outside:
+            raise RareganError(
+                f"the GAN behind synthetic set {folder} ({gan_run}) learned from {len(outside)} real "
+                f"images outside this classifier's train rows (e.g. {outside[0]}); train the GAN on "
+                "the same data, split seed and fraction (or a smaller one)"
+            )
+
+
 def datasets(prepared: Prepared, rows: pd.DataFrame, label_names: list[str], synth: list[Path]):
     """Train dataset (real store rows + synthetic images), and the val and test datasets."""
 
@@ -61,6 +88,7 @@ def datasets(prepared: Prepared, rows: pd.DataFrame, label_names: list[str], syn
                 f"synthetic images in {folder} are {images.shape[-1]} px but the data store is "
                 f"{prepared.store.size} px; synthesize from a GAN of the same resolution"
             )
+        check_gan_saw_only(folder, synth_rows, rows)
         labels = torch.from_numpy(synth_rows[label_names].to_numpy(np.float32))
         parts.append(TensorDataset(torch.from_numpy(images), labels))
         n_synth += len(synth_rows)
@@ -199,8 +227,11 @@ def train_classifier(
     strategy: str = "auto",
     accelerator: str = "auto",
     progress: bool = True,
+    redo: bool = False,
 ) -> dict:
-    """Train, select on val, evaluate once on test; write the run folder and return its metrics."""
+    """Train, select on val, evaluate once on test; write the run folder and return its metrics.
+
+    A finished or interrupted run is reused only when its fingerprint matches (`redo`: replaced)."""
     check_arm(arm)
     run, classes, synth = Path(run), list(classes or []), list(synth or [])
     if arm == "gan" and not synth:
@@ -209,8 +240,6 @@ def train_classifier(
         )
     if arm != "gan" and synth:
         raise RareganError(f"synthetic images were given but the arm is {arm!r}; use --arm gan")
-    if is_done(run):
-        return {}
     rec = prepared.records
     label_names, task, c = list(rec.label_names), rec.task, cfg["classify"]
     model = model or c["model"]
@@ -219,8 +248,29 @@ def train_classifier(
     for cls in classes:
         rec.label_index(cls)
     rows = train_rows(prepared, fraction, cfg["data"]["seed"], classes)
+    fp = fingerprint(
+        classify=cfg["classify"],
+        data=prepared.data_id,
+        train=frame_id(rows, ["image_id"]),
+        fraction=float(fraction),
+        arm=arm,
+        model=model,
+        synth=[run_id(s) for s in synth],
+        pretrained=str(pretrained or ""),
+        freeze=freeze,
+    )
+    if not check_fingerprint(run, fp, redo):
+        resume = False  # the run made by other settings was deleted: start afresh
+    if is_done(run):
+        return {}
+    if (run / "checkpoints" / "last.ckpt").exists() and not resume:
+        raise RareganError(
+            f"{run} holds an unfinished classifier run; pass --resume to continue it, "
+            "--redo to start over, or choose another --out"
+        )
     train_ds, val_ds, test_ds, n_synth = datasets(prepared, rows, label_names, synth)
     run.mkdir(parents=True, exist_ok=True)
+    write_fingerprint(run, fp)
     write_yaml(
         run / "config.yaml",
         {

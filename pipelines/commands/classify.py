@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         pretrained=args.pretrained,
         freeze=args.freeze,
         resume=args.resume,
+        redo=args.redo,
         devices=args.devices,
         strategy=args.strategy,
         accelerator=args.accelerator,

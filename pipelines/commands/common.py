@@ -36,6 +36,7 @@ OPTIONS = {
     "classes": (("--classes",), dict(nargs="*", help="rare classes (default: the config's compare.classes)")),
     "model": (("--model",), dict(help="classifier model (default: the config's classify.model)")),
     "epochs": (("--epochs",), dict(type=int, help="override classify.epochs")),
+    "redo": (("--redo",), dict(action="store_true", help="replace a run made by other settings (default: refuse it)")),
     "runs": (("--runs",), dict(type=Path, default=Path("runs"), help="root of run folders")),
     "kimg": (("--kimg",), dict(type=float, help="override gan.kimg_per_phase (thousands of images per phase)")),
 }  # fmt: skip
@@ -113,6 +114,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    flags, kwargs = OPTIONS["redo"]
+    g.add_argument(*flags, **kwargs)
 
 
 def devices_arg(text: str) -> int | str:

@@ -24,7 +24,7 @@ HELP = "run the experiment (none / standard / gan arms per fraction and seed) an
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus the sweep's axes."""
-    add_data_arguments(parser, "classes", "model", "epochs", "kimg", "config", "runs")
+    add_data_arguments(parser, "classes", "model", "epochs", "kimg", "config", "runs", "redo")
     parser.add_argument(
         "--fractions", nargs="*", type=float, help="train fractions in %% (default: config)"
     )
@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", nargs="*", type=int, help="classifier seeds (default: config)")
     parser.add_argument(
         "--synth-ratio", type=float, help="synthetic images per real positive (default: config, 3)"
+    )
+    parser.add_argument(
+        "--label-rows",
+        choices=["gan", "copy_real"],
+        help="synthetic label rows: the GAN's class only, others unknown (gan, default), or a real "
+        "positive's whole row (copy_real, as the paper)",
     )
     parser.add_argument(
         "--conditional-gan",
@@ -60,6 +66,7 @@ def resolved_config(args: argparse.Namespace) -> dict:
             "kimg": ("gan", "kimg_per_phase"),
             "synth_ratio": ("compare", "synth_ratio"),
             "conditional_gan": ("compare", "conditional_gan"),
+            "label_rows": ("compare", "label_rows"),
             **{key: ("compare", key) for key in ("classes", "fractions", "arms", "seeds")},
         },
     )
@@ -85,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         args.name,
         args.progress,
         bool(cmp["conditional_gan"]),
+        redo=args.redo,
     )
     dataset = prepared.dataset_name
     validate(sweep, prepared, cfg)

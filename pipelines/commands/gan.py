@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         out,
         resume=args.resume,
+        redo=args.redo,
         devices=args.devices,
         strategy=strategy,
         accelerator=args.accelerator,

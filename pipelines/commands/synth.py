@@ -25,13 +25,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="for a GAN of several classes: draw label rows only from this class's positives",
     )
     parser.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
+    parser.add_argument(
+        "--label-rows",
+        choices=["gan", "copy_real"],
+        default="gan",
+        help="the GAN's class(es) only, other labels unknown (gan, default), or a real positive's "
+        "whole row (copy_real, as Sundaram & Hulkund 2021)",
+    )
+    parser.add_argument(
+        "--redo", action="store_true", help="replace an output made by other settings"
+    )
     parser.add_argument("--out", type=Path, help="output folder (default <run>/synth-n<N>-s<seed>)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Synthesize and print where the images and rows went."""
     out = synthesize(
-        args.run, n=args.n, ratio=args.ratio, seed=args.seed, out=args.out, only=args.only
+        args.run,
+        n=args.n,
+        ratio=args.ratio,
+        seed=args.seed,
+        out=args.out,
+        only=args.only,
+        label_rows=args.label_rows,
+        redo=args.redo,
     )
     print(f"synthetic images and rows in {out} (synthetic.csv)")
     return 0

@@ -15,6 +15,7 @@ from pipelines.data.records import Records
 from pipelines.data.splits import assign_splits, nested_fractions
 from pipelines.data.store import Store, build_store
 from pipelines.errors import RareganError
+from pipelines.runs import frame_id
 
 
 @dataclass
@@ -51,6 +52,12 @@ class Prepared:
         """Short name of the dataset for run folders: "phantoms" or the root folder's name."""
         root = Path(self.records.root)
         return "phantoms" if (root / "phantoms.json").is_file() else root.name
+
+    @property
+    def data_id(self) -> str:
+        """A content id of the prepared data: the store's key, every image's split and labels."""
+        cols = ["image_id", "split", *self.records.label_names]
+        return f"{self.store.key}:{frame_id(self.records.frame, cols)}"
 
     def split(self, name: str) -> Records:
         """The records of one split."""

@@ -27,7 +27,7 @@ from pipelines.gan.distances import space_label
 from pipelines.gan.eval_run import evaluate_gan_run
 from pipelines.gan.run import CKPT, class_tag, train_gan, training_images
 from pipelines.gan.synth import synthesize
-from pipelines.runs import atomic_write_text, is_done, run_path
+from pipelines.runs import StaleRunError, atomic_write_text, is_done, run_path
 
 ERROR = "ERROR"
 
@@ -45,6 +45,7 @@ class Sweep:
     name: str = "sweep"
     progress: bool = False
     conditional: bool = False
+    redo: bool = False
     log: list[str] = field(default_factory=list)
 
     def gan_units(self) -> list[list[str]]:
@@ -113,15 +114,18 @@ def status_of(run: Path) -> tuple[str, str]:
 
 
 def attempt(run: Path, fn) -> bool:
-    """Run one step; on failure write ERROR (first line: the reason) and go on; True when it finished."""
+    """Run one step; on failure write ERROR (first line: the reason) and go on; True when it finished.
+
+    A finished run is handed to `fn` too, which reuses it only when its fingerprint matches; a run
+    made by other settings stops the sweep (StaleRunError) rather than mixing into its table.
+    """
     run = Path(run)
-    if is_done(run):
-        return True
-    (run / ERROR).unlink(missing_ok=True)
+    if not is_done(run):
+        (run / ERROR).unlink(missing_ok=True)
     try:
         fn()
         return True
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StaleRunError):
         raise
     except Exception as err:  # a failed cell is recorded and reported, never dropped
         run.mkdir(parents=True, exist_ok=True)
@@ -150,10 +154,18 @@ def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.Dat
                         gdir,
                         resume=resume,
                         progress=sweep.progress,
+                        redo=sweep.redo,
                     ),
                 )
                 if ok:
-                    synth_sets.append(synthesize(gdir, ratio=synth_ratio, seed=0))
+                    synth = synthesize(
+                        gdir,
+                        ratio=synth_ratio,
+                        seed=0,
+                        label_rows=cfg["compare"]["label_rows"],
+                        redo=sweep.redo,
+                    )
+                    synth_sets.append(synth)
                     if not (gdir / "eval" / "eval.json").is_file():
                         evaluate_gan_run(
                             gdir, synth_sets[-1], cache=prepared.store.data_path.parent
@@ -182,6 +194,7 @@ def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.Dat
                         synth=synth_sets if arm == "gan" else [],
                         resume=resume,
                         progress=sweep.progress,
+                        redo=sweep.redo,
                     ),
                 )
     return collect_cells(sweep, dataset)

@@ -18,7 +18,18 @@ from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
 from pipelines.gan.prefilter import expand
 from pipelines.images import save_png
-from pipelines.runs import is_done, loggers, mark_done, merged_logs, write_json, write_yaml
+from pipelines.runs import (
+    check_fingerprint,
+    fingerprint,
+    frame_id,
+    is_done,
+    loggers,
+    mark_done,
+    merged_logs,
+    write_fingerprint,
+    write_json,
+    write_yaml,
+)
 
 CKPT = "checkpoints/last.ckpt"
 GENERATOR = "generator_ema.pt"
@@ -238,6 +249,22 @@ def loss_curve(frame: pd.DataFrame, out_png: Path) -> None:
     plt.close(fig)
 
 
+def gan_fingerprint(
+    prepared: Prepared, cfg: dict, classes: list[str], fraction: float, rows: pd.DataFrame
+) -> dict:
+    """What makes a GAN: its config (less the checkpoint interval), the filter bank, the data, the
+    classes, the fraction and the exact positives it learns from."""
+    gan = {k: v for k, v in cfg["gan"].items() if k != "checkpoint_every_kimg"}
+    return fingerprint(
+        gan=gan,
+        filters=cfg.get("filters", {}),
+        classes=classes,
+        fraction=float(fraction),
+        data=prepared.data_id,
+        positives=frame_id(rows, ["image_id"]),
+    )
+
+
 def train_gan(
     prepared: Prepared,
     classes: str | list[str],
@@ -249,15 +276,21 @@ def train_gan(
     strategy: str = "auto",
     accelerator: str = "auto",
     progress: bool = True,
+    redo: bool = False,
 ) -> Path:
     """Train (or resume) the GAN of a class and fraction in `run`; returns the run folder.
 
-    Several classes train one label-conditional GAN on the union of their positives.
+    Several classes train one label-conditional GAN on the union of their positives. A finished
+    or interrupted run is reused only when its fingerprint matches (`redo`: replaced otherwise).
     """
     run = Path(run)
     classes = as_classes(classes)
     conditional = len(classes) > 1
     ckpt = run / CKPT
+    rows, images, labels = training_images(prepared, classes, fraction, cfg)
+    fp = gan_fingerprint(prepared, cfg, classes, fraction, rows)
+    if not check_fingerprint(run, fp, redo):
+        resume = False  # the run made by other settings was deleted: start afresh
     if is_done(run):
         return run
     if ckpt.exists() and not resume:
@@ -268,8 +301,10 @@ def train_gan(
         raise RareganError(f"cannot resume: no checkpoint at {ckpt}; start without --resume")
     if resume:
         check_same_classes(run, classes)
-    rows, images, labels = training_images(prepared, classes, fraction, cfg)
+    pl.seed_everything(cfg["gan"]["seed"], workers=True, verbose=False)
+    module = gan_module(cfg, label_dim=len(classes) if conditional else 0)  # validates first
     run.mkdir(parents=True, exist_ok=True)
+    write_fingerprint(run, fp)
     write_yaml(
         run / "config.yaml",
         {
@@ -284,8 +319,6 @@ def train_gan(
     )
     keep = ["image_id", "patient", "path", *prepared.records.label_names]
     rows[keep].to_csv(run / POSITIVES, index=False)
-    pl.seed_everything(cfg["gan"]["seed"], workers=True, verbose=False)
-    module = gan_module(cfg, label_dim=len(classes) if conditional else 0)
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -314,9 +347,8 @@ def train_gan(
             f"GAN training in {run} stopped before the schedule ended; resume with --resume"
         )
     if trainer.global_rank == 0:
-        finish(
-            run, module, rows, images, classes, fraction, cfg, list(prepared.records.label_names)
-        )
+        rec = prepared.records
+        finish(run, module, rows, images, classes, fraction, cfg, list(rec.label_names), rec.task)
     return run
 
 
@@ -329,6 +361,7 @@ def finish(
     fraction: float,
     cfg: dict,
     label_names: list[str],
+    task: str = "multilabel",
 ) -> None:
     """Final grid, loss curve, EMA generator weights and summary; DONE last."""
     sample_grid(module, run / "samples" / "final.png", 64, cfg["gan"]["seed"])
@@ -349,6 +382,7 @@ def finish(
         "kimg": module.images_seen / 1000,
         "steps": module.steps,
         "label_names": label_names,
+        "task": task,
     }
     write_json(run / "summary.json", summary)
     mark_done(run, summary)

@@ -14,7 +14,19 @@ from pipelines.data.synthetic import SYNTH_CSV
 from pipelines.errors import RareganError
 from pipelines.gan.run import class_tag, condition_labels
 from pipelines.images import save_png
-from pipelines.runs import check_replaceable, is_done, mark_done, staged_dir, write_json
+from pipelines.runs import (
+    check_fingerprint,
+    check_replaceable,
+    fingerprint,
+    is_done,
+    mark_done,
+    run_id,
+    staged_dir,
+    write_fingerprint,
+    write_json,
+)
+
+LABEL_ROWS = ("gan", "copy_real")
 
 
 def load_generator(run: Path) -> tuple[Generator, dict]:
@@ -46,13 +58,22 @@ def synthesize(
     seed: int = 0,
     out: Path | None = None,
     only: str | None = None,
+    label_rows: str = "gan",
+    redo: bool = False,
 ) -> Path:
     """Write n synthetic images (or `ratio` per real positive) and their label rows; returns the folder.
 
-    Each image's label row is a real positive's row drawn at random. A label-conditional GAN is
-    conditioned on that row's classes, so image and labels agree; `only` restricts the draw to
-    one of its classes' positives.
+    A real positive's row is drawn for each image; a label-conditional GAN is conditioned on that
+    row's classes, and `only` restricts the draw to one of its classes' positives. `label_rows`
+    says what the written row holds: "gan" (default) only what the GAN knows, i.e. its class(es)
+    (1, or the conditioning 1/0 of a conditional GAN) and every other label unknown (NaN, masked
+    in the loss; 0 for single-label tasks, where the class excludes the others); "copy_real" the
+    drawn real positive's whole row, as Sundaram & Hulkund (2021) did.
     """
+    if label_rows not in LABEL_ROWS:
+        raise RareganError(
+            f"unknown label rows {label_rows!r}; choose one of {', '.join(LABEL_ROWS)}"
+        )
     G, summary = load_generator(run)
     positives = pd.read_csv(Path(run) / "positives.csv")
     label_names = summary["label_names"]
@@ -70,7 +91,8 @@ def synthesize(
     tag = f"-{class_tag([only])}" if only else ""
     out = Path(out) if out else Path(run) / f"synth{tag}-n{n}-s{seed}"
     check_replaceable(out, "synth")
-    if is_done(out):
+    fp = fingerprint(gan=run_id(run), n=n, seed=seed, only=only or "", labels=label_rows)
+    if check_fingerprint(out, fp, redo) and is_done(out):
         return out
     rng = np.random.default_rng(seed)
     source = positives.iloc[rng.integers(len(positives), size=n)].reset_index(drop=True)
@@ -93,8 +115,13 @@ def synthesize(
                 "synthetic": True,
             }
         )
+        known = dict(zip(classes, condition_labels(source, classes).T, strict=True))
+        other = np.nan if summary.get("task", "multilabel") == "multilabel" else 0.0
         for label in label_names:
-            rows[label] = source[label].to_numpy(dtype=np.float32)
+            if label_rows == "copy_real":
+                rows[label] = source[label].to_numpy(dtype=np.float32)
+            else:
+                rows[label] = known.get(label, np.full(n, other, dtype=np.float32))
         rows["label_source_image_id"] = source["image_id"].to_numpy()
         rows["gan_run"] = str(Path(run).resolve())
         rows["gan_seed"] = seed
@@ -107,7 +134,9 @@ def synthesize(
                 "gan_run": str(run),
                 "class": only or summary["class"],
                 "label_names": label_names,
+                "label_rows": label_rows,
             },
         )
+        write_fingerprint(tmp, fp)
         mark_done(tmp)
     return out
