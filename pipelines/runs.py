@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -251,3 +252,15 @@ def run_id(folder: Path) -> str:
     return (
         json.loads(path.read_text())["id"] if path.is_file() else f"path:{Path(folder).resolve()}"
     )
+
+
+@dataclass
+class RunOptions:
+    """How a training run is carried out, not what it computes (so not in its fingerprint)."""
+
+    resume: bool = False  # continue an interrupted run from its last checkpoint
+    redo: bool = False  # replace a run made by other settings instead of refusing it
+    devices: int | str = 1
+    strategy: str = "auto"
+    accelerator: str = "auto"
+    progress: bool = True

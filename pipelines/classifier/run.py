@@ -16,6 +16,7 @@ from pipelines.data.store import StoreDataset
 from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
 from pipelines.runs import (
+    RunOptions,
     check_fingerprint,
     fingerprint,
     frame_id,
@@ -222,16 +223,14 @@ def train_classifier(
     synth: list[Path] | None = None,
     pretrained: Path | None = None,
     freeze: int = 0,
-    resume: bool = False,
-    devices: int | str = 1,
-    strategy: str = "auto",
-    accelerator: str = "auto",
-    progress: bool = True,
-    redo: bool = False,
+    opts: RunOptions | None = None,
 ) -> dict:
     """Train, select on val, evaluate once on test; write the run folder and return its metrics.
 
     A finished or interrupted run is reused only when its fingerprint matches (`redo`: replaced)."""
+    opts = opts or RunOptions()
+    resume, redo, progress = opts.resume, opts.redo, opts.progress
+    devices, strategy, accelerator = opts.devices, opts.strategy, opts.accelerator
     check_arm(arm)
     run, classes, synth = Path(run), list(classes or []), list(synth or [])
     if arm == "gan" and not synth:

@@ -14,6 +14,7 @@ from pipelines.classifier.run import ARMS, check_arm, train_classifier
 from pipelines.commands.common import (
     add_data_arguments,
     config_overrides,
+    run_options,
     spec_from_args,
 )
 from pipelines.config import load_config
@@ -138,12 +139,7 @@ def run(args: argparse.Namespace) -> int:
         synth=args.synth,
         pretrained=args.pretrained,
         freeze=args.freeze,
-        resume=args.resume,
-        redo=args.redo,
-        devices=args.devices,
-        strategy=args.strategy,
-        accelerator=args.accelerator,
-        progress=not args.no_progress,
+        opts=run_options(args),
     )
     if args.folds:
         summary = cross_validate(prepared, cfg, out, args, kwargs)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from pipelines.data.prepare import DataSpec, parse_rarefy
+from pipelines.runs import RunOptions
 
 _P = "patients when the source has no {} split"
 # (flag, argparse keywords): the options that decide which images land where
@@ -116,6 +117,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     flags, kwargs = OPTIONS["redo"]
     g.add_argument(*flags, **kwargs)
+
+
+def run_options(args: argparse.Namespace, strategy: str | None = None) -> RunOptions:
+    """The RunOptions the run group of the command line describes."""
+    return RunOptions(
+        resume=args.resume,
+        redo=args.redo,
+        devices=args.devices,
+        strategy=strategy or args.strategy,
+        accelerator=args.accelerator,
+        progress=not args.no_progress,
+    )
 
 
 def devices_arg(text: str) -> int | str:

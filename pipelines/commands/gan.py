@@ -8,6 +8,7 @@ from pathlib import Path
 from pipelines.commands.common import (
     add_data_arguments,
     config_overrides,
+    run_options,
     spec_from_args,
 )
 from pipelines.config import load_config
@@ -63,12 +64,7 @@ def run(args: argparse.Namespace) -> int:
         args.fraction,
         cfg,
         out,
-        resume=args.resume,
-        redo=args.redo,
-        devices=args.devices,
-        strategy=strategy,
-        accelerator=args.accelerator,
-        progress=not args.no_progress,
+        run_options(args, strategy),
     )
     print(
         f"GAN for {' + '.join(args.classes)} done: {out} (samples/final.png, loss_curve.png, {out / 'generator_ema.pt'})"

@@ -27,7 +27,7 @@ from pipelines.gan.distances import space_label
 from pipelines.gan.eval_run import evaluate_gan_run
 from pipelines.gan.run import CKPT, class_tag, train_gan, training_images
 from pipelines.gan.synth import synthesize
-from pipelines.runs import StaleRunError, atomic_write_text, is_done, run_path
+from pipelines.runs import RunOptions, StaleRunError, atomic_write_text, is_done, run_path
 
 ERROR = "ERROR"
 
@@ -152,9 +152,7 @@ def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.Dat
                         f,
                         cfg,
                         gdir,
-                        resume=resume,
-                        progress=sweep.progress,
-                        redo=sweep.redo,
+                        RunOptions(resume=resume, redo=sweep.redo, progress=sweep.progress),
                     ),
                 )
                 if ok:
@@ -192,9 +190,7 @@ def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.Dat
                         arm=arm,
                         classes=sweep.classes,
                         synth=synth_sets if arm == "gan" else [],
-                        resume=resume,
-                        progress=sweep.progress,
-                        redo=sweep.redo,
+                        opts=RunOptions(resume=resume, redo=sweep.redo, progress=sweep.progress),
                     ),
                 )
     return collect_cells(sweep, dataset)

@@ -19,6 +19,7 @@ from pipelines.errors import RareganError
 from pipelines.gan.prefilter import expand
 from pipelines.images import save_png
 from pipelines.runs import (
+    RunOptions,
     check_fingerprint,
     fingerprint,
     frame_id,
@@ -271,18 +272,16 @@ def train_gan(
     fraction: float,
     cfg: dict,
     run: Path,
-    resume: bool = False,
-    devices: int | str = 1,
-    strategy: str = "auto",
-    accelerator: str = "auto",
-    progress: bool = True,
-    redo: bool = False,
+    opts: RunOptions | None = None,
 ) -> Path:
     """Train (or resume) the GAN of a class and fraction in `run`; returns the run folder.
 
     Several classes train one label-conditional GAN on the union of their positives. A finished
     or interrupted run is reused only when its fingerprint matches (`redo`: replaced otherwise).
     """
+    opts = opts or RunOptions()
+    resume, redo, progress = opts.resume, opts.redo, opts.progress
+    devices, strategy, accelerator = opts.devices, opts.strategy, opts.accelerator
     run = Path(run)
     classes = as_classes(classes)
     conditional = len(classes) > 1
