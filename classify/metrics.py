@@ -11,6 +11,7 @@ per-label, macro, micro and paired (model b − model a) statistics share their 
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -84,12 +85,16 @@ def _weighted_auc(
 
 
 def bootstrap_interval(boot: np.ndarray, ci: float = 0.95) -> tuple[float | None, float | None]:
-    """Percentile interval of the finite bootstrap values; (None, None) when there are none."""
-    boot = boot[np.isfinite(boot)]
+    """Percentile interval of the finite bootstrap values: the m-th smallest and m-th largest,
+    m = ceil(B·(1 − ci)/2) (at least 1); (None, None) when there are none.
+
+    With `bootstrap_p_value` this is one rule: the interval excludes 0 exactly when p < 1 − ci.
+    """
+    boot = np.sort(boot[np.isfinite(boot)])
     if boot.size == 0:
         return None, None
-    lo, hi = np.percentile(boot, [50 * (1 - ci), 50 * (1 + ci)])
-    return float(lo), float(hi)
+    m = max(1, math.ceil(boot.size * (1.0 - ci) / 2.0 - 1e-9))
+    return float(boot[m - 1]), float(boot[boot.size - m])
 
 
 def _check(y: np.ndarray, *arrays: np.ndarray) -> None:
@@ -159,8 +164,8 @@ def paired_delta(
 ) -> dict:
     """Δ AUC = AUC(b) − AUC(a) on the same images, paired patient-bootstrap CI and p-value.
 
-    p-value (two-sided, bootstrap shift method): the bootstrap Δ* centred on the observed Δ
-    approximates Δ's null distribution, p = (1 + #{|Δ* − Δ| ≥ |Δ|}) / (1 + n_valid).
+    p-value (two-sided, percentile bootstrap, the same replicates as the interval):
+    p = min(1, 2·min(#{Δ* ≤ 0}, #{Δ* ≥ 0}) / B), so "CI excludes 0" and "p < 0.05" always agree.
     Returns dict(delta, lo, hi, p_value, auc_a, auc_b, n_pos, n_neg, reason).
     """
     y = np.asarray(y_true, dtype=np.float64)
@@ -183,12 +188,15 @@ def paired_delta(
 
 
 def bootstrap_p_value(delta: float, boot: np.ndarray) -> float | None:
-    """Two-sided bootstrap p-value of Δ by the shift method (see `paired_delta`); None if undefined."""
+    """Two-sided percentile-bootstrap p-value of Δ from the same replicates as its interval:
+    p = min(1, 2·min(#{Δ* ≤ 0}, #{Δ* ≥ 0}) / B); None if undefined (`delta` only says whether Δ is
+    defined). The percentile interval of `bootstrap_interval` excludes 0 exactly when p < 1 − ci.
+    """
     boot = boot[np.isfinite(boot)]
     if not boot.size or not np.isfinite(delta):
         return None
-    extreme = np.abs(boot - delta) >= abs(delta) - 1e-12
-    return float((1 + extreme.sum()) / (1 + boot.size))
+    tail = min(int((boot <= 0).sum()), int((boot >= 0).sum()))
+    return float(min(1.0, 2.0 * tail / boot.size))
 
 
 def per_label_report(

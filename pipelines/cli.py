@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
+from typing import NoReturn
 
 from pipelines.errors import RareganError
 
@@ -22,9 +24,17 @@ COMMAND_MODULES = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one `raregan: error: …` line (its subparsers too)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the argument error as a user error instead of printing the usage block."""
+        raise RareganError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The top-level parser and the subcommand modules by name."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="raregan",
         description="Rare-class GAN augmentation for X-ray classifiers, and the benchmark that tells whether it helps.",
     )
@@ -41,14 +51,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; a RareganError becomes `raregan: error: …` on stderr and exit code 2."""
     parser, modules = build_parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
     try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 2
         return int(modules[args.command].run(args) or 0)
     except RareganError as err:
-        print(f"raregan: error: {err}", file=sys.stderr)
+        one_line = re.sub(r"\s*\n\s*", " ", str(err).strip())
+        print(f"raregan: error: {one_line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("raregan: interrupted", file=sys.stderr)

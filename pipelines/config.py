@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import yaml
@@ -66,8 +67,87 @@ DEFAULTS: dict = {
 }
 
 
+# Numbers that must be > 0 (in lists and mappings: every item); every other number must be ≥ 0.
+POSITIVE = frozenset(
+    {
+        "data.size",
+        "filters.blur_kernel",
+        "filters.unsharp_sigma",
+        "filters.min_size",
+        "gan.resolution",
+        "gan.channels",
+        "gan.latent_dim",
+        "gan.kimg_per_phase",
+        "gan.batch_per_resolution",
+        "gan.lr",
+        "gan.checkpoint_every_kimg",
+        "gan.min_images",
+        "classify.epochs",
+        "classify.batch_size",
+        "classify.lr",
+        "compare.fractions",
+        "compare.synth_ratio",
+        "compare.n_boot",
+    }
+)
+# Lists of numbers that may hold fractions although their defaults are whole numbers.
+FRACTIONAL = frozenset({"compare.fractions"})
+# kind of value → (singular, plural) words for messages
+KINDS = {
+    "flag": ("true or false", "true/false values"),
+    "int": ("a whole number", "whole numbers"),
+    "number": ("a number", "numbers"),
+    "text": ("text", "texts"),
+    "optional text": ("text or null", "texts or nulls"),
+}
+
+
+def _kind(default) -> str:
+    """The kind of value a key takes, judged from its default."""
+    if default is None:
+        return "optional text"
+    if isinstance(default, bool):
+        return "flag"
+    if isinstance(default, int):
+        return "int"
+    return "number" if isinstance(default, float) else "text"
+
+
+def _fits(value, kind: str, positive: bool) -> bool:
+    """Whether one value is of `kind` and, for numbers, finite and > 0 (positive) or ≥ 0."""
+    if kind == "flag":
+        return isinstance(value, bool)
+    if kind in ("text", "optional text"):
+        return isinstance(value, str) or (kind == "optional text" and value is None)
+    if isinstance(value, bool) or not isinstance(value, int if kind == "int" else int | float):
+        return False
+    return math.isfinite(value) and (value > 0 if positive else value >= 0)
+
+
+def _check_value(key: str, value, source: str) -> None:
+    """Refuse a value for config `key` (e.g. "gan.channels") unlike its default: type or range."""
+    default = DEFAULTS
+    for part in key.split("."):
+        default = default[part]
+    positive = key in POSITIVE
+    if isinstance(default, dict):  # batch_per_resolution: {resolution: batch size}
+        shape, kind = "a mapping", "int"
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else None
+    elif isinstance(default, list):
+        shape, kind = "a list", "number" if key in FRACTIONAL else _kind(default[0])
+        items = value if isinstance(value, list) else None
+    else:
+        shape, kind, items = "", _kind(default), [value]
+    if items is not None and all(_fits(v, kind, positive) for v in items):
+        return
+    singular, plural = KINDS[kind]
+    bound = (" > 0" if positive else " ≥ 0") if kind in ("int", "number") else ""
+    what = f"{shape} of {plural}{bound}" if shape else f"{singular}{bound}"
+    raise RareganError(f"{source}: config key '{key}' must be {what}, not {value!r}")
+
+
 def _merge(base: dict, over: dict, where: str, source: str) -> dict:
-    """Deep-merge `over` into a copy of `base`, refusing keys `base` does not have."""
+    """Deep-merge `over` into a copy of `base`, refusing unknown keys and values unlike the defaults."""
     out = copy.deepcopy(base)
     for key, value in (over or {}).items():
         if key not in base:
@@ -78,8 +158,16 @@ def _merge(base: dict, over: dict, where: str, source: str) -> dict:
                 raise RareganError(f"{source}: config key '{where}{key}' must be a mapping")
             out[key] = _merge(base[key], value, f"{where}{key}.", source)
         else:
+            _check_value(f"{where}{key}", value, source)
             out[key] = value
     return out
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error on one line: the problem and where it is."""
+    mark = getattr(err, "problem_mark", None)
+    problem = " ".join(str(getattr(err, "problem", None) or err).split())
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
@@ -94,9 +182,11 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
                 f"config file {path} not found; presets: {', '.join(sorted(q.stem for q in CONFIG_DIR.glob('*.yaml')))}"
             )
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise RareganError(f"config file {p} is not UTF-8 text; give a YAML file") from None
         except yaml.YAMLError as err:
-            raise RareganError(f"config file {p} is not valid YAML: {err}") from None
+            raise RareganError(f"config file {p} is not valid YAML: {_yaml_problem(err)}") from None
         if not isinstance(loaded, dict):
             raise RareganError(f"config file {p} must hold a mapping of sections")
         cfg = _merge(cfg, loaded, "", str(p))

@@ -114,3 +114,110 @@ def test_synthetic_set_from_a_gan_that_saw_other_patients_is_refused(
     code, err = run_cli(capsys, *argv, "--model", "cnn5", "--no-progress")
     assert_one_line_error(code, err, str(synth), "outside this classifier's train rows")
     assert not (tmp_path / "clf").exists()
+
+
+CHEXPERT_ROWS = (
+    b"Path,Sex,Age,Frontal/Lateral,AP/PA,Edema,Fracture\n"
+    b"CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg,Female,68,Frontal,AP,1.0,\n"
+)
+GARBLED = {  # source → (file name, bytes): a PNG saved under the CSV's name
+    "chexpert": ("train.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256))),
+    "nih": ("Data_Entry_2017.csv", b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256))),
+}
+
+
+@pytest.mark.parametrize("source", sorted(GARBLED))
+def test_garbled_csv_is_named_on_one_line(source, capsys, tmp_path):
+    name, data = GARBLED[source]
+    csv = tmp_path / source / name
+    csv.parent.mkdir()
+    csv.write_bytes(data)
+    code, err = run_cli(capsys, "data", "--data", csv.parent, "--cache", tmp_path / "store")
+    assert_one_line_error(code, err, str(csv), "line 1 is not UTF-8 text")
+
+
+def test_chexpert_value_that_is_not_a_number_names_file_and_line(capsys, tmp_path):
+    """A Latin-1 no-break space after a value (a spreadsheet export): the file and its line."""
+    csv = tmp_path / "train.csv"
+    row = b"CheXpert-v1.0-small/train/patient00002/study1/view1_frontal.jpg,Male,70,Frontal,AP,0.0,1.0\xa0\n"
+    csv.write_bytes(CHEXPERT_ROWS + row)
+    code, err = run_cli(capsys, "data", "--data", tmp_path, "--cache", tmp_path / "store")
+    assert_one_line_error(code, err, str(csv), "line 3")
+
+
+TRAIN_COMMANDS = {
+    "gan": lambda data: ["gan", "--data", data, "--class", "Fracture"],
+    "classify": lambda data: ["classify", "--data", data, "--model", "cnn5", "--size", "16"],
+}
+
+
+@pytest.mark.parametrize("under", [False, True], ids=["file", "under-a-file"])
+@pytest.mark.parametrize("command", sorted(TRAIN_COMMANDS))
+def test_runs_root_that_is_a_file_is_refused_before_any_work(
+    command, under, capsys, tmp_path, phantom_root
+):
+    mine = tmp_path / "mine"
+    mine.write_text("my notes")
+    runs = mine / "runs" if under else mine
+    argv = TRAIN_COMMANDS[command](phantom_root)
+    code, err = run_cli(capsys, *argv, "--runs", runs, "--cache", tmp_path / "store")
+    assert_one_line_error(code, err, "--runs", str(runs), f"{mine} is a file")
+    assert mine.read_text() == "my notes" and not (tmp_path / "store").exists()
+
+
+# (command, preset text or None, extra options, what the line must name)
+BAD_SETTINGS = {
+    "kimg-lots": ("gan", "gan:\n  kimg_per_phase: lots\n", [], ["gan.kimg_per_phase", "'lots'"]),
+    "channels-64": ("gan", "gan:\n  channels: 64\n", [], ["gan.channels", "list"]),
+    "epochs-three": ("classify", "classify:\n  epochs: three\n", [], ["classify.epochs", "'three'"]),
+    "kimg-0": ("gan", None, ["--kimg", "0"], ["--kimg", "> 0"]),
+    "kimg-negative": ("gan", None, ["--kimg", "-1"], ["--kimg", "'-1'"]),
+    "seed-negative": ("gan", None, ["--seed", "-1"], ["--seed", "'-1'"]),
+    "epochs-0": ("classify", None, ["--epochs", "0"], ["--epochs", "> 0"]),
+    "gpu-without-gpu": ("gan", None, ["--accelerator", "gpu"], ["--accelerator", "gpu", "cpu"]),
+    "strategy-bogus": ("classify", None, ["--strategy", "bogus"], ["--strategy", "'bogus'"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SETTINGS))
+def test_bad_settings_are_refused_before_any_work(
+    case, capsys, tmp_path, phantom_root, monkeypatch
+):
+    """Config values and options are checked first: no store is built and no run folder made."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    command, preset, extra, needles = BAD_SETTINGS[case]
+    argv = [*TRAIN_COMMANDS[command](phantom_root), *extra]
+    if preset is not None:
+        (tmp_path / "preset.yaml").write_text(preset)
+        argv += ["--config", tmp_path / "preset.yaml"]
+    out, store = tmp_path / "out", tmp_path / "store"
+    code, err = run_cli(capsys, *argv, "--out", out, "--cache", store, "--no-progress")
+    assert_one_line_error(code, err, *needles)
+    assert not out.exists() and not store.exists()
+
+
+# argv (with {data} and {yaml} to fill in), YAML preset text, what the line must name
+BAD_COMMAND_LINES = {
+    "fraction-abc": (["classify", "--data", "{data}", "--fraction", "abc"], None, ["--fraction", "'abc'"]),
+    "class-missing": (["gan", "--data", "{data}"], None, ["--class", "raregan gan --help"]),
+    "data-missing": (["classify", "--arm", "gan"], None, ["--data"]),
+    "yaml-unclosed": (["gan", "--data", "{data}", "--class", "Fracture", "--config", "{yaml}"], b"gan: [unclosed\n", ["{yaml}", "not valid YAML", "line 2"]),
+    "yaml-tab": (["gan", "--data", "{data}", "--class", "Fracture", "--config", "{yaml}"], b"gan:\n\tlr: 1\n", ["{yaml}", "not valid YAML", "line 2"]),
+    "yaml-binary": (["gan", "--data", "{data}", "--class", "Fracture", "--config", "{yaml}"], b"\x89PNG\r\n\x1a\n\xff", ["{yaml}", "not UTF-8"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_COMMAND_LINES))
+def test_bad_command_lines_and_presets_give_one_line(case, capsys, tmp_path, phantom_root):
+    """argparse's usage block and PyYAML's multi-line report become one `raregan: error:` line."""
+    argv, preset, needles = BAD_COMMAND_LINES[case]
+    yaml_path = tmp_path / "preset.yaml"
+    if preset is not None:
+        yaml_path.write_bytes(preset)
+    fill = {"{data}": str(phantom_root), "{yaml}": str(yaml_path)}
+    code, err = run_cli(capsys, *[fill.get(a, a) for a in argv], "--cache", tmp_path / "store")
+    assert_one_line_error(code, err, *[fill.get(n, n) for n in needles])
+    assert not (tmp_path / "store").exists()

@@ -72,8 +72,8 @@ def test_sweep_writes_tables_report_and_every_cell_once(sweep):
     html = (out_dir(tmp) / "report.html").read_text()
     assert "Sundaram" in html and "data:image/png;base64" in html and "smoke-test" in html
     # the GAN of each fraction was trained only on that fraction's train positives
-    gan50 = pd.read_csv(tmp / "runs/phantoms/gan/sweep-Fracture-f50/positives.csv")
-    gan100 = pd.read_csv(tmp / "runs/phantoms/gan/sweep-Fracture-f100/positives.csv")
+    gan50 = pd.read_csv(tmp / "runs/phantoms/gan/sweep-Fracture-f50-seed0/positives.csv")
+    gan100 = pd.read_csv(tmp / "runs/phantoms/gan/sweep-Fracture-f100-seed0/positives.csv")
     assert set(gan50["image_id"]) < set(gan100["image_id"])
     gan_run = tmp / "runs/phantoms/classify/sweep-cnn5-gan-f50-s0"
     metrics = json.loads((gan_run / "metrics.json").read_text())
@@ -137,7 +137,7 @@ def test_conditional_gan_sweep_trains_one_gan_for_all_classes(sweep):
     argv += ["--conditional-gan", "--name", "cond"]
     assert main(argv) == 0
     gans = sorted(p.name for p in (tmp / "runs/phantoms/gan").glob("cond-*"))
-    assert gans == ["cond-Fracture+Lung_Lesion-f100"]  # one GAN, not one per class
+    assert gans == ["cond-Fracture+Lung_Lesion-f100-seed0"]  # one GAN, not one per class
     gan = tmp / "runs/phantoms/gan" / gans[0]
     assert json.loads((gan / "summary.json").read_text())["classes"] == ["Fracture", "Lung Lesion"]
     positives = pd.read_csv(gan / "positives.csv")
@@ -164,3 +164,30 @@ def test_same_name_with_other_settings_is_refused_never_mixed(sweep, capsys):
     assert main([*argv, "--epochs", "2", "--redo", "--name", "sweep"]) == 0
     run = tmp / "runs/phantoms/classify/sweep-cnn5-none-f100-s0"
     assert json.loads((run / "fingerprint.json").read_text())["settings"]["classify.epochs"] == 2
+
+
+def test_one_gan_per_seed_and_a_failing_evaluation_fails_only_its_cells(sweep, monkeypatch):
+    import torch
+
+    from pipelines.experiment import sweep as sweep_module
+
+    tmp, argv, _ = sweep
+    argv = list(argv)
+    argv[argv.index("--fractions") + 1 : argv.index("--arms")] = ["100"]
+    argv[argv.index("--arms") + 1 : argv.index("--seeds")] = ["gan"]
+    argv[argv.index("--seeds") + 1 : argv.index("--config")] = ["0", "1"]
+    real_eval = sweep_module.evaluate_gan_run
+
+    def flaky_eval(gdir, synth, seed=0, **kw):
+        if seed == 1:
+            raise RuntimeError("evaluation blew up")
+        return real_eval(gdir, synth, seed=seed, **kw)
+
+    monkeypatch.setattr(sweep_module, "evaluate_gan_run", flaky_eval)
+    assert main([*argv, "--name", "seeds"]) == 1  # a failed cell is reported, not raised
+    gans = tmp / "runs/phantoms/gan"
+    g0, g1 = (torch.load(gans / f"seeds-Fracture-f100-seed{s}/generator_ema.pt") for s in (0, 1))
+    assert any(not torch.equal(g0["state_dict"][k], g1["state_dict"][k]) for k in g0["state_dict"])
+    assert "evaluation blew up" in (gans / "seeds-Fracture-f100-seed1" / "ERROR").read_text()
+    cells = pd.read_csv(tmp / "runs/phantoms/compare/seeds/cells.csv").set_index("seed")
+    assert cells.loc[0, "status"] == "done" and cells.loc[1, "status"] == "failed"

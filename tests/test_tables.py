@@ -241,3 +241,68 @@ def test_user_errors_name_the_culprit(sweep, tmp_path):
     wrong = cells.iloc[:1].assign(**{"class": "Pneumonia"})
     with pytest.raises(RareganError, match="no columns 'Pneumonia'"):
         collect(wrong)
+
+
+def test_ci_excludes_zero_exactly_when_p_is_below_five_percent():
+    from classify.metrics import bootstrap_interval, bootstrap_p_value
+
+    rng = np.random.default_rng(0)
+    for k in range(400):
+        n = int(rng.integers(20, 1200))
+        boot = rng.normal(rng.normal(0, 0.03), 0.01 + 0.03 * rng.random(), n)
+        if k % 7 == 0:
+            boot[: n // 3] = 0.0  # ties at zero
+        lo, hi = bootstrap_interval(boot)
+        p = bootstrap_p_value(float(boot.mean()), boot)
+        assert (lo > 0 or hi < 0) == (p < 0.05), (n, lo, hi, p)
+
+
+def test_holm_step_down_by_hand():
+    from pipelines.experiment.tables import holm
+
+    adjusted = holm(np.array([0.01, 0.04, 0.03, np.nan, 0.005]))
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, np.nan, 0.02])
+
+
+def test_two_stage_interval_widens_to_the_seed_spread():
+    """Seeds disagree strongly, patients agree: the interval covers the seeds, not just patients."""
+    from pipelines.experiment.tables import seed_draws, two_stage
+
+    rng = np.random.default_rng(1)
+    points = np.array([0.62, 0.74, 0.88])
+    boots = points[:, None] + rng.normal(0, 0.004, (3, 2000))  # tight over patients
+    lo, hi = np.percentile(two_stage(boots, seed_draws(3, 2000, 0)), [2.5, 97.5])
+    patients_only = np.percentile(boots.mean(axis=0), [2.5, 97.5])
+    assert lo < 0.66 and hi > 0.84, (lo, hi)  # about the spread of the seeds
+    assert hi - lo > 20 * (patients_only[1] - patients_only[0])
+    one = two_stage(boots[:1], seed_draws(1, 2000, 0))
+    np.testing.assert_array_equal(one, boots[0])  # one seed: the patient bootstrap itself
+
+
+def _null_sweep(n_comp: int, training_noise: float, seed: int = 0) -> np.ndarray:
+    """p-values of gan − none over comparisons whose arms are identical up to noise (3 seeds)."""
+    from pipelines.experiment.tables import paired_delta_row
+
+    rng = np.random.default_rng(seed)
+    ps = []
+    for c in range(n_comp):
+        y = (rng.random(300) < 0.3).astype(float)
+        bs = PatientBootstrap(None, len(y), 400, c)
+        arms = {}
+        for arm in ("none", "gan"):
+            arms[arm] = {}
+            for s in range(3):  # each seed: a model whose signal strength varies with training
+                signal = 1.0 + training_noise * rng.standard_normal()
+                scores = signal * y + rng.standard_normal(len(y))
+                arms[arm][s] = bs.aucs(y, scores, np.ones(len(y), bool))
+        ps.append(paired_delta_row(arms["gan"], arms["none"], 400, c)["p_value"])
+    return np.asarray(ps)
+
+
+def test_null_sweep_flags_about_five_percent_and_fewer_after_holm():
+    from pipelines.experiment.tables import holm
+
+    p = _null_sweep(160, training_noise=0.15)
+    raw, adjusted = (p < 0.05).mean(), (holm(p) < 0.05).mean()
+    assert raw <= 0.08, raw
+    assert adjusted <= raw and adjusted <= 0.02, (raw, adjusted)

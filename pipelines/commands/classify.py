@@ -14,6 +14,7 @@ from pipelines.classifier.run import ARMS, check_arm, train_classifier
 from pipelines.commands.common import (
     add_data_arguments,
     config_overrides,
+    folder_arg,
     run_options,
     spec_from_args,
 )
@@ -61,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=folder_arg,
         help="run folder (default runs/<dataset>/classify/<model>-<arm>-f<fraction>-s<seed>)",
     )
 

@@ -3,10 +3,107 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 from pathlib import Path
 
 from pipelines.data.prepare import DataSpec, parse_rarefy
 from pipelines.runs import RunOptions
+
+
+def devices_arg(text: str) -> int | str:
+    """Lightning's devices: a count ≥ 1, -1 (all), auto, or device indices like 0,1."""
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    if text in ("auto", "-1") or re.fullmatch(r"\d+(,\d+)+", text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"must be a count ≥ 1, -1 (all), auto or device indices like 0,1; not {text!r}"
+    )
+
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+def accelerator_arg(text: str) -> str:
+    """Lightning's accelerator, refused when it names hardware torch cannot see here."""
+    if text not in ACCELERATORS:
+        raise argparse.ArgumentTypeError(
+            f"unknown accelerator {text!r}; use one of {', '.join(ACCELERATORS)}"
+        )
+    if text in ("auto", "cpu"):
+        return text
+    import torch
+
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if not {"cuda": cuda, "mps": mps, "gpu": cuda or mps}[text]:
+        raise argparse.ArgumentTypeError(
+            f"{text} asked for, but torch sees no such device here; use --accelerator cpu or auto"
+        )
+    return text
+
+
+def strategy_arg(text: str) -> str:
+    """A Lightning strategy: auto or a name Lightning registers (ddp, ddp_spawn, fsdp, …)."""
+    if text == "auto":
+        return text
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    if text not in StrategyRegistry:
+        names = [n for n in sorted(StrategyRegistry) if "find_unused" not in n]
+        raise argparse.ArgumentTypeError(
+            f"unknown strategy {text!r}; use auto or one of Lightning's: {', '.join(names)}"
+        )
+    return text
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number > 0."""
+    return number_arg(text, int, 0, above=True)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number ≥ 0."""
+    return number_arg(text, int, 0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    return number_arg(text, float, 0, above=True)
+
+
+def number_arg(text: str, kind: type, low: float, above: bool = False) -> int | float:
+    """`text` as a finite `kind` (int or float) ≥ `low` (> `low` when `above`); argparse's error if not."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < low or (above and value == low):
+        word = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(
+            f"must be {word} {'>' if above else '≥'} {low:g}, not {text!r}"
+        )
+    return value
+
+
+def folder_arg(text: str) -> Path:
+    """A folder raregan may create or write in; refused when it or a folder above it is a file,
+    or when the nearest existing folder is not writable (nothing is created here)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"cannot make folder {path}: {existing} is a file, not a folder"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(
+            f"cannot make or write folder {path}: {existing} is not writable"
+        )
+    return path
+
 
 _P = "patients when the source has no {} split"
 # (flag, argparse keywords): the options that decide which images land where
@@ -19,9 +116,9 @@ DATA_OPTIONS = [
     ("--task", dict(choices=["multilabel", "multiclass", "binary", "ordinal"], help="override the source's task (Kermany: binary)")),
     ("--label-map", dict(help='merge labels, e.g. "Lung Lesion=Nodule|Mass;Pleural Other=Pleural_Thickening"')),
     ("--rarefy", dict(help="make classes rare in train, e.g. viral=0.05 keeps 5%% of viral train patients")),
-    ("--size", dict(type=int, help="stored image size in pixels (default: the config's, 64 for cpu-demo)")),
+    ("--size", dict(type=positive_int, help="stored image size in pixels (default: the config's, 64 for cpu-demo)")),
     ("--resize", dict(choices=["pad", "crop"], default="pad", help="non-square images: pad or center-crop")),
-    ("--seed", dict(type=int, default=0, help="seed of the split and fractions (default 0)")),
+    ("--seed", dict(type=non_negative_int, default=0, help="seed of the split and fractions (default 0)")),
     ("--val", dict(type=float, default=0.1, help="val share of " + _P.format("val"))),
     ("--test", dict(type=float, default=0.1, help="test share of " + _P.format("test"))),
     ("--resplit", dict(action="store_true", help="ignore the source's own val/test splits")),
@@ -36,10 +133,10 @@ OPTIONS = {
     "fraction": (("--fraction",), dict(type=float, default=100.0, help="train fraction in %% (default 100)")),
     "classes": (("--classes",), dict(nargs="*", help="rare classes (default: the config's compare.classes)")),
     "model": (("--model",), dict(help="classifier model (default: the config's classify.model)")),
-    "epochs": (("--epochs",), dict(type=int, help="override classify.epochs")),
+    "epochs": (("--epochs",), dict(type=positive_int, help="override classify.epochs")),
     "redo": (("--redo",), dict(action="store_true", help="replace a run made by other settings (default: refuse it)")),
-    "runs": (("--runs",), dict(type=Path, default=Path("runs"), help="root of run folders")),
-    "kimg": (("--kimg",), dict(type=float, help="override gan.kimg_per_phase (thousands of images per phase)")),
+    "runs": (("--runs",), dict(type=folder_arg, default=Path("runs"), help="root of run folders")),
+    "kimg": (("--kimg",), dict(type=positive_float, help="override gan.kimg_per_phase (thousands of images per phase)")),
 }  # fmt: skip
 
 
@@ -111,9 +208,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="devices per node (Lightning): 1, 2 or auto",
     )
     g.add_argument(
-        "--strategy", default="auto", help="Lightning strategy, e.g. ddp (GPUs or CPU processes)"
+        "--strategy",
+        default="auto",
+        type=strategy_arg,
+        help="Lightning strategy, e.g. ddp (GPUs or CPU processes)",
     )
-    g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    g.add_argument("--accelerator", default="auto", type=accelerator_arg, help="cpu, gpu or auto")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     flags, kwargs = OPTIONS["redo"]
     g.add_argument(*flags, **kwargs)
@@ -129,11 +229,6 @@ def run_options(args: argparse.Namespace, strategy: str | None = None) -> RunOpt
         accelerator=args.accelerator,
         progress=not args.no_progress,
     )
-
-
-def devices_arg(text: str) -> int | str:
-    """Lightning's devices: an int count or a string like "auto"."""
-    return int(text) if text.isdigit() else text
 
 
 def config_overrides(args: argparse.Namespace, options: dict[str, tuple[str, str]]) -> dict:

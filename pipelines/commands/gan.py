@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pipelines.commands.common import (
     add_data_arguments,
     config_overrides,
+    folder_arg,
     run_options,
     spec_from_args,
 )
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=folder_arg,
         help="run folder (default runs/<dataset>/gan/<class>-f<fraction>-split<split seed>)",
     )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.data.records import Records, make_frame
+from pipelines.data.records import Records, make_frame, not_text_error
 from pipelines.errors import RareganError
 
 CSV_SPLITS = {"train.csv": "train", "valid.csv": "val", "test.csv": "test"}
@@ -17,6 +17,7 @@ META = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 REQUIRED = ("Path", "Frontal/Lateral")
 POLICIES = {"u_ones": 1.0, "u_zeros": 0.0, "u_ignore": np.nan}
 VALUES = (1.0, 0.0, -1.0)
+TEXT_HINT = "give the CheXpert CSV as UTF-8 text (train.csv / valid.csv as downloaded)"
 
 
 def find_csvs(path: Path) -> list[Path]:
@@ -100,6 +101,8 @@ def _read_csv(csv: Path) -> tuple[pd.DataFrame, list[str]]:
         header = pd.read_csv(csv, nrows=0).columns.tolist()
     except pd.errors.EmptyDataError:
         raise RareganError(f"{csv} is empty; it needs a header and one row per image") from None
+    except UnicodeDecodeError:
+        raise not_text_error(csv, TEXT_HINT) from None
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise RareganError(f"{csv} lacks column {missing[0]!r}; a CheXpert CSV needs {REQUIRED}")
@@ -112,6 +115,8 @@ def _read_csv(csv: Path) -> tuple[pd.DataFrame, list[str]]:
         frame = pd.read_csv(csv, **read)
     except pd.errors.ParserError as err:
         raise RareganError(f"{csv} is not a well-formed CSV: {err}") from None
+    except UnicodeDecodeError:
+        raise not_text_error(csv, TEXT_HINT) from None
     except ValueError:
         _raise_bad_text(csv, names)
         raise

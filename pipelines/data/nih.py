@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.data.records import Records, make_frame
+from pipelines.data.records import Records, make_frame, not_text_error
 from pipelines.errors import RareganError
 
 CSV_NAME = "Data_Entry_2017.csv"
@@ -57,6 +57,16 @@ def split_header(line: str) -> list[str]:
 
 def read_entries(csv: Path) -> pd.DataFrame:
     """Read Data_Entry_2017.csv with its bracketed header expanded (trailing commas tolerated)."""
+    try:
+        return _read_entries(csv)
+    except UnicodeDecodeError:
+        raise not_text_error(csv, f"give the NIH {CSV_NAME} as UTF-8 text") from None
+    except pd.errors.ParserError as err:
+        raise RareganError(f"{csv} is not a well-formed CSV: {str(err).strip()}") from None
+
+
+def _read_entries(csv: Path) -> pd.DataFrame:
+    """read_entries without turning decoding and parsing failures into user errors."""
     with open(csv, encoding="utf-8-sig") as handle:
         first = handle.readline()
     if not first.strip():

@@ -91,3 +91,16 @@ def make_frame(rows: dict[str, list], label_names: list[str], labels: np.ndarray
     frame["synthetic"] = frame["synthetic"].astype(bool)
     lab = pd.DataFrame(np.asarray(labels, dtype=np.float32), columns=list(label_names))
     return pd.concat([frame, lab], axis=1)
+
+
+def not_text_error(path: Path, hint: str) -> RareganError:
+    """The user error for a file that is not UTF-8 text, naming it and its first undecodable line."""
+    where = ""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                where = f" line {number}"
+                break
+    return RareganError(f"{path}{where} is not UTF-8 text (a binary or garbled file?); {hint}")

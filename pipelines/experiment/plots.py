@@ -108,6 +108,7 @@ def fid_kid(frame: pd.DataFrame, out_png: Path | str) -> Path:
     space = " / ".join(sorted(set(frame.get("feature_space", pd.Series(["random-feature"])))))
     fig = Figure(figsize=(5.2 * len(metrics), 4.0))
     axes = fig.subplots(1, len(metrics), squeeze=False).ravel()
+    frame = frame.groupby(["class", "fraction"], as_index=False)[metrics].mean()  # over GAN seeds
     for ax, metric in zip(axes, metrics, strict=True):
         for cls, part in frame.sort_values("fraction").groupby("class", sort=True):
             ax.plot(part["fraction"].to_numpy(float), part[metric], marker="o", label=str(cls))

@@ -58,16 +58,24 @@ QUESTION = (
     "data raise the classifier's test AUC on that class, compared with no augmentation and "
     "with standard augmentation, and at which fraction of the training data?"
 )
+PRIMARY = (
+    "Primary comparison, named before any result: Δ AUC(gan − none) for each rare class and "
+    "fraction. Every other Δ (standard − none, …) is secondary; all of them enter the Holm "
+    "adjustment."
+)
 METHOD = (
-    "Every arm and seed is scored on the same fixed test split. Confidence intervals come from "
-    "one set of bootstrap resamples of the test patients (all images of a drawn patient kept), "
-    "applied to every seed and arm, so the Δs are paired. An arm's AUC is the mean over its "
-    "finished seeds; its 95 % CI is the percentile interval of that mean over the resamples. "
-    "Δ(arm − none) is the difference of the means, with a percentile 95 % CI and a two-sided "
-    "bootstrap p-value (shift method: p = (1 + #{|Δ* − Δ| ≥ |Δ|}) / (1 + B)); it is marked "
-    "significant when the CI excludes 0. The intervals measure test-set sampling only; training "
-    "randomness shows in the spread over seeds (seed_std in auc_table.csv). Many comparisons "
-    "are made: about 1 in 20 null differences passes p < 0.05 by chance."
+    "Every arm and seed is scored on the same fixed test split; each seed trains its own "
+    "classifier. Intervals come from a two-stage (hierarchical) bootstrap (Davison & Hinkley "
+    "1997, §3.8): each of B replicates draws the seeds with replacement (deviations scaled by "
+    "√(S/(S−1)) for few seeds), then one resample of the test patients (all images of a drawn "
+    "patient kept; one resample stream shared by every cell, so arms are paired on patients); a "
+    "replicate is the mean over the drawn seeds of their AUCs on that resample. An arm's AUC is "
+    "the mean over its finished seeds and its 95 % CI the percentile interval of the replicates: "
+    "it covers training randomness and test sampling. Δ(arm − none) pairs the arms on the seeds "
+    "both finished and on patients; its 95 % CI and two-sided p come from the same replicates by "
+    "one rule, p = 2·min(#{Δ* ≤ 0}, #{Δ* ≥ 0}) / B, so the CI excludes 0 exactly when p < 0.05. "
+    "Holm's (1979) step-down adjustment over every Δ of the sweep is shown beside the raw p. "
+    "With one seed the first stage is empty and the intervals cover test sampling only."
 )
 
 
@@ -157,7 +165,11 @@ def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
         b.append(("p", f"Data set: {context['dataset']}."))
     if context.get("source") == "phantoms":
         b.append(("p", f"**⚠ {PHANTOM_WARNING}**"))
-    b += [("h2", "Verdict"), ("ul", [verdict(table, c) for c in dict.fromkeys(table["class"])])]
+    b += [
+        ("p", PRIMARY),
+        ("h2", "Verdict"),
+        ("ul", [verdict(table, c) for c in dict.fromkeys(table["class"])]),
+    ]
     b += [("h2", "AUC per class, fraction and arm, beside the paper's"), ("p", LEGEND)]
     b.append(("table", wide(table)))
     notes = table[table["note"].fillna("") != ""]

@@ -1,10 +1,11 @@
 """The experiment: rare classes × fractions × arms × seeds as resumable cells, then tables and a report.
 
 Cells: the `none` and `standard` classifiers of a (fraction, seed) do not depend on the class, so
-one run serves every class (its score for that class is read). The `gan` arm of a (fraction, seed)
-trains one classifier on real rows plus the synthetic rows of every rare class's GAN of that
-fraction (each GAN trained only on that fraction's train positives); with `conditional` one
-label-conditional GAN per fraction learns all rare classes at once. Every run is a folder with
+one run serves every class (its score for that class is read). The GAN is part of the treatment:
+each (rare class, fraction, seed) trains its own GAN (the seed drives its init, latents and
+synthesis), on that fraction's train positives (the classifier's own fraction mask), and the `gan`
+arm of a (fraction, seed) trains one classifier on real rows plus the synthetic rows of that seed's
+GANs; with `conditional` one label-conditional GAN per fraction and seed learns all rare classes. Every run is a folder with
 DONE when finished and ERROR when it failed; re-running skips finished runs and resumes unfinished
 ones from their last checkpoint.
 """
@@ -60,11 +61,10 @@ class Sweep:
             self.runs, dataset, "classify", f"{self.name}-{self.model}-{arm}-f{fraction:g}-s{seed}"
         )
 
-    def gan_dir(self, dataset: str, classes: list[str], fraction: float) -> Path:
-        """Run folder of the GAN of a class set at one fraction."""
-        return run_path(
-            self.runs, dataset, "gan", f"{self.name}-{class_tag(classes)}-f{fraction:g}"
-        )
+    def gan_dir(self, dataset: str, classes: list[str], fraction: float, seed: int) -> Path:
+        """Run folder of the GAN of a class set at one fraction and seed (the classifier's seed)."""
+        tag = f"{self.name}-{class_tag(classes)}-f{fraction:g}-seed{seed}"
+        return run_path(self.runs, dataset, "gan", tag)
 
     def out_dir(self, dataset: str) -> Path:
         """Where the tables and the report go."""
@@ -113,69 +113,68 @@ def status_of(run: Path) -> tuple[str, str]:
     return "pending", ""
 
 
-def attempt(run: Path, fn) -> bool:
-    """Run one step; on failure write ERROR (first line: the reason) and go on; True when it finished.
+def attempt(run: Path, fn):
+    """Run one step; on failure write ERROR (first line: the reason) and go on.
 
-    A finished run is handed to `fn` too, which reuses it only when its fingerprint matches; a run
-    made by other settings stops the sweep (StaleRunError) rather than mixing into its table.
+    Returns what `fn` returned, or None when it failed. A finished run is handed to `fn` too,
+    which reuses it only when its fingerprint matches; a run made by other settings stops the
+    sweep (StaleRunError) rather than mixing into its table.
     """
     run = Path(run)
-    if not is_done(run):
-        (run / ERROR).unlink(missing_ok=True)
+    (run / ERROR).unlink(missing_ok=True)
     try:
-        fn()
-        return True
+        return fn()
     except (KeyboardInterrupt, StaleRunError):
         raise
     except Exception as err:  # a failed cell is recorded and reported, never dropped
         run.mkdir(parents=True, exist_ok=True)
         reason = str(err) if isinstance(err, RareganError) else f"{type(err).__name__}: {err}"
         atomic_write_text(run / ERROR, reason.replace("\n", " ") + "\n\n" + traceback.format_exc())
-        return False
+        return None
+
+
+def gan_unit(
+    sweep: Sweep,
+    prepared: Prepared,
+    cfg: dict,
+    unit: list[str],
+    fraction: float,
+    seed: int,
+    gdir: Path,
+) -> Path:
+    """One GAN of the sweep (its seed drives init, latents and synthesis), its synthetic set and
+    its evaluation; returns the synthetic set. Any failure here fails only this unit's cells."""
+    g = {**cfg, "gan": {**cfg["gan"], "seed": seed}}
+    opts = RunOptions(resume=(gdir / CKPT).exists(), redo=sweep.redo, progress=sweep.progress)
+    train_gan(prepared, unit, fraction, g, gdir, opts)
+    c = cfg["compare"]
+    synth = synthesize(
+        gdir, ratio=c["synth_ratio"], seed=seed, label_rows=c["label_rows"], redo=sweep.redo
+    )
+    if not (gdir / "eval" / "eval.json").is_file():
+        evaluate_gan_run(gdir, synth, seed=seed, cache=prepared.store.data_path.parent)
+    return synth
 
 
 def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.DataFrame:
-    """Run every unfinished cell (GANs and synthetic sets first), then return the cells table."""
-    synth_ratio = cfg["compare"]["synth_ratio"]
+    """Run every unfinished cell (each seed's GANs and synthetic sets first), then the cells table."""
     for f in sweep.fractions:
-        synth_sets: list[Path] = []
-        if "gan" in sweep.arms:
-            for unit in sweep.gan_units():
-                gdir = sweep.gan_dir(dataset, unit, f)
-                resume = (gdir / CKPT).exists()
-                ok = attempt(
-                    gdir,
-                    partial(
-                        train_gan,
-                        prepared,
-                        unit,
-                        f,
-                        cfg,
-                        gdir,
-                        RunOptions(resume=resume, redo=sweep.redo, progress=sweep.progress),
-                    ),
-                )
-                if ok:
-                    synth = synthesize(
-                        gdir,
-                        ratio=synth_ratio,
-                        seed=0,
-                        label_rows=cfg["compare"]["label_rows"],
-                        redo=sweep.redo,
-                    )
-                    synth_sets.append(synth)
-                    if not (gdir / "eval" / "eval.json").is_file():
-                        evaluate_gan_run(
-                            gdir, synth_sets[-1], cache=prepared.store.data_path.parent
-                        )
         for seed in sweep.seeds:
+            synth_sets: list[Path | None] = []
+            if "gan" in sweep.arms:
+                for unit in sweep.gan_units():
+                    gdir = sweep.gan_dir(dataset, unit, f, seed)
+                    synth_sets.append(
+                        attempt(gdir, partial(gan_unit, sweep, prepared, cfg, unit, f, seed, gdir))
+                    )
             c = {**cfg, "classify": {**cfg["classify"], "seed": seed}}
             for arm in sweep.arms:
                 run = sweep.classify_dir(dataset, arm, f, seed)
-                if arm == "gan" and len(synth_sets) < len(sweep.gan_units()):
+                if arm == "gan" and None in synth_sets:
                     run.mkdir(parents=True, exist_ok=True)
                     atomic_write_text(
-                        run / ERROR, "a GAN of this fraction failed; see its run folder's ERROR\n"
+                        run / ERROR,
+                        "a GAN of this fraction and seed failed; see its run folder's ERROR\n",
                     )
                     continue
                 resume = (run / "checkpoints" / "last.ckpt").exists()
@@ -206,34 +205,40 @@ def collect_cells(sweep: Sweep, dataset: str) -> pd.DataFrame:
 
 
 def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
-    """FID/KID per GAN (class or class set) and fraction from each finished eval, and its image grids."""
+    """FID/KID of every finished GAN (class set, fraction, seed) and the first seed's image grids."""
     rows, images = [], []
     for f in sweep.fractions:
         for unit in sweep.gan_units():
             cls = " + ".join(unit)
-            ev = sweep.gan_dir(dataset, unit, f) / "eval"
-            if (ev / "eval.json").is_file():
+            for seed in sweep.seeds:
+                ev = sweep.gan_dir(dataset, unit, f, seed) / "eval"
+                if not (ev / "eval.json").is_file():
+                    continue
                 rep = json.loads((ev / "eval.json").read_text())
                 space = space_label(str(rep.get("feature_space", "random-conv")))
                 rows.append(
                     {
                         "class": cls,
                         "fraction": f,
+                        "seed": seed,
                         "fid": rep["fid"],
                         "kid": rep["kid"],
-                        "feature_space": space,
                     }
+                    | {"feature_space": space}
                 )
+                if seed != sweep.seeds[0]:
+                    continue
+                what = f"{cls}, {f:g} %, seed {seed}"
                 images.append(
                     (
                         ev / "real_vs_synthetic.png",
-                        f"{cls}, {f:g} %: real train positives (top) vs GAN samples",
+                        f"{what}: real train positives (top) vs GAN samples",
                     )
                 )
                 images.append(
                     (
                         ev / "closest_pairs.png",
-                        f"{cls}, {f:g} %: synthetic images and their nearest real training image",
+                        f"{what}: synthetic images and their nearest real training image",
                     )
                 )
     return pd.DataFrame(rows), images
