@@ -77,6 +77,7 @@ class Classifier(pl.LightningModule):
         std: float = 0.226,
         ordinal: str = "corn",
         seed: int = 0,
+        studied: Sequence[str] = (),
     ):
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -169,6 +170,16 @@ class Classifier(pl.LightningModule):
             metric.reset()
         nan = torch.tensor(float("nan"), device=self.device)
         self.log("val_auc", torch.stack(aucs).mean() if aucs else nan, prog_bar=True)
+        # the rare classes under study: selection must see them, not only the common labels
+        scored = dict(
+            zip([n for n, ok in zip(self.label_names, valid, strict=True) if ok], aucs, strict=True)
+        )
+        studied = [scored[n] for n in self.hparams.studied if n in scored]
+        self.log(
+            "val_auc_studied",
+            torch.stack(studied).mean() if studied else nan,
+            prog_bar=bool(studied),
+        )
         self.val_counts.reset()
 
     def predict_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor | dict:

@@ -130,8 +130,10 @@ class PGGAN(pl.LightningModule):
         labels = batch[1] if len(batch) > 1 and self.hparams.label_dim > 0 else None
         return reals, labels
 
-    def training_step(self, batch: torch.Tensor | Sequence, batch_idx: int) -> None:
-        """One D step then one G step on the first ``batch_size(images_seen)`` reals."""
+    def training_step(
+        self, batch: torch.Tensor | Sequence, batch_idx: int
+    ) -> dict[str, torch.Tensor] | None:
+        """One D step then one G step on the first ``batch_size(images_seen)`` reals; their losses."""
         phase = self.phase
         if phase.done:
             self.trainer.should_stop = True
@@ -176,7 +178,7 @@ class PGGAN(pl.LightningModule):
         self._log_step(d_loss, g_loss, parts, phase)
         if self.phase.done:
             self.trainer.should_stop = True
-        return None
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
     def _log_step(
         self, d_loss: torch.Tensor, g_loss: torch.Tensor, parts: dict, phase: Phase

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
+import logging
 import re
 import sys
+import warnings
+from pathlib import Path
 from typing import NoReturn
 
 from pipelines.errors import RareganError
@@ -32,25 +37,63 @@ class Parser(argparse.ArgumentParser):
         raise RareganError(f"{message} (see {self.prog} --help)")
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    """The top-level parser and the subcommand modules by name."""
+def command_names(module: str) -> tuple[str, str]:
+    """A command module's NAME and HELP, read from its source without importing it (fast --help)."""
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
+    values = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    return ast.literal_eval(values["NAME"]), ast.literal_eval(values["HELP"])
+
+
+def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, dict]:
+    """The top-level parser and the subcommand modules by name.
+
+    Only the command `argv` names is imported and given its options (every command when `argv` is
+    None), so `raregan --help` needs neither torch nor Lightning."""
     parser = Parser(
         prog="raregan",
         description="Rare-class GAN augmentation for X-ray classifiers, and the benchmark that tells whether it helps.",
     )
     sub = parser.add_subparsers(dest="command", metavar="<command>")
+    wanted = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     modules = {}
-    for name in COMMAND_MODULES:
-        mod = importlib.import_module(name)
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
-        mod.add_arguments(p)
-        modules[mod.NAME] = mod
+    for module in COMMAND_MODULES:
+        name, help_text = command_names(module)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if argv is None or name == wanted:
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            modules[name] = mod
     return parser, modules
+
+
+# Lightning's subpackages, whose loggers print its info lines and adverts
+LIGHTNING_PARTS = "accelerators callbacks core loggers loops plugins strategies trainer utilities"
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's adverts and info lines and library deprecation warnings from users.
+
+    Lightning resets its package logger to INFO when imported, so the level goes on its parts."""
+    for package in ("pytorch_lightning", "lightning_fabric"):
+        for part in LIGHTNING_PARTS.split():
+            logging.getLogger(f"{package}.{part}").setLevel(logging.WARNING)
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=r".*(litlogger|litmodels|LeafSpec)")
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* is not empty")  # resume
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; a RareganError becomes `raregan: error: …` on stderr and exit code 2."""
-    parser, modules = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_lightning()
+    parser, modules = build_parser(argv)
     try:
         args = parser.parse_args(argv)
         if not args.command:

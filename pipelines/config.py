@@ -27,6 +27,7 @@ DEFAULTS: dict = {
         "channels": [128, 128, 128, 64, 32],
         "latent_dim": 128,
         "kimg_per_phase": 6.0,
+        "final_kimg": None,  # length of the last (full-resolution) phase; None: kimg_per_phase
         "batch_per_resolution": {4: 32, 8: 32, 16: 32, 32: 16, 64: 16, 128: 8, 256: 4},
         "lr": 0.001,
         "gp_lambda": 10.0,
@@ -46,10 +47,12 @@ DEFAULTS: dict = {
         "optimizer": "adamw",
         "warmup_epochs": 1,
         "patience": 5,
-        "monitor": "val_auc",
+        "monitor": "auto",  # auto: val_auc_studied with --classes, else val_auc
         "augment": {"hflip": 0.0, "rotate": 10.0, "crop_scale": [0.8, 1.0]},
         "balanced_sampling": False,
         "pos_weight": False,
+        "equal_steps": True,
+        "precision": "auto",  # auto: AMP on GPU, bf16 on CPUs with native bf16, else fp32; or bf16, 32
         "ordinal_head": "corn",
         "num_workers": 0,
         "seed": 0,
@@ -99,7 +102,9 @@ KINDS = {
     "number": ("a number", "numbers"),
     "text": ("text", "texts"),
     "optional text": ("text or null", "texts or nulls"),
+    "optional number": ("a number or null", "numbers or nulls"),
 }
+OPTIONAL_NUMBERS = frozenset({"gan.final_kimg"})  # null by default, a number > 0 when set
 
 
 def _kind(default) -> str:
@@ -117,6 +122,8 @@ def _fits(value, kind: str, positive: bool) -> bool:
     """Whether one value is of `kind` and, for numbers, finite and > 0 (positive) or ≥ 0."""
     if kind == "flag":
         return isinstance(value, bool)
+    if kind == "optional number":
+        return value is None or _fits(value, "number", True)
     if kind in ("text", "optional text"):
         return isinstance(value, str) or (kind == "optional text" and value is None)
     if isinstance(value, bool) or not isinstance(value, int if kind == "int" else int | float):
@@ -137,11 +144,13 @@ def _check_value(key: str, value, source: str) -> None:
         shape, kind = "a list", "number" if key in FRACTIONAL else _kind(default[0])
         items = value if isinstance(value, list) else None
     else:
-        shape, kind, items = "", _kind(default), [value]
+        kind = "optional number" if key in OPTIONAL_NUMBERS else _kind(default)
+        shape, items = "", [value]
     if items is not None and all(_fits(v, kind, positive) for v in items):
         return
     singular, plural = KINDS[kind]
     bound = (" > 0" if positive else " ≥ 0") if kind in ("int", "number") else ""
+    bound = " > 0" if kind == "optional number" else bound
     what = f"{shape} of {plural}{bound}" if shape else f"{singular}{bound}"
     raise RareganError(f"{source}: config key '{key}' must be {what}, not {value!r}")
 

@@ -140,3 +140,55 @@ def test_classification_report_counts() -> None:
     )
     assert multi["confusion"].loc["a"].tolist() == [1, 1, 1, 0]
     assert multi["accuracy"] == pytest.approx(3 / 5)
+
+
+def test_brier_reliability_bins_and_ece_hand_example() -> None:
+    from classify.metrics import brier_score, expected_calibration_error, reliability_bins
+
+    y = np.array([0, 0, 1, 1, np.nan])
+    s = np.array([0.1, 0.4, 0.35, 0.8, 0.5])  # the NaN label's score is dropped
+    assert brier_score(y, s) == pytest.approx((0.01 + 0.16 + 0.4225 + 0.04) / 4)
+    bins = reliability_bins(y, s, n_bins=2)
+    assert bins["n"].tolist() == [3, 1] and bins["lo"].tolist() == [0.0, 0.5]
+    assert bins["mean_score"].tolist() == pytest.approx([0.85 / 3, 0.8])
+    assert bins["frac_pos"].tolist() == pytest.approx([1 / 3, 1.0])
+    # ECE = 3/4·|1/3 − 0.85/3| + 1/4·|1 − 0.8| = 0.0375 + 0.05
+    assert expected_calibration_error(y, s, n_bins=2) == pytest.approx(0.0875)
+    edges = reliability_bins([0, 1, 1], [0.0, 0.5, 1.0], n_bins=2)  # 0.5 opens bin 2; 1.0 is in it
+    assert edges["n"].tolist() == [1, 2]
+    assert np.isnan(reliability_bins([1.0], [0.9], n_bins=4)["mean_score"][0])  # empty bin: NaN
+    assert (
+        brier_score([np.nan], [0.3]) is None and expected_calibration_error([np.nan], [0.3]) is None
+    )
+
+
+def test_ece_matches_torchmetrics_on_random_scores() -> None:
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    from classify.metrics import expected_calibration_error
+
+    rng = np.random.default_rng(3)
+    s = rng.random(500)
+    y = (rng.random(500) < s**2).astype(float)
+    ref = binary_calibration_error(torch.tensor(s), torch.tensor(y).long(), n_bins=15, norm="l1")
+    assert expected_calibration_error(y, s, n_bins=15) == pytest.approx(float(ref), abs=1e-6)
+
+
+def test_youden_threshold_and_metrics_at_a_threshold() -> None:
+    from classify.metrics import threshold_metrics, youden_threshold
+
+    y = np.array([0, 0, 1, 1, np.nan])
+    s = np.array([0.1, 0.4, 0.35, 0.8, 0.9])
+    # thresholds 0.8: J = 1/2 − 0; 0.4: 1/2 − 1/2; 0.35: 1 − 1/2; 0.1: 1 − 1 → the tie goes to 0.8
+    assert youden_threshold(y, s) == {"threshold": 0.8, "j": 0.5, "reason": None}
+    at = threshold_metrics(y, s, 0.35)  # scores ≥ 0.35 are positive: 0.35, 0.4, 0.8
+    assert (at["tp"], at["fp"], at["fn"], at["tn"]) == (2, 1, 0, 1)
+    assert at["sensitivity"] == 1.0 and at["specificity"] == 0.5
+    tied = youden_threshold([1, 0, 1], [0.5, 0.5, 0.2])  # 0.5: J = 1/2 − 1; 0.2: J = 1 − 1
+    assert tied["threshold"] == 0.2 and tied["j"] == 0.0
+    assert youden_threshold([0, 0], [0.2, 0.3]) == {
+        "threshold": None,
+        "j": None,
+        "reason": "no positives",
+    }
+    assert threshold_metrics([0, 0], [0.2, 0.3], 0.25)["sensitivity"] is None

@@ -121,3 +121,19 @@ def test_mixed_precision_fit_on_gpu() -> None:
         DataLoader(TensorDataset(xv, yv), batch_size=16),
     )
     assert trainer.callback_metrics["val_auc"].item() > 0.9
+
+
+def test_selection_metric_sees_the_studied_classes() -> None:
+    """val_auc_studied is the mean val AUC of the studied labels only (what selection watches)."""
+    torch.manual_seed(0)
+    x = torch.rand(48, 1, 16, 16)
+    y = torch.stack([(x.mean((1, 2, 3)) > 0.5).float(), (torch.rand(48) > 0.5).float()], 1)
+    module = Classifier("cnn5", ["bright", "noise"], "multilabel", studied=["noise"])
+    trainer = quiet_trainer(max_epochs=1, devices=1)
+    logged = trainer.validate(
+        module, DataLoader(TensorDataset(x, y), batch_size=16), verbose=False
+    )[0]
+    assert logged["val_auc_studied"] == pytest.approx(logged["val_auc/noise"])
+    assert logged["val_auc"] == pytest.approx(
+        (logged["val_auc/noise"] + logged["val_auc/bright"]) / 2
+    )

@@ -182,3 +182,29 @@ def test_label_distribution_png(tmp_path) -> None:
     assert a.read_bytes() == again.read_bytes()
     with pytest.raises(ValueError, match="5 classes"):
         cp.label_distribution_png(tmp_path / "n.png", [1, 2], [2, 1], names, "t")
+
+
+def test_reliability_figure_shows_the_bins_ece_and_brier(tmp_path) -> None:
+    from classify.metrics import brier_score, expected_calibration_error, reliability_bins
+
+    rng = np.random.default_rng(1)
+    s = rng.random((300, 3))
+    y = (rng.random((300, 3)) < s).astype(float)
+    y[:10, 1] = np.nan
+    names = ["Fracture", "Lung Lesion", "Pleural Other"]
+    fig = cp.reliability_figure(y, s, names, n_bins=5)
+    for j, ax in enumerate(fig.axes[:3]):
+        bins = reliability_bins(y[:, j], s[:, j], 5)
+        line = [ln for ln in ax.lines if ln.get_linestyle() != "--"][0]
+        assert np.allclose(line.get_xdata(), bins["mean_score"]) and np.allclose(
+            line.get_ydata(), bins["frac_pos"]
+        )
+        ece, brier = expected_calibration_error(y[:, j], s[:, j], 5), brier_score(y[:, j], s[:, j])
+        assert f"ECE {ece:.3f}, Brier {brier:.3f}" in ax.get_title()
+    assert "5 equal-width bins" in fig._suptitle.get_text()
+    path = cp.reliability_png(tmp_path / "r.png", y, s, names, n_bins=5)
+    _check_png(path)
+    again = cp.reliability_png(tmp_path / "r2.png", y, s, names, n_bins=5)
+    assert again.read_bytes() == path.read_bytes()
+    with pytest.raises(ValueError, match="must both be"):
+        cp.reliability_figure(y, s[:, :2], names)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -97,12 +99,14 @@ def test_phantom_multilabel_and_external_evaluation(phantom_root, tmp_path, caps
                 str(other),
                 "--cache",
                 str(tmp_path / "store"),
+                "--allow-overlap",  # phantom sets number their patients alike
             ]
         )
         == 0
     )
-    ext = json.loads((out / "external-phantoms" / "metrics.json").read_text())
-    assert ext["n_test"] == len(pd.read_csv(out / "external-phantoms" / "predictions.csv"))
+    (folder,) = out.glob("external-phantoms-*")
+    ext = json.loads((folder / "metrics.json").read_text())
+    assert ext["n_test"] == len(pd.read_csv(folder / "predictions.csv"))
     assert ext["n_test"] > 90  # every frontal image of the external set, nothing carved out
 
 
@@ -247,4 +251,169 @@ def test_balanced_weights_favour_rare_positives_and_amp_only_on_gpu():
     # each label's positives, and the negatives, get about the same total weight
     assert w[30:33].sum() == pytest.approx(w[:30].sum(), rel=0.01)
     assert w[30:33].min() > w[:30].max() > 0 and (w[33:] > 0).all()
-    assert precision("cpu") == "32-true" and precision("gpu") == "16-mixed"
+    assert precision("gpu") == "16-mixed" and precision("cpu", "32") == "32-true"
+
+
+def test_bf16_on_the_cpu_only_where_it_is_native(monkeypatch, capsys):
+    from pipelines.classifier import run as run_module
+
+    monkeypatch.setattr(run_module, "cpu_bf16", lambda: True)
+    assert run_module.precision("cpu") == "bf16-mixed" == run_module.precision("cpu", "bf16")
+    monkeypatch.setattr(run_module, "cpu_bf16", lambda: False)
+    assert run_module.precision("cpu") == "32-true" and not capsys.readouterr().err
+    assert run_module.precision("cpu", "bf16") == "32-true"  # asked for, not there: fp32 + warning
+    err = capsys.readouterr().err
+    assert err.startswith("raregan: warning:") and "no native bf16" in err
+
+
+@pytest.fixture(scope="module")
+def phantom_run(phantom_root, tmp_path_factory):
+    """A finished one-epoch cnn5 run on the phantoms at 32 px (multilabel)."""
+    tmp = tmp_path_factory.mktemp("evalrun")
+    out = tmp / "run"
+    assert classify(tmp, phantom_root, out, "--size", "32", "--epochs", "1") == 0
+    return out
+
+
+def evaluate_cli(run, data, cache, *extra) -> int:
+    """`raregan evaluate` of a run on a data folder."""
+    argv = ["evaluate", "--run", str(run), "--data", str(data), "--cache", str(cache)]
+    return main([*argv, *extra])
+
+
+def test_classify_writes_calibration_thresholds_and_train_val_ids(phantom_run):
+    import hashlib
+
+    from classify.metrics import brier_score, expected_calibration_error, threshold_metrics
+
+    metrics = json.loads((phantom_run / "metrics.json").read_text())
+    preds = pd.read_csv(phantom_run / "predictions.csv")
+    cal, thr = metrics["calibration"], metrics["thresholds"]
+    assert cal["n_bins"] == 10 and cal["bins"] == "equal-width" and "Youden" in thr["rule"]
+    for name in ("Fracture", "Lung Lesion", "Pleural Other"):
+        y, s = preds[name].to_numpy(float), preds[f"score:{name}"].to_numpy(float)
+        assert cal["per_label"][name]["ece"] == pytest.approx(expected_calibration_error(y, s, 10))
+        assert cal["per_label"][name]["brier"] == pytest.approx(brier_score(y, s))
+        t = thr["per_label"][name]
+        if t["threshold"] is not None:  # chosen on val, applied to test
+            at = threshold_metrics(y, s, t["threshold"])
+            assert t["sensitivity"] == at["sensitivity"] and t["specificity"] == at["specificity"]
+            assert -1 <= t["val_j"] <= 1
+    assert (phantom_run / "calibration.png").is_file()
+    ids = pd.read_csv(phantom_run / "train_val_ids.csv", dtype=str)
+    assert list(ids.columns) == ["image_id", "patient", "split", "pixel_sha1", "size", "resize"]
+    assert set(ids["split"]) == {"train", "val"} and (ids["size"] == "32").all()
+    assert (ids["split"] == "train").sum() == metrics["n_train_real"]
+    assert not set(ids["patient"]) & set(preds["patient"].astype(str))  # test patients are apart
+    assert ids["pixel_sha1"].str.fullmatch(r"[0-9a-f]{40}").all()
+    assert hashlib.sha1(b"").hexdigest() not in set(ids["pixel_sha1"])
+
+
+def test_evaluate_refuses_the_runs_own_train_and_val_images(
+    phantom_run, phantom_root, tmp_path, capsys
+):
+    code = evaluate_cli(phantom_run, phantom_root, tmp_path / "store")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("raregan: error:"), err
+    assert "pixel-identical to the run's train/val images" in err
+    assert "train/val patients of the run" in err and "--allow-overlap" in err
+    assert not list(phantom_run.glob("external-*"))
+
+
+def test_evaluate_one_folder_per_data_set_rounded_aucs_calibration(phantom_run, tmp_path, capsys):
+    """Two external sets in folders of the same name get two output folders; AUCs print as
+    `classify` prints them, with ECE, Brier and sensitivity / specificity at the val thresholds."""
+    from pipelines.data.phantoms import write_phantoms
+
+    sets = [write_phantoms(tmp_path / side / "ext", n=60, size=32, seed=5) for side in "ab"]
+    for data in sets:
+        assert evaluate_cli(phantom_run, data, tmp_path / "store", "--allow-overlap") == 0
+        out, err = capsys.readouterr()
+        assert "patients are train/val patients of the run" in err and "no external test" in err
+        assert re.search(r"\n  macro\s+0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\]\n", out), out
+        assert re.search(r"\n  Fracture\s+ECE 0\.\d{3}, Brier 0\.\d{3}\n", out), out
+        assert "sensitivity" in out and "10 equal-width bins" in out
+        assert not re.search(r"\d\.\d{5,}", out), "unrounded numbers printed"
+    folders = sorted(phantom_run.glob("external-phantoms-*"))
+    assert len(folders) == 2, folders
+    for folder in folders:
+        ext = json.loads((folder / "metrics.json").read_text())
+        assert ext["overlap"] == {
+            "checked": True,
+            "images": 0,
+            "patients": ext["overlap"]["patients"],
+        }
+        assert ext["overlap"]["patients"] > 0
+        assert set(ext["calibration"]["per_label"]) >= {"Fracture", "Lung Lesion"}
+        run_t = json.loads((phantom_run / "metrics.json").read_text())["thresholds"]["per_label"]
+        for name, t in ext["thresholds"]["per_label"].items():
+            assert t["threshold"] == run_t[name]["threshold"]  # the run's val thresholds
+        for name in ("calibration.png", "roc_curves.png", "DONE"):
+            assert (folder / name).is_file(), name
+    other = {json.loads((f / "metrics.json").read_text())["external_data"] for f in folders}
+    assert other == {str(s) for s in sets}
+
+
+def test_evaluate_an_older_run_warns_and_goes_on(phantom_run, tmp_path, capsys):
+    from pipelines.data.phantoms import write_phantoms
+
+    old = tmp_path / "old"
+    shutil.copytree(
+        phantom_run, old, ignore=shutil.ignore_patterns("train_val_ids.csv", "external-*")
+    )
+    metrics = json.loads((old / "metrics.json").read_text())
+    metrics.pop("thresholds")
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    data = write_phantoms(tmp_path / "ext", n=60, size=32, seed=6)
+    assert evaluate_cli(old, data, tmp_path / "store") == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert any("no train_val_ids.csv" in ln and ln.startswith("raregan: warning:") for ln in err)
+    assert any("no val thresholds" in ln for ln in err)
+    (folder,) = old.glob("external-phantoms-*")
+    ext = json.loads((folder / "metrics.json").read_text())
+    assert ext["overlap"] == {"checked": False} and "thresholds" not in ext
+
+
+def test_evaluate_help_lists_only_the_options_that_apply(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for flag in ("--run", "--data", "--format", "--all-views", "--label-map", "--allow-overlap"):
+        assert flag in out, flag
+    for flag in (
+        "--uncertainty",
+        "--rarefy",
+        "--val",
+        "--test",
+        "--seed",
+        "--resplit",
+        "--size",
+        "--allow-duplicates",
+    ):
+        assert not re.search(rf"{flag}\b", out), flag
+
+
+def test_last_checkpoint_every_epoch_and_one_line_per_epoch(
+    phantom_root, tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    from classify import Classifier
+
+    def flat_val_auc(self):  # val AUC never improves after the first epoch
+        for metric in self.val_auroc:
+            metric.reset()
+        self.val_counts.reset()
+        self.log_dict({"val_auc": 0.5, "val_auc_studied": 0.5})
+
+    monkeypatch.setattr(Classifier, "on_validation_epoch_end", flat_val_auc)
+    out = tmp_path / "flat"
+    assert classify(tmp_path, phantom_root, out, "--size", "32", "--epochs", "3") == 0
+    best, last = (
+        torch.load(out / "checkpoints" / f"{n}.ckpt", weights_only=False) for n in ("best", "last")
+    )
+    assert best["epoch"] == 0 and last["epoch"] == 2, "last.ckpt is written after every epoch"
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert [ln.split(":")[0] for ln in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("train_loss " in ln and "val_loss " in ln and "val_auc 0.5000" in ln for ln in lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -83,9 +84,11 @@ def test_filters_command_writes_expanded_set_and_preview(capsys, phantom_root, t
     orig = np.asarray(Image.open(out_dir / first["original"]), dtype=float)
     mini = np.asarray(Image.open(out_dir / first["minimum_filter"]), dtype=float)
     assert (mini <= orig).all() and (mini < orig).any()
-    # every positive row really is a Fracture-positive train image of the source
-    src = pd.read_csv(phantom_root / "train.csv")
+    # every positive row really is a Fracture-positive image of the source (the phantoms' own
+    # valid.csv holds too few Fracture positives to select on, so val is carved and it trains too)
+    src = pd.concat([pd.read_csv(phantom_root / f) for f in ("train.csv", "valid.csv")])
     positives = set(src.loc[src["Fracture"] == 1, "Path"].str.split("/").str[2])
+    assert "val carved" in out
     assert set(table["patient"]) <= positives
 
 
@@ -153,3 +156,71 @@ def test_bad_csv_is_a_user_error(capsys, tmp_path, content, needle):
     (tmp_path / "train.csv").write_text(content)
     code, _, err = run_cli(capsys, "data", "--data", tmp_path, "--cache", tmp_path / "s")
     assert_user_error(code, err, "train.csv", needle)
+
+
+def test_top_level_help_loads_neither_torch_nor_lightning():
+    code = (
+        "import sys\n"
+        "from pipelines.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('heavy:', sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "heavy: []" in proc.stdout
+    for command in ("data", "gan", "synth", "classify", "compare", "evaluate"):
+        assert f"    {command} " in proc.stdout, command
+
+
+def write_chexpert_csv_only(root):
+    """A CheXpert train.csv of 20 patients (5 with a lateral view too) and no image files."""
+    rows = ["Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Fracture,Lung Lesion"]
+    for p in range(1, 21):
+        fracture = "1.0" if p <= 4 else "-1.0" if p <= 7 else ""
+        lesion = {8: "1.0", 9: "-1.0", 10: "-1.0", 11: "0.0"}.get(p, "")
+        no_finding = "1.0" if p >= 12 else ""
+        study = f"CheXpert-v1.0-small/train/patient{p:05d}/study1"
+        rows.append(
+            f"{study}/view1_frontal.jpg,Male,50,Frontal,AP,{no_finding},{fracture},{lesion}"
+        )
+        if p <= 5:
+            rows.append(f"{study}/view2_lateral.jpg,Male,50,Lateral,,,1.0,")
+    root.mkdir()
+    (root / "train.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def view_counts(out: str, label: str) -> list[int]:
+    """The per-view row of `label` (frontal, lateral counts) in a CSV-only summary."""
+    section = out[out.index("per view") : out.index("used by runs")]
+    match = re.search(rf"^{re.escape(label)}\s+(\d+)\s+(\d+)\s*$", section, re.M)
+    assert match, (label, section)
+    return [int(match.group(1)), int(match.group(2))]
+
+
+def test_data_summary_of_a_chexpert_csv_without_its_images(capsys, tmp_path):
+    root = write_chexpert_csv_only(tmp_path / "chexpert")
+    code, out, err = run_cli(capsys, "data", "--data", root, "--summary", "--cache", tmp_path / "s")
+    assert code == 0, err
+    assert "25 images of 20 patients listed" in out and "none of the image files is on disk" in out
+    assert "--uncertainty u_ones: -1 → 1" in out
+    assert view_counts(out, "images") == [20, 5] and view_counts(out, "patients") == [20, 5]
+    assert view_counts(out, "Fracture") == [7, 5]  # 4 positive + 3 uncertain frontal; 5 lateral
+    assert view_counts(out, "Lung Lesion") == [3, 0] and view_counts(out, "No Finding") == [9, 0]
+    assert "used by runs (frontal views only): 20 images, 20 patients" in out
+    assert "per split" in out and "nested fractions" in out
+    assert not (tmp_path / "s").exists(), "no store is built"
+    code, out, err = run_cli(
+        capsys, "data", "--data", root / "train.csv", "--summary", "--uncertainty", "u_ignore",
+        "--all-views", "--cache", tmp_path / "s",
+    )  # fmt: skip
+    assert code == 0, err
+    assert view_counts(out, "Fracture") == [4, 5] and view_counts(out, "Fracture (unknown)") == [
+        3,
+        0,
+    ]
+    assert view_counts(out, "Lung Lesion (unknown)") == [2, 0]
+    assert "used by runs (all views): 25 images, 20 patients" in out

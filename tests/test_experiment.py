@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -191,3 +192,32 @@ def test_one_gan_per_seed_and_a_failing_evaluation_fails_only_its_cells(sweep, m
     assert "evaluation blew up" in (gans / "seeds-Fracture-f100-seed1" / "ERROR").read_text()
     cells = pd.read_csv(tmp / "runs/phantoms/compare/seeds/cells.csv").set_index("seed")
     assert cells.loc[0, "status"] == "done" and cells.loc[1, "status"] == "failed"
+
+
+def test_every_arm_in_one_sweep_with_equal_steps_and_both_gan_variants(sweep):
+    """filters, gan_nofilter, gan and gan_standard beside none and standard, paired on seed 0."""
+    tmp, argv, _ = sweep
+    argv = list(argv)
+    argv[argv.index("--fractions") + 1 : argv.index("--arms")] = ["100"]
+    arms = ["none", "standard", "filters", "gan_nofilter", "gan", "gan_standard"]
+    argv[argv.index("--arms") + 1 : argv.index("--seeds")] = arms
+    assert main([*argv, "--name", "arms"]) == 0
+    gans = tmp / "runs/phantoms/gan"
+    filtered = json.loads((gans / "arms-Fracture-f100-seed0/summary.json").read_text())
+    plain = json.loads((gans / "arms-Fracture-f100-seed0-nofilter/summary.json").read_text())
+    assert filtered["training_images"] == 4 * filtered["positives"]  # original + 3 filters
+    assert plain["training_images"] == plain["positives"]  # originals only
+    metrics = {
+        a: json.loads(
+            (tmp / f"runs/phantoms/classify/arms-cnn5-{a}-f100-s0/metrics.json").read_text()
+        )
+        for a in arms
+    }
+    assert len({m["optimizer_steps"] for m in metrics.values()}) == 1, "equal optimizer steps"
+    assert metrics["gan_standard"]["n_train_synthetic"] == metrics["gan"]["n_train_synthetic"] > 0
+    table = pd.read_csv(tmp / "runs/phantoms/compare/arms/auc_table.csv")
+    assert set(table["arm"]) == set(arms)
+    gan = table[table["arm"] == "gan"].iloc[0]
+    assert gan["ref2"] == "gan_nofilter" and np.isfinite(gan["delta2"])
+    md = (tmp / "runs/phantoms/compare/arms/auc_table.md").read_text()
+    assert "Δ gan − gan_nofilter" in md and "Δ gan_standard − standard" in md

@@ -109,6 +109,8 @@ def test_gan_eval_writes_report(finished_run, tmp_path, capsys):
     )
     report = json.loads((out / "eval.json").read_text())
     assert report["fid"] >= 0 and "kid" in report and report["n_fake"] == 24
+    # the real side is what the GAN saw: its positives after the filter bank (original + 3 filters)
+    assert report["n_real"] == 4 * len(pd.read_csv(finished_run / "positives.csv"))
     nearest = pd.read_csv(out / "nearest.csv")
     assert len(nearest) == 24 and {"pixel_rms", "near_copy"} <= set(nearest.columns)
     assert (out / "closest_pairs.png").is_file() and (out / "real_vs_synthetic.png").is_file()
@@ -142,6 +144,7 @@ def test_kill_and_resume_finishes_the_same_schedule(phantom_root, tmp_path, fini
     a = json.loads((out / "summary.json").read_text())
     b = json.loads((finished_run / "summary.json").read_text())
     assert a["kimg"] == b["kimg"] and a["steps"] == b["steps"]
+    assert_same_training_state(out, finished_run)  # killed anywhere, resumed: the same weights
     assert sorted(p.name for p in (out / "samples").glob("phase*.png"))[-1] == "phase04.png"
     # the loss history spans the crash: logged before it, and continued after it without gaps or repeats
     losses = pd.read_csv(out / "losses.csv")
@@ -197,3 +200,109 @@ def test_out_of_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path)
         save_checkpoint_atomic(FullDisk(), ckpt)
     assert ckpt.read_bytes() == b"previous checkpoint"
     assert [p.name for p in ckpt.parent.iterdir()] == ["last.ckpt"]
+
+
+def assert_same_training_state(run, reference):
+    """The EMA generator file, and the final checkpoints' G, D and EMA weights, optimizer moments
+    and schedule position of two runs are equal."""
+    ema_a, ema_b = (torch.load(r / "generator_ema.pt")["state_dict"] for r in (run, reference))
+    differ = [k for k in ema_b if not torch.equal(ema_a[k], ema_b[k])]
+    assert not differ, f"{len(differ)} of {len(ema_b)} EMA generator tensors differ"
+    a, b = (
+        torch.load(r / "checkpoints" / "last.ckpt", weights_only=False) for r in (run, reference)
+    )
+    assert a["pggan_state"] == b["pggan_state"]
+    keys = list(b["state_dict"])
+    assert any(k.startswith("G.") for k in keys) and any(k.startswith("G_ema.") for k in keys)
+    differ = [k for k in keys if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not differ, f"{len(differ)} of {len(keys)} tensors differ, e.g. {differ[:3]}"
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for key, state in opt_b["state"].items():
+            assert all(torch.equal(state[m], opt_a["state"][key][m]) for m in state)
+
+
+def synth_pixels(run, out):
+    """A few synthetic images of a finished run, stacked."""
+    assert main(["synth", "--run", str(run), "--n", "8", "--seed", "1", "--out", str(out)]) == 0
+    return np.stack([np.asarray(Image.open(p)) for p in sorted((out / "images").glob("*.png"))])
+
+
+def test_resume_after_a_crash_equals_the_uninterrupted_run(
+    phantom_root, tmp_path, finished_run, monkeypatch
+):
+    from pipelines.gan import run as gan_run
+
+    save = gan_run.save_checkpoint_atomic
+
+    def save_then_crash(trainer, path):
+        save(trainer, path)
+        raise RuntimeError("crashed after the first checkpoint")
+
+    out = tmp_path / "crashed"
+    cfg = tiny_config(tmp_path, kimg=0.1, every=0.15)  # finished_run's settings, but the interval
+    monkeypatch.setattr(gan_run, "save_checkpoint_atomic", save_then_crash)
+    with pytest.raises(RuntimeError, match="crashed"):
+        main(gan_argv(phantom_root, tmp_path, out, cfg))
+    monkeypatch.undo()
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    # mid-phase (the 8 px fade is 100-200 images), past the first pass over the training images
+    assert state["pggan_state"]["images_seen"] == 152
+    assert state["data_order"]["epoch"] >= 1 and state["data_order"]["index"] > 0
+    assert main(gan_argv(phantom_root, tmp_path, out, cfg, "--resume")) == 0
+    assert_same_training_state(out, finished_run)
+    assert (synth_pixels(out, tmp_path / "a") == synth_pixels(finished_run, tmp_path / "b")).all()
+
+
+def test_no_progress_prints_a_line_per_phase_and_checkpoints_by_default(phantom_root, tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_config(tmp_path, kimg=0.1, every=4.0)  # 4 kimg alone would never checkpoint 0.5 kimg
+    argv = [sys.executable, "-m", "pipelines", *gan_argv(phantom_root, tmp_path, out, cfg)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("phase ")]
+    assert len(lines) == 5, proc.stdout
+    assert lines[0].startswith("phase 1/5 stable 4 px: kimg 0.00-0.10, d_loss ")
+    assert lines[-1].startswith("phase 5/5 stable 16 px: kimg 0.40-0.50, d_loss ")
+    assert "g_loss" in lines[-1]
+    shown = proc.stdout + proc.stderr
+    for noise in ("Tip", "litlogger", "Warning", "deprecated", "Epoch"):
+        assert noise not in shown, shown
+    # by default a fifth of the schedule: checkpoints (with a grid each) at 0.1, 0.2, 0.3, 0.4 kimg
+    assert len(list((out / "samples").glob("kimg*.png"))) == 4
+
+
+def test_progress_bar_shows_the_schedule(phantom_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = tiny_config(tmp_path, kimg=0.02, every=1.0)
+    argv = gan_argv(phantom_root, tmp_path, out, cfg, "--checkpoint-every", "0.04")
+    assert main([a for a in argv if a != "--no-progress"]) == 0
+    # the option wins over the config and the default (a fifth of 0.1 kimg)
+    assert sorted(p.name for p in (out / "samples").glob("kimg*.png")) == [
+        "kimg00000.04.png",
+        "kimg00000.08.png",
+    ]
+    shown = capsys.readouterr()
+    bar = shown.out + shown.err
+    assert "/0.10 kimg" in bar and "phase 5/5 stable 16 px" in bar and "alpha" in bar
+    assert "phase 2/5 fade 8 px" in bar and "d_loss" in bar and "<" in bar  # ETA
+    assert "Epoch" not in bar and "/200" not in bar
+
+
+def test_sampler_passes_are_seeded_ranks_get_disjoint_slices_and_resume_continues(monkeypatch):
+    from pipelines.gan import run as gan_run
+
+    def take(sampler, k):
+        it = iter(sampler)
+        return [next(it) for _ in range(k)]
+
+    sampler = gan_run.ResumableSampler(10, batch=4, seed=3)
+    stream = take(sampler, 40)
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
+    assert stream[:10] != stream[10:20] and stream[:10] == sampler.order(0)
+    # resumed at a saved position: the same stream from there on
+    resumed = gan_run.ResumableSampler(10, batch=4, seed=3)
+    resumed.load_state(sampler.state(12))
+    assert resumed.state(12) == {"epoch": 1, "index": 2} and take(resumed, 20) == stream[12:32]
+    # two ranks: rank r takes the r-th batch of each pair, so together they read the one stream
+    monkeypatch.setattr(gan_run, "rank_and_world", lambda: (1, 2))
+    assert take(sampler, 8) == stream[4:8] + stream[12:16]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from pggan.schedule import Schedule
 
@@ -91,3 +92,20 @@ def test_bad_config_names_the_value(kw, match):
         _sched(**kw)
     with pytest.raises(ValueError, match="images_seen"):
         _sched().at(-1)
+
+
+def test_paper_config_builds_its_pggan_and_schedule_without_training():
+    """The paper preset: 4 → 256 px, Karras's channel plan, 600-kimg phases and a long final phase."""
+    from pipelines.config import load_config
+    from pipelines.gan.run import gan_module
+
+    cfg = load_config("paper")
+    module = gan_module(cfg)
+    sched = module.schedule
+    assert sched.resolutions == [4, 8, 16, 32, 64, 128, 256] and sched.n_phases == 13
+    assert [sched.phase_images(i) for i in range(12)] == [600_000] * 12
+    assert sched.phase_images(12) == 4_800_000 and sched.total_images == 12_000_000
+    assert module.G(torch.randn(2, 512), 6, 1.0).shape == (2, 1, 256, 256)
+    n_params = sum(p.numel() for p in module.G.parameters())
+    assert 15e6 < n_params < 30e6, n_params  # Karras's 256 px generator at 1 channel: ~20 M
+    assert sched.batch_size(6) == 16

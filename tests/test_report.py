@@ -73,7 +73,7 @@ def test_auc_plots_are_valid_deterministic_and_show_the_paper(sweep, tmp_path):
     with pytest.raises(RareganError, match="'Hernia' is not in the AUC table"):
         plots.auc_vs_fraction(table, tmp_path / "c.png", "Hernia")
     ax = Figure().add_subplot()
-    plots._draw_class(ax, table, "Fracture")
+    plots._draw_class(ax, table, "Fracture", paper=True)
     diamonds = [ln for ln in ax.lines if ln.get_marker() == "D"]
     assert [list(ln.get_ydata()) for ln in diamonds] == [
         [PAPER_AUC["Fracture"][f][i] for f in (1, 100)] for i in range(3)
@@ -153,3 +153,37 @@ def test_data_citations_and_phantom_warning(sweep, tmp_path):
     assert md.index("smoke-test data") < md.index("## Verdict"), "the warning comes first"
     with pytest.raises(RareganError, match="report image .*missing.png not found"):
         write_report(tmp_path, table, cells, {"images": [(tmp_path / "missing.png", "x")]})
+
+
+def test_paper_diamonds_only_when_asked_and_only_for_chexpert(sweep, tmp_path):
+    cells, table = sweep
+    ax = Figure().add_subplot()
+    plots._draw_class(ax, table, "Fracture")  # the default: no paper points
+    assert not [ln for ln in ax.lines if ln.get_marker() == "D" and ln.get_mfc() == "white"]
+
+    def legend_texts(fig) -> list[str]:
+        return [t.get_text() for t in fig.legends[0].get_texts()]
+
+    assert not any(
+        plots.PAPER_LABEL in t for t in legend_texts(plots.auc_vs_fraction_all_figure(table))
+    )
+    with_paper = plots.auc_vs_fraction_all_figure(table, paper=True)
+    assert any(plots.PAPER_LABEL in t for t in legend_texts(with_paper))
+    for source, shown in (("kermany", False), ("nih", False), ("chexpert", True)):
+        paths = write_report(tmp_path / source, table, cells, {"source": source})
+        assert ("hollow diamonds" in paths["report_md"].read_text()) == shown, source
+
+
+def test_all_class_legend_fits_inside_the_figure_below_the_panels(sweep):
+    """One class with the paper's entry (the cut-off case of docs/results/kermany-viral)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    _, table = sweep
+    for frame in (table, pd.concat([table, table.assign(**{"class": "Lung Lesion"})])):
+        fig = plots.auc_vs_fraction_all_figure(frame, paper=True)
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        box, page = fig.legends[0].get_window_extent(renderer), fig.bbox
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= page.x1 and box.y1 <= page.y1, box
+        lowest = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes if ax.get_visible())
+        assert box.y1 <= lowest + 1, "the legend overlaps a panel"

@@ -151,7 +151,8 @@ def test_gan_positives_lie_inside_the_classifier_fraction(phantom_root, tmp_path
     classes = ["Fracture", "Lung Lesion", "Pleural Other"]
     for fraction in (10, 25, 50):
         for seed in (0, 1):
-            train = set(train_rows(prepared, fraction, seed, classes)["image_id"])
+            # (Pleural Other has no certain test positive here, so the classifier studies two)
+            train = set(train_rows(prepared, fraction, seed, classes[:2])["image_id"])
             assert train == set(train_rows(prepared, fraction, seed, classes[:1])["image_id"])
             for cls in classes:
                 gan = set(prepared.positives(cls, fraction, seed)["image_id"])

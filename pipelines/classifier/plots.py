@@ -17,7 +17,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from classify.gradcam import gradcam, overlay
-from classify.metrics import auc
+from classify.metrics import auc, brier_score, expected_calibration_error, reliability_bins
 from pipelines.errors import RareganError
 from pipelines.images import save_figure
 
@@ -293,3 +293,56 @@ def label_distribution_png(
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     return save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------- calibration
+
+
+def reliability_figure(
+    y: np.ndarray,
+    scores: np.ndarray,
+    label_names: Sequence[str],
+    n_bins: int = 10,
+    title: str = "reliability on the test set",
+) -> Figure:
+    """One panel per label: observed positive fraction vs mean predicted probability in `n_bins`
+    equal-width bins (marker area ∝ images), the diagonal, ECE and Brier score in the title."""
+    y, s = np.asarray(y, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    names = [str(n) for n in label_names]
+    if y.ndim != 2 or y.shape != s.shape or y.shape[1] != len(names):
+        raise ValueError(
+            f"labels {y.shape} and scores {s.shape} must both be (N, {len(names)}) for {names}"
+        )
+    ncol = min(4, len(names))
+    nrow = -(-len(names) // ncol)
+    fig = Figure(figsize=(3.0 * ncol, 3.0 * nrow + 0.5), layout="constrained")
+    axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    for j, (ax, name) in enumerate(zip(axes, names, strict=False)):
+        ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="0.55")
+        bins = reliability_bins(y[:, j], s[:, j], n_bins)
+        full = bins[bins["n"] > 0]
+        area = 120.0 * full["n"] / max(int(full["n"].sum()), 1) + 8.0
+        ax.plot(full["mean_score"], full["frac_pos"], color="#d95f02", lw=THIN)
+        ax.scatter(full["mean_score"], full["frac_pos"], s=area, color="#d95f02", zorder=3)
+        ece, brier = (
+            expected_calibration_error(y[:, j], s[:, j], n_bins),
+            brier_score(y[:, j], s[:, j]),
+        )
+        stats = "no labels" if ece is None else f"ECE {ece:.3f}, Brier {brier:.3f}"
+        ax.set_title(f"{_wrap(name, 24)}\n{stats}", fontsize=8)
+        ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal")
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+    for ax in axes[::ncol]:
+        ax.set_ylabel("fraction positive", fontsize=8)
+    for ax in axes[(nrow - 1) * ncol :]:
+        ax.set_xlabel("mean predicted probability", fontsize=8)
+    fig.suptitle(f"{title} ({n_bins} equal-width bins; marker area ∝ images)", fontsize=10)
+    return fig
+
+
+def reliability_png(path: Path | str, *args, **kwargs) -> Path:
+    """Write `reliability_figure(*args, **kwargs)` as PNG."""
+    return save_figure(reliability_figure(*args, **kwargs), path)

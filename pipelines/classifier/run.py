@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,13 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, TensorDataset, WeightedRandomSampler
 
 from classify import MODELS, Classifier, classification_report, per_label_report
+from classify.metrics import (
+    brier_score,
+    expected_calibration_error,
+    threshold_metrics,
+    youden_threshold,
+)
+from pipelines.data.prefilter import expand
 from pipelines.data.prepare import Prepared
 from pipelines.data.store import StoreDataset
 from pipelines.data.synthetic import load_synthetic
@@ -29,7 +38,9 @@ from pipelines.runs import (
     write_yaml,
 )
 
-ARMS = ("none", "standard", "gan")
+ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard")
+SYNTH_ARMS = ("gan_nofilter", "gan", "gan_standard")  # train on real rows + synthetic sets
+AUGMENT_ARMS = ("standard", "gan_standard")  # standard augmentation (rotation, crop)
 
 
 def check_arm(arm: str) -> None:
@@ -73,8 +84,29 @@ def check_gan_saw_only(folder: Path, synth_rows: pd.DataFrame, rows: pd.DataFram
             )
 
 
-def datasets(prepared: Prepared, rows: pd.DataFrame, label_names: list[str], synth: list[Path]):
-    """Train dataset (real store rows + synthetic images), and the val and test datasets."""
+def filtered_copies(
+    prepared: Prepared, rows: pd.DataFrame, classes: list[str], cfg: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `filters` arm's extra images: the filter-bank copies (originals left out) of the train
+    positives of `classes`, each with its source image's label row; (images uint8, labels)."""
+    pos = rows[(rows[classes] > 0.5).any(axis=1).to_numpy()]
+    expanded, which = expand(prepared.store.array[pos["row"].to_numpy()], cfg)
+    labels = np.tile(
+        pos[list(prepared.records.label_names)].to_numpy(np.float32),
+        (len(which) // max(1, len(pos)), 1),
+    )
+    keep = np.asarray([w != "original" for w in which])
+    return expanded[keep], labels[keep]
+
+
+def datasets(
+    prepared: Prepared,
+    rows: pd.DataFrame,
+    label_names: list[str],
+    synth: list[Path],
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+):
+    """Train dataset (real store rows + synthetic images + `extra` (images, labels)), val and test."""
 
     def part(frame: pd.DataFrame) -> StoreDataset:
         return StoreDataset(
@@ -93,6 +125,8 @@ def datasets(prepared: Prepared, rows: pd.DataFrame, label_names: list[str], syn
         labels = torch.from_numpy(synth_rows[label_names].to_numpy(np.float32))
         parts.append(TensorDataset(torch.from_numpy(images), labels))
         n_synth += len(synth_rows)
+    if extra is not None and len(extra[0]):
+        parts.append(TensorDataset(torch.from_numpy(extra[0]), torch.from_numpy(extra[1])))
     val, test = prepared.split("val").frame, prepared.split("test").frame
     assert_no_synthetic(val, "val")
     assert_no_synthetic(test, "test")
@@ -115,10 +149,34 @@ def all_labels(dataset: ConcatDataset) -> np.ndarray:
     return np.concatenate(out)
 
 
-def precision(accelerator: str) -> str:
-    """Mixed precision (AMP) on a GPU, full precision on the CPU."""
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): only then is bf16 faster.
+
+    Without it oneDNN emulates bf16 convolutions, measured here 36× slower than fp32.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def precision(accelerator: str, setting: str = "auto") -> str:
+    """Lightning precision: AMP (16-mixed) on a GPU; on the CPU bf16 autocast where the CPU has
+    native bf16 ("auto" or "bf16"), else fp32; "32" forces fp32 everywhere."""
+    if setting not in ("auto", "bf16", "32"):
+        raise RareganError(f"classify.precision {setting!r}: use auto, bf16 or 32")
     gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "16-mixed" if gpu else "32-true"
+    if setting == "32":
+        return "32-true"
+    if gpu:
+        return "bf16-mixed" if setting == "bf16" else "16-mixed"
+    if cpu_bf16():
+        return "bf16-mixed"
+    if setting == "bf16":
+        print(
+            "raregan: warning: bf16 asked for, but this CPU has no native bf16 (AVX512-BF16/AMX); "
+            "training in fp32",
+            file=sys.stderr,
+        )
+    return "32-true"
 
 
 def positive_weights(labels: np.ndarray) -> list[float]:
@@ -127,6 +185,14 @@ def positive_weights(labels: np.ndarray) -> list[float]:
     pos = ((labels > 0.5) & known).sum(axis=0)
     neg = ((labels < 0.5) & known).sum(axis=0)
     return (neg / np.maximum(pos, 1)).astype(float).tolist()
+
+
+def selection_metric(monitor: str, classes: list[str]) -> str:
+    """What selects the checkpoint and stops early: "auto" is the mean val AUC over the studied
+    classes when there are any (so selection sees them), else the macro val AUC."""
+    if monitor != "auto":
+        return monitor
+    return "val_auc_studied" if classes else "val_auc"
 
 
 def build_module(
@@ -138,11 +204,12 @@ def build_module(
     pretrained,
     freeze: int,
     pos_weight: list[float] | None = None,
+    studied: list[str] = (),
 ) -> Classifier:
-    """The Lightning classifier for this arm (the standard arm augments, the others do not)."""
+    """The Lightning classifier for this arm (the AUGMENT_ARMS augment, the others do not)."""
     c = cfg["classify"]
     augment = None
-    if arm == "standard":
+    if arm in AUGMENT_ARMS:
         a = c["augment"]
         augment = {"hflip": a["hflip"], "degrees": a["rotate"], "scale": tuple(a["crop_scale"])}
     return Classifier(
@@ -161,6 +228,7 @@ def build_module(
         ordinal=c["ordinal_head"],
         seed=c["seed"],
         pos_weight=pos_weight,
+        studied=list(studied),
     )
 
 
@@ -174,11 +242,72 @@ def predict(module: Classifier, dataset, batch: int) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+N_BINS = 10  # equal-width probability bins of the ECE and the reliability diagram
+THRESHOLD_RULE = (
+    "per label, the val-prediction score maximizing Youden's J = sensitivity + specificity - 1 "
+    "(ties: the highest); a score >= threshold is called positive"
+)
+
+
+def choose_thresholds(scores: np.ndarray, y: np.ndarray, label_names: list[str]) -> dict:
+    """Per-label thresholds by Youden's J on (val) scores: {label: {threshold, val_j, reason}}."""
+    out = {}
+    for j, name in enumerate(label_names):
+        t = youden_threshold(y[:, j], scores[:, j])
+        reason = t["reason"] and f"{t['reason']} in val"
+        out[name] = {"threshold": t["threshold"], "val_j": t["j"], "reason": reason}
+    return out
+
+
+def calibration_and_thresholds(
+    y: np.ndarray, scores: np.ndarray, label_names: list[str], thresholds: dict | None
+) -> dict:
+    """ECE and Brier score per label, and sensitivity / specificity at the given thresholds."""
+    out = {
+        "calibration": {
+            "n_bins": N_BINS,
+            "bins": "equal-width",
+            "per_label": {
+                n: {
+                    "ece": expected_calibration_error(y[:, j], scores[:, j], N_BINS),
+                    "brier": brier_score(y[:, j], scores[:, j]),
+                    "n": int(np.isfinite(y[:, j]).sum()),
+                }
+                for j, n in enumerate(label_names)
+            },
+        }
+    }
+    if thresholds:
+        per = {}
+        for j, name in enumerate(label_names):
+            chosen = thresholds.get(name) or {"threshold": None, "reason": "no threshold"}
+            at = (
+                {}
+                if chosen["threshold"] is None
+                else threshold_metrics(y[:, j], scores[:, j], chosen["threshold"])
+            )
+            per[name] = {**chosen, **at}
+        out["thresholds"] = {"rule": THRESHOLD_RULE, "per_label": per}
+    return out
+
+
 def evaluate(
-    module: Classifier, frame: pd.DataFrame, dataset, label_names: list[str], task: str, cfg: dict
+    module: Classifier,
+    frame: pd.DataFrame,
+    dataset,
+    label_names: list[str],
+    task: str,
+    cfg: dict,
+    val: tuple[pd.DataFrame, object] | None = None,
+    thresholds: dict | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """Predictions table and metrics (per-label AUC with patient-bootstrap CIs, class report)."""
-    scores = predict(module, dataset, cfg["classify"]["batch_size"])
+    """Predictions and metrics: AUCs with CIs, class report, calibration, and sensitivity /
+    specificity at thresholds chosen on `val` (frame, dataset) or given ({label: {threshold}})."""
+    batch = cfg["classify"]["batch_size"]
+    scores = predict(module, dataset, batch)
+    if val is not None:
+        val_y = val[0][label_names].to_numpy(np.float64)
+        thresholds = choose_thresholds(predict(module, val[1], batch), val_y, label_names)
     y = frame[label_names].to_numpy(np.float64)
     preds = frame[["image_id", "patient", "path"]].reset_index(drop=True).copy()
     for j, name in enumerate(label_names):
@@ -209,7 +338,47 @@ def evaluate(
         metrics["distribution"] = report["distribution"].to_dict(orient="index")
     if "qwk" in report:
         metrics["qwk"] = report["qwk"]
+    metrics.update(calibration_and_thresholds(y, scores, label_names, thresholds))
     return preds, metrics
+
+
+def pixel_hashes(store, rows: np.ndarray) -> list[str]:
+    """SHA-1 of each stored image's pixels (rows of the store at its size and resize policy)."""
+    view = store.view
+    return [hashlib.sha1(view[int(r)].tobytes()).hexdigest() for r in rows]
+
+
+def seen_images(prepared: Prepared, rows: pd.DataFrame) -> pd.DataFrame:
+    """The real train rows and val images a run saw: id, patient, split, pixel SHA-1, store size, policy."""
+    frame = pd.concat([rows.assign(split="train"), prepared.split("val").frame.assign(split="val")])
+    out = frame[["image_id", "patient", "split"]].reset_index(drop=True)
+    out["pixel_sha1"] = pixel_hashes(prepared.store, frame["row"].to_numpy())
+    out["size"], out["resize"] = prepared.store.size, prepared.store.resize
+    return out
+
+
+class EpochLines(pl.Callback):
+    """One plain line per epoch on stdout (for --no-progress): epoch, train and val loss, the monitor."""
+
+    def __init__(self, monitor: str):
+        self.monitor = monitor
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Print the epoch's means (validation has run by now)."""
+        if not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        names = {
+            "train_loss_epoch": "train_loss",
+            "val_loss": "val_loss",
+            self.monitor: self.monitor,
+        }
+        shown = ", ".join(
+            f"{short} {float(metrics[name]):.4f}"
+            for name, short in names.items()
+            if name in metrics
+        )
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {shown}", flush=True)
 
 
 def train_classifier(
@@ -233,12 +402,18 @@ def train_classifier(
     devices, strategy, accelerator = opts.devices, opts.strategy, opts.accelerator
     check_arm(arm)
     run, classes, synth = Path(run), list(classes or []), list(synth or [])
-    if arm == "gan" and not synth:
+    if arm in SYNTH_ARMS and not synth:
         raise RareganError(
-            "the gan arm needs synthetic images: give --synth (folders made by raregan synth)"
+            f"the {arm} arm needs synthetic images: give --synth (folders made by raregan synth)"
         )
-    if arm != "gan" and synth:
-        raise RareganError(f"synthetic images were given but the arm is {arm!r}; use --arm gan")
+    if arm not in SYNTH_ARMS and synth:
+        raise RareganError(
+            f"synthetic images were given but the arm is {arm!r}; use one of {', '.join(SYNTH_ARMS)}"
+        )
+    if arm == "filters" and not classes:
+        raise RareganError(
+            "the filters arm expands the positives of --classes; name the rare classes"
+        )
     rec = prepared.records
     label_names, task, c = list(rec.label_names), rec.task, cfg["classify"]
     model = model or c["model"]
@@ -257,6 +432,8 @@ def train_classifier(
         synth=[run_id(s) for s in synth],
         pretrained=str(pretrained or ""),
         freeze=freeze,
+        filters=cfg["filters"] if arm == "filters" else {},
+        filter_classes=classes if arm == "filters" else [],
     )
     if not check_fingerprint(run, fp, redo):
         resume = False  # the run made by other settings was deleted: start afresh
@@ -267,7 +444,12 @@ def train_classifier(
             f"{run} holds an unfinished classifier run; pass --resume to continue it, "
             "--redo to start over, or choose another --out"
         )
-    train_ds, val_ds, test_ds, n_synth = datasets(prepared, rows, label_names, synth)
+    extra = filtered_copies(prepared, rows, classes, cfg) if arm == "filters" else None
+    train_ds, val_ds, test_ds, n_synth = datasets(prepared, rows, label_names, synth, extra)
+    # every arm takes as many optimizer steps per epoch as `none` (real rows only), unless the
+    # config says otherwise: more images must not also mean more training
+    # (the loaders drop a last partial batch, so `none` takes len(rows) // batch steps)
+    steps = max(1, len(rows) // c["batch_size"]) if c["equal_steps"] else None
     run.mkdir(parents=True, exist_ok=True)
     write_fingerprint(run, fp)
     write_yaml(
@@ -288,7 +470,9 @@ def train_classifier(
     pos_weight = (
         positive_weights(all_labels(train_ds)) if c["pos_weight"] and task == "multilabel" else None
     )
-    module = build_module(cfg, label_names, task, arm, model, pretrained, freeze, pos_weight)
+    module = build_module(
+        cfg, label_names, task, arm, model, pretrained, freeze, pos_weight, classes
+    )
     gen = torch.Generator().manual_seed(c["seed"])
     if c["balanced_sampling"]:
         w = torch.from_numpy(balanced_weights(all_labels(train_ds)))
@@ -308,21 +492,29 @@ def train_classifier(
             num_workers=c["num_workers"],
             drop_last=len(train_ds) > c["batch_size"],
         )
-    mode = "min" if c["monitor"].endswith("loss") else "max"
+    monitor = selection_metric(c["monitor"], classes)
+    mode = "min" if monitor.endswith("loss") else "max"
     best = pl.callbacks.ModelCheckpoint(
-        run / "checkpoints", filename="best", monitor=c["monitor"], mode=mode, save_last=True
+        run / "checkpoints", filename="best", monitor=monitor, mode=mode
+    )
+    # last.ckpt after every epoch, improved or not, so a crash loses at most the current epoch
+    latest = pl.callbacks.ModelCheckpoint(
+        run / "checkpoints", filename="last", enable_version_counter=False
     )
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=devices,
         strategy=strategy,
         max_epochs=c["epochs"],
-        precision=precision(accelerator),
+        limit_train_batches=steps,
+        precision=precision(accelerator, c["precision"]),
         callbacks=[
             best,
             pl.callbacks.EarlyStopping(
-                c["monitor"], patience=c["patience"], mode=mode, check_finite=False
+                monitor, patience=c["patience"], mode=mode, check_finite=False
             ),
+            latest,
+            *([] if progress else [EpochLines(monitor)]),
         ],
         logger=loggers(run),
         enable_progress_bar=progress,
@@ -342,7 +534,8 @@ def train_classifier(
     best_path = best.best_model_path or str(last)
     module = Classifier.load_from_checkpoint(best_path, map_location="cpu", pretrained=None)
     test = prepared.split("test").frame
-    preds, metrics = evaluate(module, test, test_ds, label_names, task, cfg)
+    val = (prepared.split("val").frame, val_ds)  # per-label thresholds are chosen on val
+    preds, metrics = evaluate(module, test, test_ds, label_names, task, cfg, val=val)
     metrics.update(
         {
             "fraction": fraction,
@@ -354,9 +547,13 @@ def train_classifier(
             "best_checkpoint": Path(best_path).name,
             "best_val": float(best.best_model_score or np.nan),
             "epochs_run": trainer.current_epoch,
+            "optimizer_steps": int(trainer.global_step),
+            "selection_metric": monitor,
+            "steps_per_epoch_limit": steps,
         }
     )
     preds.to_csv(run / "predictions.csv", index=False)
+    seen_images(prepared, rows).to_csv(run / "train_val_ids.csv", index=False)
     write_json(run / "metrics.json", metrics)
     outputs(run, module, test, test_ds, preds, metrics, label_names, task, classes, prepared)
     mark_done(run, {"macro_auc": metrics["auc"]["macro"]["auc"]})
@@ -372,6 +569,7 @@ def outputs(
     y = preds[label_names].to_numpy(np.float64)
     scores = preds[[f"score:{n}" for n in label_names]].to_numpy()
     cp.roc_curves(run / "roc_curves.png", y, scores, label_names, highlight=classes)
+    cp.reliability_png(run / "calibration.png", y, scores, label_names, N_BINS)
     if task != "multilabel":
         cm = np.asarray(metrics["confusion"]["data"])
         cp.confusion_png(run / "confusion.png", cm, label_names, "test confusion matrix")

@@ -7,20 +7,15 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from pipelines.classifier.run import ARMS, check_arm, train_classifier
 from pipelines.commands.common import (
     add_data_arguments,
     config_overrides,
     folder_arg,
+    print_data_notes,
     run_options,
     spec_from_args,
 )
 from pipelines.config import load_config
-from pipelines.data.prepare import prepare
-from pipelines.data.splits import check_fractions, iterative_stratification, patient_label_counts
 from pipelines.runs import run_path, write_json
 
 NAME = "classify"
@@ -29,6 +24,8 @@ HELP = "train a classifier (DenseNet-121 …) on a train fraction for one arm; s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus fraction, arm, model, seeds and devices."""
+    from pipelines.classifier.run import ARMS  # imported when this command runs, not for --help
+
     add_data_arguments(
         parser,
         "fraction",
@@ -83,6 +80,12 @@ def config_from_args(args: argparse.Namespace) -> dict:
 
 def cross_validate(prepared, cfg, out: Path, args, kwargs) -> dict:
     """k patient-grouped folds over train+val (test untouched): mean ± std of each test metric."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.classifier.run import train_classifier
+    from pipelines.data.splits import iterative_stratification, patient_label_counts
+
     frame = prepared.records.frame
     pool = frame["split"].isin(["train", "val"]).to_numpy()
     sub = prepared.records.subset(pool)
@@ -124,12 +127,17 @@ def cross_validate(prepared, cfg, out: Path, args, kwargs) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the data, train (or cross-validate), print the test AUCs."""
+    from pipelines.classifier.run import check_arm, train_classifier
+    from pipelines.data.prepare import prepare
+    from pipelines.data.splits import check_fractions
+
     check_arm(args.arm)
     check_fractions([args.fraction])
     cfg = config_from_args(args)
     spec = spec_from_args(args, cfg)
     cfg["data"].update(size=spec.size, seed=spec.seed)
     prepared = prepare(spec, progress=not args.no_progress)
+    print_data_notes(prepared)
     model = cfg["classify"]["model"]
     name = f"{model}-{args.arm}-f{args.fraction:g}-s{args.train_seed}"
     out = args.out or run_path(args.runs, prepared.dataset_name, "classify", name)

@@ -170,9 +170,16 @@ def source_options(args: argparse.Namespace, fmt: str) -> dict:
     return opts
 
 
-def spec_from_args(args: argparse.Namespace, cfg: dict | None = None) -> DataSpec:
-    """The DataSpec the command line describes (config values where the command line is silent)."""
+def spec_from_args(
+    args: argparse.Namespace, cfg: dict | None = None, studied: list[str] | None = None
+) -> DataSpec:
+    """The DataSpec the command line describes (config values where the command line is silent);
+    `studied` rare classes default to the command's --classes / --class."""
     from pipelines.data import detect_format
+
+    if studied is None:
+        given = getattr(args, "classes", None) or getattr(args, "cls", None) or []
+        studied = [given] if isinstance(given, str) else list(given)
 
     fmt = args.format or detect_format(args.data)
     return DataSpec(
@@ -190,6 +197,7 @@ def spec_from_args(args: argparse.Namespace, cfg: dict | None = None) -> DataSpe
         allow_duplicates=args.allow_duplicates,
         cache_dir=args.cache,
         workers=args.workers,
+        studied=tuple(studied),
     )
 
 
@@ -239,3 +247,14 @@ def config_overrides(args: argparse.Namespace, options: dict[str, tuple[str, str
         if value is not None and value != []:
             over.setdefault(section, {})[key] = value
     return over
+
+
+def print_data_notes(prepared) -> None:
+    """What preparing the data decided that a user must know (a carved val, uncertain labels)."""
+    notes = {
+        "val_carved": "{}",
+        "uncertain_unknown_in_val_test": "{} uncertain (-1) labels in val/test are unknown (NaN), not scored",
+    }
+    for key, text in notes.items():
+        if prepared.records.info.get(key):
+            print(text.format(prepared.records.info[key]))

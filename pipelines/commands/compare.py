@@ -10,10 +10,12 @@ from pathlib import Path
 from pipelines.commands.common import (
     add_data_arguments,
     config_overrides,
+    print_data_notes,
     spec_from_args,
 )
 from pipelines.config import load_config
 from pipelines.data.prepare import prepare
+from pipelines.experiment.paper import shows_paper
 from pipelines.experiment.report import write_report
 from pipelines.experiment.sweep import Sweep, collect_cells, execute, gan_quality, validate
 from pipelines.experiment.tables import auc_table, verdict
@@ -78,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolved_config(args)
     if not args.size:
         args.size = cfg["gan"]["resolution"]
-    spec = spec_from_args(args, cfg)
+    spec = spec_from_args(args, cfg, studied=list(cfg["compare"]["classes"]))
     cfg["data"].update(size=spec.size, seed=spec.seed)
     prepared = prepare(spec, progress=args.progress)
+    print_data_notes(prepared)
     cmp = cfg["compare"]
     sweep = Sweep(
         list(cmp["classes"]),
@@ -105,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     cells = (
         collect_cells(sweep, dataset) if args.collect else execute(sweep, prepared, cfg, dataset)
     )
-    table = auc_table(cells, n_boot=cmp["n_boot"], seed=0)
+    source = "phantoms" if dataset == "phantoms" else prepared.records.source
+    table = auc_table(cells, n_boot=cmp["n_boot"], seed=0, paper=shows_paper(source))
     fid, images = gan_quality(sweep, dataset)
     out = sweep.out_dir(dataset)
     Path(out).mkdir(parents=True, exist_ok=True)

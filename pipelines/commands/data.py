@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import pandas as pd
 
-from pipelines.commands.common import add_data_arguments, spec_from_args
-from pipelines.data.prepare import prepare, split_table
+from pipelines.commands.common import add_data_arguments, print_data_notes, spec_from_args
+from pipelines.data import load_records, map_labels, parse_label_map
+from pipelines.data.prepare import DataSpec, load_split, prepare, split_table
+from pipelines.data.records import Records
 from pipelines.data.splits import nested_fractions
 
 NAME = "data"
 HELP = "read a dataset, split it by patient, decode it once, check for leaks, print a summary"
+UNCERTAIN_TEXT = {"u_ones": "-1 → 1", "u_zeros": "-1 → 0", "u_ignore": "-1 → unknown"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +49,61 @@ def fraction_table(train, fractions, seed, rare) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("fraction %")
 
 
+def view_table(records: Records) -> pd.DataFrame:
+    """Images, patients and positives per label for each view (unknown = NaN counted apart)."""
+    rows = []
+    for view, part in records.frame.groupby("view", sort=True):
+        row = {
+            "view": view or "unknown",
+            "images": len(part),
+            "patients": part["patient"].nunique(),
+        }
+        for label in records.label_names:
+            row[label] = int((part[label] > 0.5).sum())
+            if part[label].isna().any():
+                row[f"{label} (unknown)"] = int(part[label].isna().sum())
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("view").fillna(0).astype(int)
+
+
+def print_splits(rec: Records, spec: DataSpec, args: argparse.Namespace) -> None:
+    """The per-split table and the nested fractions of train."""
+    print("\nper split (images with a positive label; unknown = NaN):")
+    print(split_table(rec).T.to_string())
+    train = rec.subset(rec.frame["split"] == "train")
+    print(f"\nnested fractions of train (seed {spec.seed}):")
+    print(fraction_table(train, args.fractions, spec.seed, args.classes).to_string())
+
+
+def csv_summary(rec: Records, spec: DataSpec, args: argparse.Namespace) -> int:
+    """CheXpert counts from its CSV alone, when none of its images is on disk: per view, split, fraction."""
+    every = load_records(spec.data, "chexpert", **{**spec.options, "frontal_only": False})
+    if spec.label_map:
+        every = map_labels(every, parse_label_map(spec.label_map))
+    policy = spec.options.get("uncertainty", "u_ones")
+    print(
+        f"chexpert CSV at {rec.root}: {len(every)} images of {every.frame['patient'].nunique()} "
+        "patients listed; none of the image files is on disk, so these counts come from the CSV "
+        "alone (no store, no leakage check)"
+    )
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        print(f"\nper view (--uncertainty {policy}: {UNCERTAIN_TEXT[policy]}; blank → 0):")
+        print(view_table(every).T.to_string())
+        views = "all views" if not spec.options.get("frontal_only", True) else "frontal views only"
+        print(
+            f"\nused by runs ({views}): {len(rec)} images, {rec.frame['patient'].nunique()} patients"
+        )
+        print_splits(rec, spec, args)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Prepare the data and print what a user needs to trust it."""
     spec = spec_from_args(args)
+    if args.summary and spec.format == "chexpert":
+        rec = load_split(spec)
+        if not any(map(os.path.exists, rec.frame["path"])):
+            return csv_summary(rec, spec, args)
     prepared = prepare(spec, progress=args.summary)
     rec = prepared.records
     print(
@@ -56,13 +112,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if rec.info.get("skipped"):
         print(f"skipped {rec.info['skipped']} non-image files")
+    print_data_notes(prepared)
     if args.summary:
         with pd.option_context("display.width", 200, "display.max_columns", 50):
-            print("\nper split (images with a positive label; unknown = NaN):")
-            print(split_table(rec).T.to_string())
-            train = prepared.split("train")
-            print(f"\nnested fractions of train (seed {spec.seed}):")
-            print(fraction_table(train, args.fractions, spec.seed, args.classes).to_string())
+            print_splits(rec, spec, args)
     print("\nleakage:")
     print(prepared.leakage.summary())
     return 0

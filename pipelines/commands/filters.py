@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.commands.common import add_data_arguments, spec_from_args
+from pipelines.commands.common import add_data_arguments, print_data_notes, spec_from_args
 from pipelines.config import load_config
+from pipelines.data.prefilter import expand
 from pipelines.data.prepare import prepare
-from pipelines.gan.prefilter import expand
 from pipelines.images import save_grid, save_png
 from pipelines.runs import mark_done, staged_dir, write_json
 
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     spec = spec_from_args(args, cfg)
     prepared = prepare(spec, progress=False)
+    print_data_notes(prepared)
     rows = prepared.positives(args.cls, args.fraction, spec.seed)
     images = prepared.store.array[rows["row"].to_numpy()]
     expanded, which = expand(images, cfg)

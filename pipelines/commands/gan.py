@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from pipelines.commands.common import (
     add_data_arguments,
     config_overrides,
     folder_arg,
+    positive_float,
+    print_data_notes,
     run_options,
     spec_from_args,
 )
 from pipelines.config import load_config
-from pipelines.data.prepare import prepare
-from pipelines.gan.run import class_tag, train_gan
 from pipelines.runs import run_path
 
 NAME = "gan"
@@ -36,21 +37,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=folder_arg,
         help="run folder (default runs/<dataset>/gan/<class>-f<fraction>-split<split seed>)",
     )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=positive_float,
+        metavar="KIMG",
+        help="thousands of images between checkpoints (default: gan.checkpoint_every_kimg, "
+        "at most a fifth of the schedule, so every run writes several)",
+    )
 
 
 def gan_run_name(classes: list[str], fraction: float, seed: int) -> str:
     """Folder name of a GAN run: class(es), fraction and the data split seed (which fixes the fraction)."""
+    from pipelines.gan.run import class_tag
+
     return f"{class_tag(classes)}-f{fraction:g}-split{seed}"
 
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the data, then train or resume the GAN; print where its outputs are."""
+    from pipelines.data.prepare import prepare  # torch and Lightning load only when a run starts
+    from pipelines.gan.run import train_gan
+
     cfg = load_config(args.config, config_overrides(args, {"kimg": ("gan", "kimg_per_phase")}))
     if not args.size:
         args.size = cfg["gan"]["resolution"]
     spec = spec_from_args(args, cfg)
     cfg["data"].update(size=spec.size, seed=spec.seed)
     prepared = prepare(spec, progress=not args.no_progress)
+    print_data_notes(prepared)
     out = args.out or run_path(
         args.runs,
         prepared.dataset_name,
@@ -65,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         out,
         run_options(args, strategy),
+        checkpoint_every=args.checkpoint_every,
     )
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
+        return 0  # DDP worker: rank 0 reports
     print(
         f"GAN for {' + '.join(args.classes)} done: {out} (samples/final.png, loss_curve.png, {out / 'generator_ema.pt'})"
     )

@@ -16,6 +16,7 @@ ROOT_NAMES = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 META = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 REQUIRED = ("Path", "Frontal/Lateral")
 POLICIES = {"u_ones": 1.0, "u_zeros": 0.0, "u_ignore": np.nan}
+UNCERTAIN = "uncertain_labels"  # per row: the labels the report marked uncertain (-1), '|'-joined
 VALUES = (1.0, 0.0, -1.0)
 TEXT_HINT = "give the CheXpert CSV as UTF-8 text (train.csv / valid.csv as downloaded)"
 
@@ -66,6 +67,7 @@ def load(path: str | Path, uncertainty: str = "u_ones", frontal_only: bool = Tru
 
     labels = frame[label_names].to_numpy(dtype=np.float32)
     n_uncertain = int((labels == -1.0).sum())
+    uncertain = labels == -1.0  # kept by name: val/test rows score them as unknown, not by policy
     labels[np.isnan(labels)] = 0.0  # blank: not mentioned in the report → negative
     labels[labels == -1.0] = POLICIES[uncertainty]
 
@@ -79,6 +81,8 @@ def load(path: str | Path, uncertainty: str = "u_ones", frontal_only: bool = Tru
         "orig_split": frame["orig_split"],
     }
     out = make_frame(meta, label_names, labels)
+    names = np.asarray(label_names, dtype=object)
+    out[UNCERTAIN] = ["|".join(names[row]) for row in uncertain]
     extras = {"sex": "Sex", "age": "Age", "projection": "AP/PA"}
     for new, old in extras.items():
         if old in frame.columns:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.data import load_records
+from pipelines.data.chexpert import UNCERTAIN
 from pipelines.data.labelmap import map_labels, parse_label_map
 from pipelines.data.leakage import LeakageReport, leakage_report
 from pipelines.data.records import Records
@@ -33,6 +35,7 @@ class DataSpec:
     val: float = 0.1
     test: float = 0.1
     stratify: list[str] | None = None
+    studied: tuple[str, ...] = ()  # the rare classes under study: val must hold enough of each
     keep_official: bool = True
     allow_duplicates: bool = False
     cache_dir: Path = Path("runs/store")
@@ -92,6 +95,42 @@ class Prepared:
                 )
 
 
+MIN_VAL_POSITIVES, MIN_VAL_PATIENTS = 10, 5
+
+
+def thin_val_classes(records: Records, split: np.ndarray, studied: Sequence[str]) -> list[str]:
+    """Studied classes with fewer than 10 positive images or 5 positive patients in the source's
+    own val split (none when the source has no val split of its own)."""
+    official = (records.frame["orig_split"].to_numpy() == "val") & (split == "val")
+    if not official.any():
+        return []
+    val = records.frame[official]
+    thin = []
+    for cls in studied:
+        records.label_index(cls)
+        pos = val[val[cls] > 0.5]
+        if len(pos) < MIN_VAL_POSITIVES or pos["patient"].nunique() < MIN_VAL_PATIENTS:
+            thin.append(cls)
+    return thin
+
+
+def unknown_if_uncertain_outside_train(records: Records) -> Records:
+    """CheXpert: the uncertainty policy is for training; in val and test an uncertain (-1) label is
+    unknown (NaN), so it is never scored as the policy's 1 or 0."""
+    if UNCERTAIN not in records.frame:
+        return records
+    frame = records.frame
+    held = frame["split"].isin(["val", "test"]).to_numpy()
+    marks = frame[UNCERTAIN].fillna("").astype(str).str.split("|")
+    n = 0
+    for name in records.label_names:
+        hit = held & marks.map(lambda m, name=name: name in m).to_numpy()
+        n += int(np.isfinite(frame.loc[hit, name]).sum())
+        frame.loc[hit, name] = np.nan
+    records.info["uncertain_unknown_in_val_test"] = n
+    return records
+
+
 def load_split(spec: DataSpec) -> Records:
     """Records with a `split` column, label map applied; no pixels decoded."""
     records = load_records(spec.data, spec.format, **spec.options)
@@ -102,7 +141,18 @@ def load_split(spec: DataSpec) -> Records:
     split = assign_splits(
         records, spec.val, spec.test, spec.seed, spec.stratify, spec.keep_official
     )
+    thin = thin_val_classes(records, split, spec.studied) if spec.keep_official else []
+    if thin:  # the source's val cannot select for these classes: carve val from train patients
+        official_val = records.frame["orig_split"].to_numpy() == "val"
+        records.frame.loc[official_val, "orig_split"] = "train"
+        split = assign_splits(records, spec.val, spec.test, spec.seed, list(spec.studied), True)
+        records.info["val_carved"] = (
+            f"val carved from train patients (stratified on {', '.join(spec.studied)}): the "
+            f"source's own val split holds too few positives of {', '.join(thin)} "
+            f"(< {MIN_VAL_POSITIVES} images or < {MIN_VAL_PATIENTS} patients); its images train"
+        )
     records.frame["split"] = split
+    records = unknown_if_uncertain_outside_train(records)
     for label, keep in spec.rarefy.items():
         records = rarefy(records, label, keep, spec.seed)
     return records

@@ -41,6 +41,11 @@ PAPER_AUC = {
 PAPER_ARMS = ("none", "standard", "gan")  # the paper ran these arms; the order of the tuples above
 
 
+def shows_paper(source: str | None) -> bool:
+    """The paper's numbers are CheXpert's: shown beside CheXpert (and its phantom stand-in) only."""
+    return source in ("chexpert", "phantoms")
+
+
 def paper_auc(cls: str, fraction: float, arm: str) -> float | None:
     """The paper's AUC for one cell, or None where they have no number."""
     values = PAPER_AUC.get(cls, {}).get(int(fraction)) if float(fraction).is_integer() else None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -21,7 +22,10 @@ from pipelines.images import save_figure
 ARM_STYLE = {
     "none": {"color": "#4d4d4d", "marker": "o", "label": "no augmentation"},
     "standard": {"color": "#1f77b4", "marker": "s", "label": "standard augmentation"},
+    "filters": {"color": "#7570b3", "marker": "X", "label": "filter-bank copies"},
+    "gan_nofilter": {"color": "#e6ab02", "marker": "v", "label": "GAN without the filter bank"},
     "gan": {"color": "#d95f02", "marker": "^", "label": "GAN augmentation"},
+    "gan_standard": {"color": "#a6761d", "marker": "P", "label": "GAN + standard augmentation"},
 }
 PAPER_LABEL = "Sundaram & Hulkund 2021"
 
@@ -37,8 +41,8 @@ def _fraction_axis(ax, fractions) -> None:
     ax.set_xlabel("training fraction (patients)")
 
 
-def _draw_class(ax, table: pd.DataFrame, cls: str) -> None:
-    """One class: a line with a CI band per arm, the paper's points as hollow diamonds."""
+def _draw_class(ax, table: pd.DataFrame, cls: str, paper: bool = False) -> None:
+    """One class: a line with a CI band per arm; the paper's points as hollow diamonds if `paper`."""
     rows = table[table["class"] == cls].sort_values("fraction")
     if rows.empty:
         have = ", ".join(map(str, table["class"].unique()))
@@ -50,9 +54,10 @@ def _draw_class(ax, table: pd.DataFrame, cls: str) -> None:
         style, x = ARM_STYLE[arm], part["fraction"].to_numpy(float)
         ax.fill_between(x, part["lo"], part["hi"], color=style["color"], alpha=0.18, lw=0)
         ax.plot(x, part["auc"], color=style["color"], marker=style["marker"], label=style["label"])
-        paper = part[np.isfinite(part["paper_auc"].astype(float))]
-        ax.plot(paper["fraction"].to_numpy(float), paper["paper_auc"], ls="none", marker="D",
-                mfc="white", mec=style["color"], mew=1.5, ms=7)  # fmt: skip
+        if paper:
+            pts = part[np.isfinite(part["paper_auc"].astype(float))]
+            ax.plot(pts["fraction"].to_numpy(float), pts["paper_auc"], ls="none", marker="D",
+                    mfc="white", mec=style["color"], mew=1.5, ms=7)  # fmt: skip
     if not np.isfinite(rows["auc"]).any():
         note = rows["note"].dropna().iloc[0] if rows["note"].notna().any() else "no AUC"
         ax.text(0.5, 0.5, textwrap.fill(note, 34), transform=ax.transAxes, ha="center", va="center")
@@ -63,38 +68,63 @@ def _draw_class(ax, table: pd.DataFrame, cls: str) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _legend_handles(ax) -> tuple[list, list]:
-    handles, labels = ax.get_legend_handles_labels()
-    proxy = Line2D([], [], ls="none", marker="D", mfc="white", mec="black", mew=1.5, ms=7)
-    return [*handles, proxy], [*labels, f"{PAPER_LABEL} (one seed)"]
+def _legend_handles(axes, paper: bool) -> tuple[list, list]:
+    """Each arm's line once over all panels, and the paper's hollow diamond when it is drawn."""
+    by_label = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            by_label.setdefault(label, handle)
+    handles, labels = list(by_label.values()), list(by_label)
+    if paper:
+        handles.append(
+            Line2D([], [], ls="none", marker="D", mfc="white", mec="black", mew=1.5, ms=7)
+        )
+        labels.append(f"{PAPER_LABEL} (one seed)")
+    return handles, labels
 
 
-def auc_vs_fraction(table: pd.DataFrame, out_png: Path | str, cls: str) -> Path:
-    """AUC vs training fraction for one class: one line per arm with CI bands, paper overlaid."""
+def _legend_below(fig: Figure, handles: list, labels: list) -> None:
+    """A legend under the panels (constrained layout), in as many columns as fit the figure."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    for ncol in range(len(handles), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8)
+        if ncol == 1 or legend.get_window_extent(renderer).width <= 0.96 * fig.bbox.width:
+            return
+        legend.remove()
+
+
+def auc_vs_fraction(
+    table: pd.DataFrame, out_png: Path | str, cls: str, paper: bool = False
+) -> Path:
+    """AUC vs training fraction for one class: a line per arm with CI bands (paper's points if `paper`)."""
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
-    _draw_class(ax, table, cls)
-    ax.legend(*_legend_handles(ax), loc="best", fontsize=8)
+    _draw_class(ax, table, cls, paper)
+    ax.legend(*_legend_handles([ax], paper), loc="best", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, out_png)
 
 
-def auc_vs_fraction_all(table: pd.DataFrame, out_png: Path | str) -> Path:
-    """The same for every class of the table, side by side, with one shared legend."""
+def auc_vs_fraction_all_figure(table: pd.DataFrame, paper: bool = False) -> Figure:
+    """Every class of the table side by side, with one shared legend below that fits the figure."""
     classes = list(dict.fromkeys(table["class"]))
     if not classes:
         raise RareganError("the AUC table is empty: no class to plot; run the sweep first")
     cols = min(3, len(classes))
     nrows = -(-len(classes) // cols)
-    fig = Figure(figsize=(4.6 * cols, 3.8 * nrows + 0.5))
+    fig = Figure(figsize=(4.6 * cols, 3.8 * nrows + 0.5), layout="constrained")
     axes = fig.subplots(nrows, cols, squeeze=False).ravel()
     for ax, cls in zip(axes, classes, strict=False):
-        _draw_class(ax, table, cls)
+        _draw_class(ax, table, cls, paper)
     for ax in axes[len(classes) :]:
         ax.set_visible(False)
-    fig.legend(*_legend_handles(axes[0]), loc="lower center", ncol=4, fontsize=8)
-    fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
-    return save_figure(fig, out_png)
+    _legend_below(fig, *_legend_handles(axes[: len(classes)], paper))
+    return fig
+
+
+def auc_vs_fraction_all(table: pd.DataFrame, out_png: Path | str, paper: bool = False) -> Path:
+    """Write `auc_vs_fraction_all_figure(table, paper)` as PNG."""
+    return save_figure(auc_vs_fraction_all_figure(table, paper), out_png)
 
 
 def fid_kid(frame: pd.DataFrame, out_png: Path | str) -> Path:

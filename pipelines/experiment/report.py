@@ -19,7 +19,7 @@ import yaml
 
 from pipelines.errors import RareganError
 from pipelines.experiment import plots
-from pipelines.experiment.paper import CAVEATS, CITATION
+from pipelines.experiment.paper import CAVEATS, CITATION, shows_paper
 from pipelines.experiment.tables import (
     LEGEND,
     check_cells,
@@ -102,15 +102,17 @@ def _slug(name: str) -> str:
 def _figures(out: Path, table: pd.DataFrame, context: dict) -> list[tuple[Path, str]]:
     """Draw the AUC figures (and FID/KID when given) into `out`; (path, caption) pairs."""
     classes = list(dict.fromkeys(table["class"]))
+    paper = shows_paper(context.get("source"))
     figs = [
         (
-            plots.auc_vs_fraction_all(table, out / "auc_vs_fraction.png"),
+            plots.auc_vs_fraction_all(table, out / "auc_vs_fraction.png", paper),
             "Test AUC vs training fraction, all classes: mean over seeds with 95 % patient-"
-            f"bootstrap CI bands; hollow diamonds: {plots.PAPER_LABEL} (one seed, CheXpert).",
+            "bootstrap CI bands"
+            + (f"; hollow diamonds: {plots.PAPER_LABEL} (one seed, CheXpert)." if paper else "."),
         )
     ]
     for cls in classes:
-        path = plots.auc_vs_fraction(table, out / f"auc_vs_fraction_{_slug(cls)}.png", cls)
+        path = plots.auc_vs_fraction(table, out / f"auc_vs_fraction_{_slug(cls)}.png", cls, paper)
         figs.append((path, f"{cls}: test AUC vs training fraction per arm."))
     if context.get("fid_kid") is not None:
         frame = pd.DataFrame(context["fid_kid"])

@@ -31,6 +31,15 @@ from pipelines.gan.synth import synthesize
 from pipelines.runs import RunOptions, StaleRunError, atomic_write_text, is_done, run_path
 
 ERROR = "ERROR"
+# the GAN variant each synthetic-data arm trains on: after the filter bank, or without it
+GAN_VARIANT = {"gan": "filters", "gan_standard": "filters", "gan_nofilter": "nofilter"}
+
+
+def variant_config(cfg: dict, variant: str) -> dict:
+    """The config of a GAN variant: "nofilter" empties the filter bank (originals only)."""
+    if variant == "nofilter":
+        return {**cfg, "filters": {**cfg["filters"], "names": []}}
+    return cfg
 
 
 @dataclass
@@ -61,10 +70,19 @@ class Sweep:
             self.runs, dataset, "classify", f"{self.name}-{self.model}-{arm}-f{fraction:g}-s{seed}"
         )
 
-    def gan_dir(self, dataset: str, classes: list[str], fraction: float, seed: int) -> Path:
-        """Run folder of the GAN of a class set at one fraction and seed (the classifier's seed)."""
+    def gan_variants(self) -> list[str]:
+        """The GAN variants the arms need: "filters" (after the filter bank) and/or "nofilter"."""
+        need = {GAN_VARIANT[a] for a in self.arms if a in GAN_VARIANT}
+        return [v for v in ("filters", "nofilter") if v in need]
+
+    def gan_dir(
+        self, dataset: str, classes: list[str], fraction: float, seed: int, variant: str = "filters"
+    ) -> Path:
+        """Run folder of a GAN: class set, fraction, seed (the classifier's) and filter variant."""
         tag = f"{self.name}-{class_tag(classes)}-f{fraction:g}-seed{seed}"
-        return run_path(self.runs, dataset, "gan", tag)
+        return run_path(
+            self.runs, dataset, "gan", tag + ("-nofilter" if variant == "nofilter" else "")
+        )
 
     def out_dir(self, dataset: str) -> Path:
         """Where the tables and the report go."""
@@ -80,9 +98,9 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
     if not sweep.classes:
         raise RareganError("give at least one rare class (--classes)")
     prepared.require_test_positives(sweep.classes)
-    if "gan" in sweep.arms:
-        for unit in sweep.gan_units():  # the smallest fraction must leave each GAN enough images
-            training_images(prepared, unit, sweep.fractions[0], cfg)
+    for variant in sweep.gan_variants():  # the smallest fraction must leave each GAN enough images
+        for unit in sweep.gan_units():
+            training_images(prepared, unit, sweep.fractions[0], variant_config(cfg, variant))
 
 
 def plan(sweep: Sweep, dataset: str) -> pd.DataFrame:
@@ -144,7 +162,7 @@ def gan_unit(
 ) -> Path:
     """One GAN of the sweep (its seed drives init, latents and synthesis), its synthetic set and
     its evaluation; returns the synthetic set. Any failure here fails only this unit's cells."""
-    g = {**cfg, "gan": {**cfg["gan"], "seed": seed}}
+    g = {**cfg, "gan": {**cfg["gan"], "seed": seed}}  # variant_config applied by the caller
     opts = RunOptions(resume=(gdir / CKPT).exists(), redo=sweep.redo, progress=sweep.progress)
     train_gan(prepared, unit, fraction, g, gdir, opts)
     c = cfg["compare"]
@@ -160,17 +178,19 @@ def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.Dat
     """Run every unfinished cell (each seed's GANs and synthetic sets first), then the cells table."""
     for f in sweep.fractions:
         for seed in sweep.seeds:
-            synth_sets: list[Path | None] = []
-            if "gan" in sweep.arms:
+            synth_sets: dict[str, list[Path | None]] = {}
+            for variant in sweep.gan_variants():
+                vcfg = variant_config(cfg, variant)
+                synth_sets[variant] = []
                 for unit in sweep.gan_units():
-                    gdir = sweep.gan_dir(dataset, unit, f, seed)
-                    synth_sets.append(
-                        attempt(gdir, partial(gan_unit, sweep, prepared, cfg, unit, f, seed, gdir))
-                    )
+                    gdir = sweep.gan_dir(dataset, unit, f, seed, variant)
+                    step = partial(gan_unit, sweep, prepared, vcfg, unit, f, seed, gdir)
+                    synth_sets[variant].append(attempt(gdir, step))
             c = {**cfg, "classify": {**cfg["classify"], "seed": seed}}
             for arm in sweep.arms:
                 run = sweep.classify_dir(dataset, arm, f, seed)
-                if arm == "gan" and None in synth_sets:
+                synth = synth_sets.get(GAN_VARIANT.get(arm, ""), [])
+                if None in synth:
                     run.mkdir(parents=True, exist_ok=True)
                     atomic_write_text(
                         run / ERROR,
@@ -188,7 +208,7 @@ def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.Dat
                         fraction=f,
                         arm=arm,
                         classes=sweep.classes,
-                        synth=synth_sets if arm == "gan" else [],
+                        synth=synth,
                         opts=RunOptions(resume=resume, redo=sweep.redo, progress=sweep.progress),
                     ),
                 )
@@ -207,11 +227,14 @@ def collect_cells(sweep: Sweep, dataset: str) -> pd.DataFrame:
 def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
     """FID/KID of every finished GAN (class set, fraction, seed) and the first seed's image grids."""
     rows, images = [], []
+    units = [(u, v) for v in sweep.gan_variants() for u in sweep.gan_units()]
     for f in sweep.fractions:
-        for unit in sweep.gan_units():
-            cls = " + ".join(unit)
+        for unit, variant in units:
+            cls = " + ".join(unit) + (
+                " (GAN without the filter bank)" if variant == "nofilter" else ""
+            )
             for seed in sweep.seeds:
-                ev = sweep.gan_dir(dataset, unit, f, seed) / "eval"
+                ev = sweep.gan_dir(dataset, unit, f, seed, variant) / "eval"
                 if not (ev / "eval.json").is_file():
                     continue
                 rep = json.loads((ev / "eval.json").read_text())

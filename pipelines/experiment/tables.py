@@ -247,33 +247,54 @@ def _note(cls: str, row: dict) -> str:
     return "; ".join(notes)
 
 
-def auc_table(cells: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """One row per class × fraction × arm: seed-mean AUC with CI, seed spread, Δ vs none, paper."""
+SECONDARY = {"gan": "gan_nofilter", "gan_standard": "standard"}  # arm → its second reference
+SECOND_COLUMNS = {"delta": "delta2", "delta_lo": "delta2_lo", "delta_hi": "delta2_hi"} | {
+    "p_value": "p_value2",
+    "p_holm": "p_holm2",
+}
+
+
+def auc_table(
+    cells: pd.DataFrame, n_boot: int = 1000, seed: int = 0, paper: bool = True
+) -> pd.DataFrame:
+    """One row per class × fraction × arm: seed-mean AUC with its CI, seed spread, Δ vs none
+    (and vs SECONDARY[arm]: gan − gan_nofilter, gan_standard − standard), Holm-adjusted p over
+    every Δ, and the paper's AUC when `paper` (CheXpert sources only)."""
     coll = collect(cells)
     cells = coll["cells"]
     bs = PatientBootstrap(coll["patient"], len(coll["patient"]), n_boot, seed)
     rows = []
     for (cls, frac), group in cells.groupby(["class", "fraction"], sort=True):
         y = coll["labels"].get(cls)
-        by_arm, seeds_of = {}, {}
+        seeds_of = {}
         for arm in [a for a in ARMS if a in set(group["arm"])]:
             sub = group[group["arm"] == arm]
             row, seeds_of[arm] = _arm_row(sub, y, coll, bs, n_boot, seed)
             row.update({"class": cls, "fraction": frac, "arm": arm})
             row["note"] = _note(cls, row)
             row.update({"delta": np.nan, "delta_lo": np.nan, "delta_hi": np.nan, "p_value": np.nan})
-            if arm != "none" and "none" in by_arm:
+            if arm != "none" and "none" in seeds_of:
                 row.update(paired_delta_row(seeds_of[arm], seeds_of["none"], n_boot, seed))
+            ref = SECONDARY.get(arm)
+            row["ref2"] = ref if ref in seeds_of else ""
+            if row["ref2"]:
+                second = paired_delta_row(seeds_of[arm], seeds_of[ref], n_boot, seed)
+                row.update({SECOND_COLUMNS[k]: v for k, v in second.items() if k in SECOND_COLUMNS})
             row["significant"] = bool(row["delta_lo"] > 0 or row["delta_hi"] < 0)
-            paper = paper_auc(cls, frac, arm)
-            row["paper_auc"] = np.nan if paper is None else paper
+            value = paper_auc(cls, frac, arm) if paper else None
+            row["paper_auc"] = np.nan if value is None else value
             rows.append(row)
-            by_arm[arm] = row
     table = pd.DataFrame(rows)
-    table["p_holm"] = holm(table["p_value"].to_numpy(float)) if len(table) else []
+    for col in ("delta2", "delta2_lo", "delta2_hi", "p_value2"):
+        if col not in table:
+            table[col] = np.nan
+    both = np.concatenate([table["p_value"].to_numpy(float), table["p_value2"].to_numpy(float)])
+    adjusted = holm(both) if len(table) else both
+    table["p_holm"], table["p_holm2"] = adjusted[: len(table)], adjusted[len(table) :]
     columns = [
         *["class", "fraction", "arm", "auc", "lo", "hi", "seed_std", "n_seeds", "n_failed"],
         *["n_pending", "n_pos", "n_neg", "delta", "delta_lo", "delta_hi", "p_value", "p_holm"],
+        *["ref2", "delta2", "delta2_lo", "delta2_hi", "p_value2", "p_holm2"],
         *["significant", "paper_auc", "note", "errors", "seed_aucs"],
     ]
     return table.reindex(columns=columns)
@@ -309,20 +330,36 @@ def fmt_delta(row: pd.Series | None) -> str:
     return f"**{text} ✱**" if row["significant"] else text
 
 
+def _second(row: pd.Series) -> pd.Series:
+    """The arm's second comparison (vs SECONDARY[arm]) in fmt_delta's shape."""
+    out = pd.Series({k: row[col] for k, col in SECOND_COLUMNS.items()})
+    out["significant"] = bool(out["delta_lo"] > 0 or out["delta_hi"] < 0)
+    return out
+
+
 def wide(table: pd.DataFrame) -> pd.DataFrame:
     """The readable view: one row per class × fraction, arms side by side, Δs, the paper's AUCs."""
+    present = [a for a in ARMS if a in set(table["arm"])]
     out = []
     for (cls, frac), group in table.groupby(["class", "fraction"], sort=True):
         arm = {r["arm"]: r for _, r in group.iterrows()}
         row = {"class": cls, "fraction": fmt_fraction(frac)}
-        row.update({a: fmt_auc(arm[a]) if a in arm else "—" for a in ARMS})
-        row["Δ gan − none"] = fmt_delta(arm.get("gan"))
-        row["Δ standard − none"] = fmt_delta(arm.get("standard"))
-        row["classifier seeds " + "/".join(a[0] for a in ARMS)] = "/".join(
-            str(arm[a]["n_seeds"]) if a in arm else "–" for a in ARMS
+        row.update({a: fmt_auc(arm[a]) if a in arm else "—" for a in present})
+        for a in present[1:] if present[:1] == ["none"] else present:
+            row[f"Δ {a} − none"] = fmt_delta(arm.get(a))
+        for a, ref in SECONDARY.items():
+            if a in present and ref in present:
+                row[f"Δ {a} − {ref}"] = (
+                    fmt_delta(_second(arm[a])) if a in arm and arm[a]["ref2"] else "—"
+                )
+        row["classifier seeds (" + ", ".join(present) + ")"] = "/".join(
+            str(arm[a]["n_seeds"]) if a in arm else "–" for a in present
         )
-        paper = {a: arm[a]["paper_auc"] if a in arm else np.nan for a in ARMS}
-        row.update({f"paper {a}": f"{v:.3f}" if np.isfinite(v) else "—" for a, v in paper.items()})
+        paper = {a: arm[a]["paper_auc"] if a in arm else np.nan for a in present}
+        if any(np.isfinite(v) for v in paper.values()):
+            row.update(
+                {f"paper {a}": f"{v:.3f}" if np.isfinite(v) else "—" for a, v in paper.items()}
+            )
         out.append(row)
     return pd.DataFrame(out)
 
@@ -425,9 +462,7 @@ def verdict(table: pd.DataFrame, cls: str) -> str:
     if len(seeds):
         k = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
         few = ", and so few seeds barely sample training randomness" if seeds.min() < 3 else ""
-        parts.append(
-            f"Each AUC averages {k} seed(s); the CIs cover test-patient sampling only{few}."
-        )
+        parts.append(f"Each AUC averages {k} seed(s); the CIs cover seeds and test patients{few}.")
     if gan["significant"].any():
         n = int(np.isfinite(rows["delta"]).sum())
         parts.append(f"Of {n} comparisons, about 1 in 20 null ones passes p < 0.05 by chance.")

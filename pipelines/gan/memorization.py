@@ -32,25 +32,44 @@ def _flat(images: torch.Tensor) -> torch.Tensor:
 
 
 def pixel_nearest(
-    query: torch.Tensor, ref: torch.Tensor, exclude_self: bool = False, chunk: int = 1024
+    query: torch.Tensor,
+    ref: torch.Tensor,
+    exclude_self: bool = False,
+    chunk: int = 512,
+    ref_chunk: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Index of the nearest `ref` image and its per-pixel RMS distance, for each uint8 `query` image.
 
-    Chunked matmuls (|q|² + |r|² - 2 q·r) find the neighbour; its distance is then recomputed
-    exactly. `exclude_self` (query is ref) gives leave-one-out neighbours.
+    Chunked over queries and references (|q|² + |r|² − 2 q·r in float32 per block, a running
+    minimum), so memory stays bounded (about (chunk + ref_chunk) × pixels × 4 bytes) whatever the
+    set sizes; the winner's distance is then recomputed exactly. `exclude_self` (query is ref) gives
+    leave-one-out neighbours.
     """
-    q_all, r = _flat(query), _flat(ref)
-    r_sq = (r * r).sum(1)
-    idx = torch.empty(q_all.shape[0], dtype=torch.long)
-    for i in range(0, q_all.shape[0], chunk):
-        q = q_all[i : i + chunk]
-        d2 = (q * q).sum(1, keepdim=True) + r_sq[None] - 2.0 * q @ r.T
-        if exclude_self:
-            rows = torch.arange(q.shape[0])
-            d2[rows, rows + i] = float("inf")
-        idx[i : i + chunk] = d2.argmin(1)
-    diff = (query.flatten(1).double() - ref.flatten(1)[idx].double()) / 255.0
-    return idx.numpy(), diff.square().mean(1).sqrt().numpy()
+    n_q, n_r = query.shape[0], ref.shape[0]
+    r_sq = torch.cat(
+        [_flat(ref[j : j + ref_chunk]).square().sum(1) for j in range(0, n_r, ref_chunk)]
+    )
+    idx = torch.empty(n_q, dtype=torch.long)
+    rms = np.empty(n_q)
+    for i in range(0, n_q, chunk):
+        q = _flat(query[i : i + chunk])
+        best = torch.full((q.shape[0],), float("inf"))
+        arg = torch.zeros(q.shape[0], dtype=torch.long)
+        for j in range(0, n_r, ref_chunk):
+            r = _flat(ref[j : j + ref_chunk])
+            d2 = q.square().sum(1, keepdim=True) + r_sq[None, j : j + ref_chunk] - 2.0 * q @ r.T
+            if exclude_self:
+                rows = torch.arange(q.shape[0])
+                cols = rows + i - j
+                ok = (cols >= 0) & (cols < r.shape[0])
+                d2[rows[ok], cols[ok]] = float("inf")
+            value, where = d2.min(1)
+            better = value < best
+            best[better], arg[better] = value[better], where[better] + j
+        idx[i : i + chunk] = arg
+        diff = (query[i : i + chunk].flatten(1).double() - ref[arg].flatten(1).double()) / 255.0
+        rms[i : i + chunk] = diff.square().mean(1).sqrt().numpy()
+    return idx.numpy(), rms
 
 
 def feature_nearest(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +12,15 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 import yaml
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from pggan import PGGAN, fixed_latents, make_grid_uint8, to_uint8
 from pggan.networks import check_architecture
+from pipelines.data.prefilter import expand
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
-from pipelines.gan.prefilter import expand
 from pipelines.images import save_png
 from pipelines.runs import (
     RunOptions,
@@ -33,6 +37,7 @@ from pipelines.runs import (
 )
 
 CKPT = "checkpoints/last.ckpt"
+DATA_ORDER = "data_order"  # the checkpoint's entry for the sampler's position
 GENERATOR = "generator_ema.pt"
 POSITIVES = "positives.csv"
 
@@ -50,6 +55,7 @@ def gan_module(cfg: dict, label_dim: int = 0) -> PGGAN:
         latent_dim=g["latent_dim"],
         label_dim=label_dim,
         kimg_per_phase=g["kimg_per_phase"],
+        final_kimg=g["final_kimg"],
         lr=g["lr"],
         batch_per_resolution={
             r: b for r, b in g["batch_per_resolution"].items() if r <= g["resolution"]
@@ -107,16 +113,79 @@ def condition_labels(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return (rows[classes].to_numpy(dtype=np.float32) > 0.5).astype(np.float32)
 
 
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0, 1 without torch.distributed)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class ResumableSampler(Sampler[int]):
+    """Endless shuffled passes over `n` items; pass e's order is a pure function of (seed, e).
+
+    The stream is cut into global batches of `batch` items per rank (rank r takes the r-th slice),
+    and `position` (items all ranks consumed) restores the exact order after a resume.
+    """
+
+    def __init__(self, n: int, batch: int, seed: int):
+        super().__init__()
+        self.n, self.batch, self.seed = n, batch, seed
+        self.position = 0
+
+    def order(self, epoch: int) -> list[int]:
+        """The item order of pass `epoch`."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=gen).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        """Items from `position` on, this rank's slice of each global batch."""
+        rank, world = rank_and_world()
+        start, epoch, order = self.position + rank * self.batch, -1, []
+        while True:
+            for pos in range(start, start + self.batch):
+                if pos // self.n != epoch:
+                    epoch = pos // self.n
+                    order = self.order(epoch)
+                yield order[pos % self.n]
+            start += world * self.batch
+
+    def state(self, position: int) -> dict:
+        """The pass and index within it at stream `position`."""
+        return {"epoch": position // self.n, "index": position % self.n}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from a saved pass and index."""
+        self.position = state["epoch"] * self.n + state["index"]
+
+
+class DataOrder(pl.Callback):
+    """Saves the sampler's position in each checkpoint and restores it on resume."""
+
+    def __init__(self, sampler: ResumableSampler):
+        self.sampler = sampler
+
+    def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+        """Every step consumed one batch per rank."""
+        items = module.steps * trainer.world_size * self.sampler.batch
+        checkpoint[DATA_ORDER] = self.sampler.state(items)
+
+    def on_load_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+        """Restore the position (from the step count for checkpoints made before it was saved)."""
+        steps = checkpoint["pggan_state"]["steps"]
+        old = self.sampler.state(steps * trainer.world_size * self.sampler.batch)
+        self.sampler.load_state(checkpoint.get(DATA_ORDER, old))
+
+
 def loader(
     images: np.ndarray, batch: int, seed: int, labels: np.ndarray | None = None
 ) -> DataLoader:
-    """Endless-feeling loader of [-1, 1] float batches (with their labels if given), drawn with replacement."""
+    """Endless loader of [-1, 1] float batches (with their labels if given) in a resumable order."""
     tensors = [torch.from_numpy(np.ascontiguousarray(images))]
     if labels is not None:
         tensors.append(torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32)))
     data = TensorDataset(*tensors)
-    gen = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(data, replacement=True, num_samples=batch * 200, generator=gen)
+    sampler = ResumableSampler(len(data), batch, seed)
 
     def collate(items):
         x = torch.stack([it[0] for it in items]).float().div_(127.5).sub_(1.0)
@@ -171,8 +240,80 @@ def check_same_classes(run: Path, classes: list[str]) -> None:
         )
 
 
+class ScheduleBar(TQDMProgressBar):
+    """Lightning's bar over the GAN schedule: kimg of the total, phase, resolution, alpha, losses, ETA."""
+
+    BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| {n:.2f}/{total:.2f} kimg [{elapsed}<{remaining}{postfix}]"
+
+    def on_train_start(self, trainer, module) -> None:
+        """A bar from the kimg shown so far (after a resume too) to the end of the schedule."""
+        self.train_progress_bar = Tqdm(
+            total=module.schedule.total_images / 1000,
+            initial=module.images_seen / 1000,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
+    def on_train_epoch_start(self, trainer, *_) -> None:
+        """Nothing: the loader is endless, its passes mean nothing to users."""
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        """Nothing: the bar ends with the schedule."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        """Move to the images shown; name the phase, resolution, alpha and losses."""
+        if not self._should_update(batch_idx + 1, 0):
+            return
+        phase, bar = module.phase, self.train_progress_bar
+        n_phases = module.schedule.n_phases
+        bar.set_description(
+            f"phase {phase.index + 1}/{n_phases} {phase.name} {phase.resolution} px", refresh=False
+        )
+        post = {"alpha": f"{phase.alpha:.2f}"}
+        post.update({k: f"{v.item():.3f}" for k, v in (outputs or {}).items()})
+        bar.set_postfix(post, refresh=False)
+        bar.n = min(module.images_seen / 1000, bar.total)
+        bar.refresh()
+
+
+class PhaseLines(pl.Callback):
+    """One plain line per phase on stdout (for --no-progress): phase, resolution, kimg, mean losses."""
+
+    def on_train_start(self, trainer, module) -> None:
+        """Start the first phase's tally."""
+        self.start(module)
+
+    def start(self, module) -> None:
+        """Tally a phase from the current image count."""
+        self.phase, self.kimg = module.phase, module.images_seen / 1000
+        self.sums, self.count = {}, 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        """Add the step's losses (on device, no sync); print the line when the phase ends."""
+        if not outputs:  # no step: the schedule had already ended
+            return
+        for key, value in outputs.items():
+            self.sums[key] = self.sums.get(key, 0) + value
+        self.count += 1
+        if module.phase.index == self.phase.index and not module.phase.done:
+            return
+        if trainer.is_global_zero:
+            p, n = self.phase, module.schedule.n_phases
+            losses = ", ".join(f"{k} {float(v) / self.count:.3f}" for k, v in self.sums.items())
+            print(
+                f"phase {p.index + 1}/{n} {p.name} {p.resolution} px: "
+                f"kimg {self.kimg:.2f}-{module.images_seen / 1000:.2f}, {losses}",
+                flush=True,
+            )
+        self.start(module)
+
+
 class RunOutputs(pl.Callback):
-    """Checkpoints every N kimg (atomic), sample grids at each phase end and checkpoint."""
+    """Checkpoints every N kimg (atomic) and at the end, sample grids at each phase end and checkpoint."""
 
     def __init__(self, run: Path, every_kimg: float, n_grid: int = 32, seed: int = 0):
         self.run, self.every = Path(run), max(1, int(every_kimg * 1000))
@@ -193,6 +334,11 @@ class RunOutputs(pl.Callback):
             save_checkpoint_atomic(trainer, self.run / CKPT)
             self.grid(module, f"kimg{module.images_seen / 1000:08.2f}")
             self.next_ckpt = (module.images_seen // self.every + 1) * self.every
+
+    def on_train_end(self, trainer, module) -> None:
+        """The final state (G, D, EMA, optimizers), so a finished run can be inspected or continued."""
+        if module.phase.done:
+            save_checkpoint_atomic(trainer, self.run / CKPT)
 
     def grid(self, module: PGGAN, name: str) -> None:
         """Fixed-latent samples of the EMA generator at the current level and alpha."""
@@ -273,11 +419,15 @@ def train_gan(
     cfg: dict,
     run: Path,
     opts: RunOptions | None = None,
+    checkpoint_every: float | None = None,
 ) -> Path:
     """Train (or resume) the GAN of a class and fraction in `run`; returns the run folder.
 
     Several classes train one label-conditional GAN on the union of their positives. A finished
     or interrupted run is reused only when its fingerprint matches (`redo`: replaced otherwise).
+    Checkpoints come every `checkpoint_every` kimg; by default every gan.checkpoint_every_kimg but
+    at least five times per schedule. A resume continues exactly: schedule, optimizers, EMA, the
+    data order and the per-step random draws.
     """
     opts = opts or RunOptions()
     resume, redo, progress = opts.resume, opts.redo, opts.progress
@@ -318,6 +468,11 @@ def train_gan(
     )
     keep = ["image_id", "patient", "path", *prepared.records.label_names]
     rows[keep].to_csv(run / POSITIVES, index=False)
+    seed = cfg["gan"]["seed"]
+    data = loader(images, module.schedule.max_batch, seed, labels if conditional else None)
+    every = checkpoint_every or min(
+        cfg["gan"]["checkpoint_every_kimg"], module.schedule.total_images / 5000
+    )
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -325,22 +480,21 @@ def train_gan(
         max_epochs=-1,
         max_steps=-1,  # the module stops the trainer when its schedule ends
         logger=loggers(run),
-        callbacks=[RunOutputs(run, cfg["gan"]["checkpoint_every_kimg"], seed=cfg["gan"]["seed"])],
+        callbacks=[
+            RunOutputs(run, every, seed=seed),
+            DataOrder(data.sampler),
+            ScheduleBar() if progress else PhaseLines(),
+        ],
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=5,
         num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the sampler gives each rank its slice itself
     )
     if resume:
         check_checkpoint(ckpt)
-    trainer.fit(
-        module,
-        loader(
-            images, module.schedule.max_batch, cfg["gan"]["seed"], labels if conditional else None
-        ),
-        ckpt_path=str(ckpt) if resume else None,
-    )
+    trainer.fit(module, data, ckpt_path=str(ckpt) if resume else None)
     if not module.phase.done:
         raise RareganError(
             f"GAN training in {run} stopped before the schedule ended; resume with --resume"
