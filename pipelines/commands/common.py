@@ -7,9 +7,11 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipelines.data.prepare import DataSpec, parse_rarefy
-from pipelines.runs import RunOptions
+if TYPE_CHECKING:  # imported where used: --help must not load torch
+    from pipelines.data.prepare import DataSpec
+    from pipelines.runs import RunOptions
 
 
 def devices_arg(text: str) -> int | str:
@@ -176,6 +178,7 @@ def spec_from_args(
     """The DataSpec the command line describes (config values where the command line is silent);
     `studied` rare classes default to the command's --classes / --class."""
     from pipelines.data import detect_format
+    from pipelines.data.prepare import DataSpec, parse_rarefy
 
     if studied is None:
         given = getattr(args, "classes", None) or getattr(args, "cls", None) or []
@@ -229,6 +232,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_options(args: argparse.Namespace, strategy: str | None = None) -> RunOptions:
     """The RunOptions the run group of the command line describes."""
+    from pipelines.runs import RunOptions
+
     return RunOptions(
         resume=args.resume,
         redo=args.redo,
