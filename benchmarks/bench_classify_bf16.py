@@ -8,7 +8,6 @@ computed in fp32 in every variant. Random 1-channel images (the speed does not d
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from contextlib import nullcontext
@@ -18,6 +17,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from cli_args import bench_args  # noqa: E402
 
 from classify import Classifier  # noqa: E402
 from pipelines.classifier.run import cpu_bf16  # noqa: E402
@@ -50,11 +51,7 @@ def img_per_s(variant: str, size: int, batch: int, steps: int) -> float:
 
 def main() -> None:
     """Print img/s per variant and the ratios to fp32 (interleaved rounds, median of rounds)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few steps (a smoke run)")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=32)
-    args = parser.parse_args()
+    args = bench_args(__doc__, size=64, batch=32)
     steps, rounds = (2, 1) if args.quick else (8, 2)
     variants = ["fp32", "bf16", "bf16+channels_last"]
     print(

@@ -7,7 +7,6 @@ CC BY 4.0) from ../shared/data (or $RAREGAN_SHARED_DATA).
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import tempfile
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cli_args import bench_args  # benchmarks/ is on the path when a script runs
 from PIL import Image
 
 from pipelines.data.leakage import find_cross_split_duplicates, phash, pixel_digest
@@ -111,11 +111,7 @@ def bench_draft(path: str, size: int, copies: int) -> None:
 
 def main() -> None:
     """Run the benchmark and print its figures."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller run")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    args = bench_args(__doc__, size=128, workers=2)
     n = 300 if args.quick else 1000
     files = sorted((DATA / "chest_xray/train").glob("*/*.jpeg"))
     paths = [str(p) for p in files[:: max(1, len(files) // n)][:n]]

@@ -264,3 +264,27 @@ class RunOptions:
     strategy: str = "auto"
     accelerator: str = "auto"
     progress: bool = True
+
+
+def reuse_or_start(run: Path, fp: dict, ckpt: Path, opts: RunOptions, kind: str) -> bool | None:
+    """None when `run` is finished under fingerprint `fp` (reuse it); else whether to resume it
+    from `ckpt`. Refuses a run made by other settings (StaleRunError, or replaced with `redo`), an
+    unfinished run without `resume`, and `resume` without a checkpoint."""
+    resume = check_fingerprint(run, fp, opts.redo) and opts.resume  # False: it was just deleted
+    if is_done(run):
+        return None
+    if ckpt.exists() and not resume:
+        raise RareganError(
+            f"{run} holds an unfinished {kind} run; pass --resume to continue it, --redo to start "
+            "over, or choose another --out"
+        )
+    if resume and not ckpt.exists():
+        raise RareganError(f"cannot resume: no checkpoint at {ckpt}; start without --resume")
+    return resume
+
+
+def open_run(run: Path, fp: dict, config: dict) -> None:
+    """Create the run folder with what made it, first of all: its fingerprint and resolved config."""
+    Path(run).mkdir(parents=True, exist_ok=True)
+    write_fingerprint(run, fp)
+    write_yaml(Path(run) / "config.yaml", config)

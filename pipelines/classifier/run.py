@@ -26,16 +26,14 @@ from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
 from pipelines.runs import (
     RunOptions,
-    check_fingerprint,
     fingerprint,
     frame_id,
-    is_done,
     loggers,
     mark_done,
+    open_run,
+    reuse_or_start,
     run_id,
-    write_fingerprint,
     write_json,
-    write_yaml,
 )
 
 ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard")
@@ -398,7 +396,7 @@ def train_classifier(
 
     A finished or interrupted run is reused only when its fingerprint matches (`redo`: replaced)."""
     opts = opts or RunOptions()
-    resume, redo, progress = opts.resume, opts.redo, opts.progress
+    progress = opts.progress
     devices, strategy, accelerator = opts.devices, opts.strategy, opts.accelerator
     check_arm(arm)
     run, classes, synth = Path(run), list(classes or []), list(synth or [])
@@ -435,36 +433,18 @@ def train_classifier(
         filters=cfg["filters"] if arm == "filters" else {},
         filter_classes=classes if arm == "filters" else [],
     )
-    if not check_fingerprint(run, fp, redo):
-        resume = False  # the run made by other settings was deleted: start afresh
-    if is_done(run):
+    resume = reuse_or_start(run, fp, run / "checkpoints" / "last.ckpt", opts, "classifier")
+    if resume is None:
         return {}
-    if (run / "checkpoints" / "last.ckpt").exists() and not resume:
-        raise RareganError(
-            f"{run} holds an unfinished classifier run; pass --resume to continue it, "
-            "--redo to start over, or choose another --out"
-        )
     extra = filtered_copies(prepared, rows, classes, cfg) if arm == "filters" else None
     train_ds, val_ds, test_ds, n_synth = datasets(prepared, rows, label_names, synth, extra)
     # every arm takes as many optimizer steps per epoch as `none` (real rows only), unless the
     # config says otherwise: more images must not also mean more training
     # (the loaders drop a last partial batch, so `none` takes len(rows) // batch steps)
     steps = max(1, len(rows) // c["batch_size"]) if c["equal_steps"] else None
-    run.mkdir(parents=True, exist_ok=True)
-    write_fingerprint(run, fp)
-    write_yaml(
-        run / "config.yaml",
-        {
-            **cfg,
-            "run": {
-                "fraction": fraction,
-                "arm": arm,
-                "model": model,
-                "classes": classes,
-                "synth": [str(s) for s in synth],
-                "data": str(rec.root),
-            },
-        },
+    where = {"fraction": fraction, "arm": arm, "model": model, "classes": classes}
+    open_run(
+        run, fp, {**cfg, "run": {**where, "synth": [str(s) for s in synth], "data": str(rec.root)}}
     )
     pl.seed_everything(c["seed"], workers=True, verbose=False)
     pos_weight = (
@@ -524,8 +504,6 @@ def train_classifier(
         deterministic="warn",
     )
     last = run / "checkpoints" / "last.ckpt"
-    if resume and not last.exists():
-        raise RareganError(f"cannot resume: no checkpoint at {last}; start without --resume")
     trainer.fit(
         module, loader, DataLoader(val_ds, c["batch_size"]), ckpt_path=str(last) if resume else None
     )

@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines.errors import RareganError
+
 if TYPE_CHECKING:  # imported where used: --help must not load torch
     from pipelines.data.prepare import DataSpec
     from pipelines.runs import RunOptions
@@ -160,6 +162,11 @@ def add_data_arguments(
 def source_options(args: argparse.Namespace, fmt: str) -> dict:
     """Loader options the user set, for the given format."""
     opts = {}
+    if getattr(args, "patient_pattern", None) and fmt != "folders":
+        raise RareganError(
+            f"--patient-pattern applies only to class folders, but {args.data} is {fmt} data; "
+            "drop --patient-pattern"
+        )
     if fmt == "chexpert":
         if args.uncertainty:
             opts["uncertainty"] = args.uncertainty

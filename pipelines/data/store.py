@@ -24,6 +24,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import struct
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ DRAFT_MARGIN = 4  # JPEG DCT downscaling keeps the short side >= DRAFT_MARGIN * 
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 _DECODE_ERRORS += (Image.DecompressionBombError,)
 _TMP_MARK = ".tmp-"
+SPACE_MARGIN = 16 * 2**20  # bytes kept free beyond the store itself (metadata, other writers)
 
 
 def _gray(im: Image.Image) -> Image.Image:
@@ -102,6 +104,8 @@ def _decode_chunk(
     try:
         for k, p in enumerate(paths):
             try:
+                if os.path.getsize(p) == 0:
+                    return p, "the file is empty (0 bytes)"
                 arr[start + k, 0] = decode_image(p, shape[-1], resize)
             except FileNotFoundError:
                 return p, "the file is missing"
@@ -195,6 +199,16 @@ def _open_cached(cache_dir: Path, key: str, n: int, size: int) -> Store | None:
     except (OSError, ValueError, KeyError):
         pass
     return None
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Refuse (one line) when `folder`'s disk has less than `needed` bytes plus a margin free."""
+    free = shutil.disk_usage(folder).free
+    if free < needed + SPACE_MARGIN:
+        raise RareganError(
+            f"not enough disk space in {folder}: the image store needs {needed} bytes "
+            f"(+{SPACE_MARGIN} margin), {free} free; free space or give another --cache"
+        )
 
 
 def _clean_stale(cache_dir: Path, key: str) -> None:
@@ -295,6 +309,7 @@ def build_store(
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         _clean_stale(cache_dir, key)
+        check_free_space(cache_dir, n * size * size)
         with open(tmp_data, "wb") as f:
             f.truncate(n * size * size)
     except OSError as e:
@@ -304,7 +319,7 @@ def build_store(
             f"cannot write the image store in {cache_dir} ({e.strerror or e}); "
             "give a writable cache directory"
         ) from None
-    try:
+    try:  # any failure below (a full disk included) removes both temp files
         shape = (n, 1, size, size)
         failure = _decode_all(tmp_data, shape, abspaths, resize, workers, progress)
         if failure:
@@ -318,9 +333,14 @@ def build_store(
         tmp_meta.write_text(json.dumps(meta))
         os.replace(tmp_data, cache_dir / f"{key}.u8")
         os.replace(tmp_meta, cache_dir / f"{key}.json")  # the commit point: json last
-    except BaseException:
+    except BaseException as e:
         tmp_data.unlink(missing_ok=True)
         tmp_meta.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # e.g. the disk filled up while writing
+            raise RareganError(
+                f"cannot write the image store in {cache_dir} ({e.strerror or e}); "
+                "free disk space or give another --cache"
+            ) from None
         raise
     return Store(cache_dir / f"{key}.u8", meta, built=True)
 

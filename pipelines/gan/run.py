@@ -24,16 +24,14 @@ from pipelines.errors import RareganError
 from pipelines.images import save_png
 from pipelines.runs import (
     RunOptions,
-    check_fingerprint,
     fingerprint,
     frame_id,
-    is_done,
     loggers,
     mark_done,
     merged_logs,
-    write_fingerprint,
+    open_run,
+    reuse_or_start,
     write_json,
-    write_yaml,
 )
 
 CKPT = "checkpoints/last.ckpt"
@@ -430,7 +428,7 @@ def train_gan(
     data order and the per-step random draws.
     """
     opts = opts or RunOptions()
-    resume, redo, progress = opts.resume, opts.redo, opts.progress
+    progress = opts.progress
     devices, strategy, accelerator = opts.devices, opts.strategy, opts.accelerator
     run = Path(run)
     classes = as_classes(classes)
@@ -438,34 +436,16 @@ def train_gan(
     ckpt = run / CKPT
     rows, images, labels = training_images(prepared, classes, fraction, cfg)
     fp = gan_fingerprint(prepared, cfg, classes, fraction, rows)
-    if not check_fingerprint(run, fp, redo):
-        resume = False  # the run made by other settings was deleted: start afresh
-    if is_done(run):
+    resume = reuse_or_start(run, fp, ckpt, opts, "GAN")
+    if resume is None:
         return run
-    if ckpt.exists() and not resume:
-        raise RareganError(
-            f"{run} holds an unfinished GAN run; pass --resume to continue it or choose another --out"
-        )
-    if resume and not ckpt.exists():
-        raise RareganError(f"cannot resume: no checkpoint at {ckpt}; start without --resume")
     if resume:
         check_same_classes(run, classes)
     pl.seed_everything(cfg["gan"]["seed"], workers=True, verbose=False)
     module = gan_module(cfg, label_dim=len(classes) if conditional else 0)  # validates first
-    run.mkdir(parents=True, exist_ok=True)
-    write_fingerprint(run, fp)
-    write_yaml(
-        run / "config.yaml",
-        {
-            **cfg,
-            "run": {
-                "classes": classes,
-                "fraction": fraction,
-                "data": str(prepared.records.root),
-                "source": prepared.records.source,
-            },
-        },
-    )
+    rec = prepared.records
+    where = {"classes": classes, "fraction": fraction, "data": str(rec.root), "source": rec.source}
+    open_run(run, fp, {**cfg, "run": where})
     keep = ["image_id", "patient", "path", *prepared.records.label_names]
     rows[keep].to_csv(run / POSITIVES, index=False)
     seed = cfg["gan"]["seed"]

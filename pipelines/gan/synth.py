@@ -32,6 +32,8 @@ LABEL_ROWS = ("gan", "copy_real")
 def load_generator(run: Path) -> tuple[Generator, dict]:
     """The EMA generator of a finished GAN run, and the run's summary."""
     run = Path(run)
+    if not run.exists():
+        raise RareganError(f"GAN run folder {run} does not exist; check the --run path")
     if not is_done(run):
         raise RareganError(
             f"GAN run {run} is not finished (no DONE marker); train or resume it first"
