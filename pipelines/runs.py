@@ -8,13 +8,18 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from pipelines.errors import RareganError
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+    import torch
 
 DONE = "DONE"
 
@@ -55,6 +60,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def save_checkpoint_atomic(
+    trainer: pl.Trainer, path: Path, save: Callable[[Path], None] | None = None
+) -> None:
+    """Save a checkpoint to a temp file, then rename; a failed save keeps the previous one.
+
+    `save(tmp)` writes the file (default: the trainer's save_checkpoint). Every rank calls Lightning's
+    save (it synchronizes the ranks); only rank 0 writes and renames.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    if trainer.is_global_zero:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        (save or trainer.save_checkpoint)(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        kept = (
+            f"the previous checkpoint {path} is kept" if path.exists() else "no checkpoint was kept"
+        )
+        raise RareganError(
+            f"could not write checkpoint {path}: {err.strerror or err}; {kept}"
+        ) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -144,6 +174,13 @@ def staged_dir(out: Path, kind: str) -> Iterator[Path]:
         os.replace(tmp, out)
 
 
+def run_device() -> torch.device:
+    """The device inference runs on: CUDA when torch sees a GPU, else the CPU."""
+    import torch  # imported here: the CLI checks its arguments before torch loads
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def run_path(root: Path, dataset: str, stage: str, name: str) -> Path:
     """runs/<dataset>/<stage>/<name>/ (the layout the design card fixes)."""
     return Path(root) / dataset / stage / name
@@ -219,13 +256,24 @@ def check_fingerprint(run: Path, fp: dict, redo: bool = False) -> bool:
     if redo:
         shutil.rmtree(run)
         return False
-    before, now = old["settings"], fp["settings"]
-    keys = sorted(k for k in set(before) | set(now) if before.get(k, "—") != now.get(k, "—"))
+    refuse_stale(run, old["settings"], fp["settings"], path.is_file())
+    return False
+
+
+def refuse_stale(
+    run: Path, before: dict, now: dict, recorded: bool = True, ignore: tuple[str, ...] = ()
+) -> None:
+    """A StaleRunError naming the settings that differ (keys starting with `ignore` not compared)."""
+    keys = sorted(
+        k
+        for k in set(before) | set(now)
+        if before.get(k, "—") != now.get(k, "—") and not k.startswith(ignore)
+    )
+    if recorded and not keys:
+        return
     shown = ", ".join(f"{k}: {before.get(k, '—')} → {now.get(k, '—')}" for k in keys[:4])
     more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
-    what = (
-        f"other settings ({shown}{more})" if path.is_file() else "an older raregan (no fingerprint)"
-    )
+    what = f"other settings ({shown}{more})" if recorded else "an older raregan (no fingerprint)"
     raise StaleRunError(
         f"{run} was made by {what}; choose another --name / --out, or pass --redo to replace it"
     )

@@ -221,3 +221,120 @@ def test_bad_command_lines_and_presets_give_one_line(case, capsys, tmp_path, pha
     code, err = run_cli(capsys, *[fill.get(a, a) for a in argv], "--cache", tmp_path / "store")
     assert_one_line_error(code, err, *[fill.get(n, n) for n in needles])
     assert not (tmp_path / "store").exists()
+
+
+def test_zero_byte_image_is_reported_as_empty(capsys, tmp_path, phantom_root):
+    import shutil
+
+    data = shutil.copytree(phantom_root, tmp_path / "data")
+    image = sorted(data.rglob("*.jpg"))[0]
+    image.write_bytes(b"")
+    code, err = run_cli(capsys, "data", "--data", data, "--cache", tmp_path / "store", "--size", "16")
+    assert_one_line_error(code, err, str(image), "empty (0 bytes)")
+
+
+def test_synth_from_a_mistyped_run_path_says_it_does_not_exist(capsys, tmp_path):
+    run = tmp_path / "no-such-run"
+    code, err = run_cli(capsys, "synth", "--run", run, "--n", "4", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, str(run), "does not exist")
+
+
+@pytest.mark.parametrize("command", ["data", "filters", "gan", "classify", "compare"])
+def test_patient_pattern_for_a_source_that_ignores_it_is_refused(
+    command, capsys, tmp_path, phantom_root
+):
+    extra = {"filters": ["--class", "Fracture", "--out", tmp_path / "out"], "gan": ["--class", "Fracture"]}.get(command, [])
+    if command in ("gan", "classify", "compare"):
+        extra += ["--runs", tmp_path / "runs"]
+    argv = [command, "--data", phantom_root, *extra, "--patient-pattern", r"(\d+)"]
+    code, err = run_cli(capsys, *argv, "--cache", tmp_path / "store")
+    assert_one_line_error(code, err, "--patient-pattern", "chexpert")
+    assert not (tmp_path / "store").exists()
+
+
+def test_data_help_promises_no_config(capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "--help"])
+    out = capsys.readouterr().out
+    assert "--config" not in out and "config" not in out.split("--size SIZE", 1)[1].split("--")[0]
+
+
+def test_near_duplicate_summary_says_how_many_were_found_and_shown(tmp_path):
+    import pandas as pd
+
+    from pipelines.data.leakage import LeakageReport
+
+    pairs = pd.DataFrame(
+        [dict(i=k, j=k + 9, split_i="train", split_j="test", distance=1, exact=False,
+              path_i=f"a{k}.png", path_j=f"b{k}.png") for k in range(9)]
+    )  # fmt: skip
+    report = LeakageReport(18, 0, pairs, n_exact=0, max_distance=4)
+    listed = tmp_path / "pairs.csv"
+    line = report.summary(listed).splitlines()[2]
+    assert line.endswith(f": 9 found, 3 shown, all in {listed}"), line
+    assert len(report.summary().splitlines()) == 6
+
+
+def test_full_disk_while_building_the_store_gives_one_line_and_no_temp_file(
+    capsys, tmp_path, phantom_root, monkeypatch
+):
+    import shutil
+
+    import pipelines.data.store as store_module
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(store_module.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    cache = tmp_path / "store"
+    code, err = run_cli(capsys, "data", "--data", phantom_root, "--cache", cache, "--size", "16")
+    assert_one_line_error(code, err, str(cache), "not enough disk space", "1000 free")
+    assert list(cache.iterdir()) == []
+
+
+def test_disk_filling_up_while_writing_the_store_leaves_no_temp_file(capsys, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    import pipelines.data.store as store_module
+
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(np.full((8, 8), k * 40, np.uint8)).save(paths[-1])
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module.os, "fsync", full)
+    cache = tmp_path / "store"
+    with pytest.raises(store_module.RareganError, match="No space left on device") as caught:
+        store_module.build_store(paths, 8, cache_dir=cache, workers=1, progress=False)
+    assert str(cache) in str(caught.value) and list(cache.iterdir()) == []
+
+
+def test_full_disk_while_saving_a_classifier_checkpoint_leaves_no_partial_file(tmp_path):
+    from pipelines.classifier.run import AtomicModelCheckpoint
+    from pipelines.errors import RareganError
+
+    class Trainer:  # stands in for Lightning's Trainer: writes the file, or half of it on a full disk
+        is_global_zero, global_step, loggers, full = True, 7, [], False
+
+        def save_checkpoint(self, path, weights_only=False):
+            with open(path, "wb") as fh:
+                fh.write(b"half" if self.full else b"whole checkpoint")
+            if self.full:
+                raise OSError(28, "No space left on device")
+
+    folder, trainer = tmp_path / "checkpoints", Trainer()
+    best = folder / "best.ckpt"
+    callback = AtomicModelCheckpoint(folder, filename="best")
+    callback._save_checkpoint(trainer, str(best))
+    assert best.read_bytes() == b"whole checkpoint" and callback._last_checkpoint_saved == str(best)
+    trainer.full = True
+    with pytest.raises(RareganError, match=f"{best}: No space left on device.*previous checkpoint"):
+        callback._save_checkpoint(trainer, str(best))
+    assert [p.name for p in folder.iterdir()] == ["best.ckpt"]
+    assert best.read_bytes() == b"whole checkpoint"
+    best.unlink()
+    with pytest.raises(RareganError, match="no checkpoint was kept"):
+        callback._save_checkpoint(trainer, str(best))
+    assert list(folder.iterdir()) == []

@@ -100,6 +100,7 @@ def test_warmup_cosine_schedule() -> None:
         Classifier("cnn5", ["a"], optimizer="sgd")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_mixed_precision_fit_on_gpu() -> None:
     pl.seed_everything(0, verbose=False)
@@ -137,3 +138,23 @@ def test_selection_metric_sees_the_studied_classes() -> None:
     assert logged["val_auc"] == pytest.approx(
         (logged["val_auc/noise"] + logged["val_auc/bright"]) / 2
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_autocast_step_on_gpu_lowers_the_loss() -> None:
+    """One DenseNet-121 AdamW step per batch under bf16 autocast: finite loss, falling on a fixed batch."""
+    torch.manual_seed(0)
+    x, y = _squares(16, seed=3, size=64)
+    module = Classifier("densenet121", ["bright"], lr=1e-3, augment={}).cuda().train()
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    x, y = x.cuda(), y.cuda()
+    losses = []
+    for _ in range(5):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = module.task.loss(module.model(module.preprocess(x, augment=False)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.float().backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]

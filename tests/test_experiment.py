@@ -221,3 +221,16 @@ def test_every_arm_in_one_sweep_with_equal_steps_and_both_gan_variants(sweep):
     assert gan["ref2"] == "gan_nofilter" and np.isfinite(gan["delta2"])
     md = (tmp / "runs/phantoms/compare/arms/auc_table.md").read_text()
     assert "Δ gan − gan_nofilter" in md and "Δ gan_standard − standard" in md
+
+
+def test_collect_refuses_cells_made_by_other_settings(sweep, capsys):
+    """--collect rebuilds tables from finished cells only when they match this sweep's settings."""
+    tmp, argv, _ = sweep
+    argv = list(argv)
+    argv[argv.index("--fractions") + 1 : argv.index("--arms")] = ["100"]
+    argv[argv.index("--arms") + 1 : argv.index("--seeds")] = ["none"]
+    assert main([*argv, "--name", "collect", "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--name", "collect", "--epochs", "1", "--collect"]) == 0
+    assert main([*argv, "--name", "collect", "--epochs", "2", "--collect"]) == 2
+    assert "classify.epochs: 1 → 2" in capsys.readouterr().err

@@ -210,6 +210,7 @@ def test_bad_inputs_raise(x8: torch.Tensor) -> None:
         minimum_filter(x8, size=0)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu(x8: torch.Tensor) -> None:
     cpu, _ = filter_bank(x8)

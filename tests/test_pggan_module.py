@@ -156,3 +156,15 @@ def test_label_conditional_gan_learns_what_each_label_looks_like(tmp_path):
     # Seen: -0.52 and +0.54, every sample on its label's side (an unconditional GAN: ~0 and ~0).
     assert means[:64].mean() < -0.3 and means[64:].mean() > 0.3, means
     assert (means[:64] < 0).float().mean() > 0.9 and (means[64:] > 0).float().mean() > 0.9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_steps_on_cuda(tmp_path):
+    """A few PGGAN training steps on the GPU: weights on CUDA, finite losses, images counted."""
+    module = make_module()
+    t = trainer(tmp_path, accelerator="gpu", limit_train_batches=4, max_epochs=1)
+    t.fit(module, loader(128))
+    assert next(module.G.parameters()).is_cuda and next(module.G_ema.parameters()).is_cuda
+    assert module.images_seen == 4 * 16 and module.steps == 4
+    assert all(torch.isfinite(v) for k, v in t.callback_metrics.items() if k.endswith("loss"))

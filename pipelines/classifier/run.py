@@ -32,9 +32,21 @@ from pipelines.runs import (
     mark_done,
     open_run,
     reuse_or_start,
+    run_device,
     run_id,
+    save_checkpoint_atomic,
     write_json,
 )
+
+
+class AtomicModelCheckpoint(pl.callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint, saving to a temp file renamed when whole: no half-written file."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        parent = super()._save_checkpoint
+        save_checkpoint_atomic(trainer, Path(filepath), lambda tmp: parent(trainer, str(tmp)))
+        self._last_checkpoint_saved = filepath
+
 
 ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard")
 SYNTH_ARMS = ("gan_nofilter", "gan", "gan_standard")  # train on real rows + synthetic sets
@@ -58,6 +70,32 @@ def assert_no_synthetic(frame: pd.DataFrame, split: str) -> None:
             f"{int(bad.sum())} synthetic rows found in the {split} split (e.g. {frame['image_id'][bad].iloc[0]}); "
             "synthetic images may only be used for training"
         )
+
+
+def classifier_fingerprint(
+    prepared: Prepared,
+    cfg: dict,
+    rows: pd.DataFrame,
+    fraction: float,
+    arm: str,
+    model: str,
+    classes: list[str],
+    synth: list[Path],
+) -> dict:
+    """What makes a classifier run (less local weights): config, data, exact train rows, arm, model,
+    the synthetic sets' ids and, for the filters arm, its filter bank; `parts` for extra keys."""
+    parts = dict(
+        classify=cfg["classify"],
+        data=prepared.data_id,
+        train=frame_id(rows, ["image_id"]),
+        fraction=float(fraction),
+        arm=arm,
+        model=model,
+        synth=[run_id(s) for s in synth],
+        filters=cfg["filters"] if arm == "filters" else {},
+        filter_classes=classes if arm == "filters" else [],
+    )
+    return {**fingerprint(**parts, pretrained="", freeze=0), "parts": parts}
 
 
 def train_rows(prepared: Prepared, fraction: float, seed: int, classes: list[str]) -> pd.DataFrame:
@@ -420,19 +458,8 @@ def train_classifier(
     for cls in classes:
         rec.label_index(cls)
     rows = train_rows(prepared, fraction, cfg["data"]["seed"], classes)
-    fp = fingerprint(
-        classify=cfg["classify"],
-        data=prepared.data_id,
-        train=frame_id(rows, ["image_id"]),
-        fraction=float(fraction),
-        arm=arm,
-        model=model,
-        synth=[run_id(s) for s in synth],
-        pretrained=str(pretrained or ""),
-        freeze=freeze,
-        filters=cfg["filters"] if arm == "filters" else {},
-        filter_classes=classes if arm == "filters" else [],
-    )
+    fp = classifier_fingerprint(prepared, cfg, rows, fraction, arm, model, classes, synth)
+    fp = fingerprint(**fp["parts"], pretrained=str(pretrained or ""), freeze=freeze)
     resume = reuse_or_start(run, fp, run / "checkpoints" / "last.ckpt", opts, "classifier")
     if resume is None:
         return {}
@@ -474,11 +501,9 @@ def train_classifier(
         )
     monitor = selection_metric(c["monitor"], classes)
     mode = "min" if monitor.endswith("loss") else "max"
-    best = pl.callbacks.ModelCheckpoint(
-        run / "checkpoints", filename="best", monitor=monitor, mode=mode
-    )
+    best = AtomicModelCheckpoint(run / "checkpoints", filename="best", monitor=monitor, mode=mode)
     # last.ckpt after every epoch, improved or not, so a crash loses at most the current epoch
-    latest = pl.callbacks.ModelCheckpoint(
+    latest = AtomicModelCheckpoint(
         run / "checkpoints", filename="last", enable_version_counter=False
     )
     trainer = pl.Trainer(
@@ -510,7 +535,7 @@ def train_classifier(
     if trainer.global_rank != 0:
         return {}
     best_path = best.best_model_path or str(last)
-    module = Classifier.load_from_checkpoint(best_path, map_location="cpu", pretrained=None)
+    module = Classifier.load_from_checkpoint(best_path, map_location=run_device(), pretrained=None)
     test = prepared.split("test").frame
     val = (prepared.split("val").frame, val_ds)  # per-label thresholds are chosen on val
     preds, metrics = evaluate(module, test, test_ds, label_names, task, cfg, val=val)

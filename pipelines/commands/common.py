@@ -151,6 +151,8 @@ def add_data_arguments(
     `options` by name; `name={...}` changes that option's keywords for this command."""
     group = parser.add_argument_group("data")
     for flag, kwargs in DATA_OPTIONS:
+        if flag == "--size" and "config" not in options:  # no preset to take a default from
+            kwargs = {**kwargs, "help": "stored image size in pixels (default 64)"}
         group.add_argument(flag, **kwargs)
     if run:
         add_run_arguments(parser)

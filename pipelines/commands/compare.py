@@ -106,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     cells = (
-        collect_cells(sweep, dataset) if args.collect else execute(sweep, prepared, cfg, dataset)
+        collect_cells(sweep, dataset, prepared, cfg)
+        if args.collect
+        else execute(sweep, prepared, cfg, dataset)
     )
     source = "phantoms" if dataset == "phantoms" else prepared.records.source
     table = auc_table(cells, n_boot=cmp["n_boot"], seed=0, paper=shows_paper(source))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import pandas as pd
 
@@ -12,6 +13,7 @@ from pipelines.data import load_records, map_labels, parse_label_map
 from pipelines.data.prepare import DataSpec, load_split, prepare, split_table
 from pipelines.data.records import Records
 from pipelines.data.splits import nested_fractions
+from pipelines.runs import atomic_write_bytes
 
 NAME = "data"
 HELP = "read a dataset, split it by patient, decode it once, check for leaks, print a summary"
@@ -117,5 +119,15 @@ def run(args: argparse.Namespace) -> int:
         with pd.option_context("display.width", 200, "display.max_columns", 50):
             print_splits(rec, spec, args)
     print("\nleakage:")
-    print(prepared.leakage.summary())
+    print(prepared.leakage.summary(write_near_duplicates(prepared)))
     return 0
+
+
+def write_near_duplicates(prepared) -> Path | None:
+    """Every cross-split near-duplicate pair as a CSV beside the store; None when there are none."""
+    pairs = prepared.leakage.near_duplicates
+    if not len(pairs):
+        return None
+    path = prepared.store.data_path.with_name(f"{prepared.store.key}.near-duplicates.csv")
+    atomic_write_bytes(path, pairs.to_csv(index=False).encode())
+    return path

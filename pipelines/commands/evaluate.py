@@ -18,7 +18,7 @@ from pipelines.commands.common import DATA_OPTIONS, spec_from_args
 from pipelines.data.prepare import prepare, unknown_if_uncertain_outside_train
 from pipelines.data.store import StoreDataset
 from pipelines.errors import RareganError
-from pipelines.runs import mark_done, staged_dir, write_json
+from pipelines.runs import mark_done, run_device, staged_dir, write_json
 
 NAME = "evaluate"
 HELP = "evaluate a finished classifier run on another dataset with the same labels (all its images are the test set)"
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.run} is not a finished classifier run (needs DONE and checkpoints/best.ckpt)"
         )
     cfg = yaml.safe_load((args.run / "config.yaml").read_text())
-    module = Classifier.load_from_checkpoint(best, map_location="cpu", pretrained=None)
+    module = Classifier.load_from_checkpoint(best, map_location=run_device(), pretrained=None)
     seen = read_seen(args.run)
     vars(args).update(FIXED, size=cfg["data"]["size"])
     if args.resize is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -183,16 +184,19 @@ class LeakageReport:
     n_exact: int
     max_distance: int
 
-    def summary(self) -> str:
-        """A few human-readable lines (newline-separated)."""
+    def summary(self, listed: Path | None = None) -> str:
+        """A few human-readable lines (newline-separated); `listed`: the file holding every pair."""
         near = len(self.near_duplicates) - self.n_exact
+        shown = min(3, len(self.near_duplicates))
+        found = f"{near} found, {shown} shown" if near else "0 found"
         lines = [
             f"leakage guard: {self.n_images} images, "
             f"{self.n_overlap_patients} patients in more than one split",
             f"exact duplicate images across splits: {self.n_exact}",
-            f"near-duplicates across splits (phash distance <= {self.max_distance}): {near}",
+            f"near-duplicates across splits (phash distance <= {self.max_distance}): {found}"
+            + (f", all in {listed}" if listed and shown < len(self.near_duplicates) else ""),
         ]
-        for row in self.near_duplicates.head(3).itertuples():
+        for row in self.near_duplicates.head(shown).itertuples():
             lines.append(
                 f"  d={row.distance} {row.split_i}:{row.path_i} ~ {row.split_j}:{row.path_j}"
             )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.classifier.run import ARMS, train_classifier
+from pipelines.classifier.run import ARMS, classifier_fingerprint, train_classifier, train_rows
 from pipelines.data.prepare import Prepared
 from pipelines.data.splits import check_fractions
 from pipelines.errors import RareganError
@@ -28,7 +28,15 @@ from pipelines.gan.distances import space_label
 from pipelines.gan.eval_run import evaluate_gan_run
 from pipelines.gan.run import CKPT, class_tag, train_gan, training_images
 from pipelines.gan.synth import synthesize
-from pipelines.runs import RunOptions, StaleRunError, atomic_write_text, is_done, run_path
+from pipelines.runs import (
+    FINGERPRINT,
+    RunOptions,
+    StaleRunError,
+    atomic_write_text,
+    is_done,
+    refuse_stale,
+    run_path,
+)
 
 ERROR = "ERROR"
 # the GAN variant each synthetic-data arm trains on: after the filter bank, or without it
@@ -215,13 +223,35 @@ def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.Dat
     return collect_cells(sweep, dataset)
 
 
-def collect_cells(sweep: Sweep, dataset: str) -> pd.DataFrame:
-    """The cells table with each cell's status read from disk (no training)."""
+def collect_cells(
+    sweep: Sweep, dataset: str, prepared: Prepared | None = None, cfg: dict | None = None
+) -> pd.DataFrame:
+    """The cells table with each cell's status read from disk (no training). Given the data and
+    config, a finished cell made by other settings stops the collection (never a mixed table)."""
     cells = plan(sweep, dataset)
     states = [status_of(Path(r)) for r in cells["run"]]
     cells["status"] = [s for s, _ in states]
     cells["error"] = [e for _, e in states]
+    if prepared is not None and cfg is not None:
+        rows = {
+            f: train_rows(prepared, f, cfg["data"]["seed"], sweep.classes) for f in sweep.fractions
+        }
+        for row in cells[cells["status"] == "done"].itertuples():
+            check_cell(sweep, prepared, cfg, rows[row.fraction], row, Path(row.run))
     return cells
+
+
+def check_cell(sweep: Sweep, prepared: Prepared, cfg: dict, rows, cell, run: Path) -> None:
+    """A StaleRunError when a finished cell's recorded settings differ from this sweep's (the
+    synthetic sets' ids are not compared: their GANs are checked when they are reused)."""
+    c = {**cfg, "classify": {**cfg["classify"], "seed": cell.seed}}
+    args = (rows, cell.fraction, cell.arm, sweep.model, sweep.classes, [])
+    now = classifier_fingerprint(prepared, c, *args)
+    path = run / FINGERPRINT
+    before = json.loads(path.read_text())["settings"] if path.is_file() else {}
+    refuse_stale(
+        run, before, now["settings"], path.is_file(), ignore=("synth", "pretrained", "freeze")
+    )
 
 
 def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:

@@ -6,7 +6,8 @@ bootstrap (Davison & Hinkley 1997, Bootstrap Methods and their Application, §3.
 `n_boot` replicates first draws the seeds with replacement, then uses one resample of the test
 *patients* (all images of a drawn patient kept; `classify.metrics.PatientBootstrap`, drawn once and
 shared by every cell, so arms are paired on patients); the replicate is the mean over the drawn seeds
-of their AUCs on that patient resample. For a class × fraction × arm the AUC is the mean over its
+of their AUCs on that patient resample, its deviation from the all-seed mean scaled by √(S/(S−1))
+for few seeds. For a class × fraction × arm the AUC is the mean over its
 finished seeds and its 95 % CI the percentile interval of the replicates, so it covers training
 randomness (seeds) and test sampling (patients). Δ(arm − none) pairs the two arms on the seeds both
 finished (the same seed draws for both) and on patients; its 95 % CI and two-sided p come from the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from pipelines.runs import (
     merged_logs,
     open_run,
     reuse_or_start,
+    save_checkpoint_atomic,
     write_json,
 )
 
@@ -190,28 +190,6 @@ def loader(
         return x if labels is None else (x, torch.stack([it[1] for it in items]))
 
     return DataLoader(data, batch_size=batch, sampler=sampler, collate_fn=collate, drop_last=True)
-
-
-def save_checkpoint_atomic(trainer: pl.Trainer, path: Path) -> None:
-    """Save a checkpoint to a temp file, then rename; a failed save keeps the previous one.
-
-    Every rank calls Lightning's save (it synchronizes the ranks); only rank 0 writes and renames.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    if trainer.is_global_zero:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        trainer.save_checkpoint(tmp)
-        if trainer.is_global_zero:
-            os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        kept = (
-            f"the previous checkpoint {path} is kept" if path.exists() else "no checkpoint was kept"
-        )
-        raise RareganError(
-            f"could not write checkpoint {path}: {err.strerror or err}; {kept}"
-        ) from None
 
 
 def check_checkpoint(path: Path) -> None:

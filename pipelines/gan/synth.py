@@ -20,6 +20,7 @@ from pipelines.runs import (
     fingerprint,
     is_done,
     mark_done,
+    run_device,
     run_id,
     staged_dir,
     write_fingerprint,
@@ -29,8 +30,8 @@ from pipelines.runs import (
 LABEL_ROWS = ("gan", "copy_real")
 
 
-def load_generator(run: Path) -> tuple[Generator, dict]:
-    """The EMA generator of a finished GAN run, and the run's summary."""
+def load_generator(run: Path, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
+    """The EMA generator of a finished GAN run on `device`, and the run's summary."""
     run = Path(run)
     if not run.exists():
         raise RareganError(f"GAN run folder {run} does not exist; check the --run path")
@@ -50,7 +51,7 @@ def load_generator(run: Path) -> tuple[Generator, dict]:
     )
     G.load_state_dict(saved["state_dict"])
     summary = json.loads((run / "summary.json").read_text())
-    return G.eval(), summary
+    return G.to(device).eval(), summary
 
 
 def synthesize(
@@ -76,7 +77,7 @@ def synthesize(
         raise RareganError(
             f"unknown label rows {label_rows!r}; choose one of {', '.join(LABEL_ROWS)}"
         )
-    G, summary = load_generator(run)
+    G, summary = load_generator(run, run_device())
     positives = pd.read_csv(Path(run) / "positives.csv")
     label_names = summary["label_names"]
     classes = summary.get("classes", [summary["class"]])
