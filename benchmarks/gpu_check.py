@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -211,10 +212,13 @@ def section_classify(data: Path, dry: bool) -> dict:
     labels = rec.labels[: len(store)]
     rows = np.arange(len(store))
     x = torch.from_numpy(np.ascontiguousarray(store.view[rows[:batch]]))
-    y = torch.from_numpy(labels[:batch])
+    y = torch.from_numpy(labels[:batch].copy())
     cuda = torch.cuda.is_available()
     out = {"size": size, "batch": batch, "steps": steps, "workers": workers}
     for name, bf16 in (("fp32", False), ("bf16", True)):
+        if bf16 and not cuda:
+            out[name] = {"status": "skipped", "reason": "bf16 autocast timed on CUDA only"}
+            continue
         loader = DataLoader(
             StoreDataset(store, rows, labels), batch_size=batch, shuffle=True,
             num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0, drop_last=True,
@@ -355,6 +359,9 @@ def summary_text(res: dict) -> str:
                          f"{sec['workers']} workers (target ratio >= 0.9)")  # fmt: skip
             for key in ("fp32", "bf16"):
                 s = sec[key]
+                if "ratio" not in s:
+                    lines.append(f"  {key}: skipped: {s['reason']}")
+                    continue
                 lines.append(
                     f"  {key}: data path {fmt(s['datapath_img_s'])} img/s vs in-memory "
                     f"{fmt(s['in_memory_img_s'])} img/s = {s['ratio']:.2f}x, "
@@ -402,6 +409,9 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = args.gan_seconds or (3.0 if dry else 240.0)
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
+    elif dry:  # tiny nets on shared cores: one thread avoids OpenMP contention
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"  # the CLI subprocesses too
     start = time.perf_counter()
     res: dict = {"dry_run": dry, "env": env()}
     if dry and not torch.cuda.is_available():

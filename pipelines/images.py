@@ -9,7 +9,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipelines.errors import RareganError
 from pipelines.runs import atomic_write_bytes, ensure_writable
+
+
+def write_failed(path: Path, err: OSError) -> RareganError:
+    """The one-line user error for an image file that could not be written (e.g. a full disk)."""
+    return RareganError(
+        f"could not write {path}: {err.strerror or err}; free disk space or choose another folder"
+    )
+
+
+def write_png_bytes(path: Path, data: bytes) -> None:
+    """Write encoded PNG bytes atomically (no temp file stays); an OSError becomes one user error."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as err:
+        raise write_failed(path, err) from None
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
@@ -17,7 +33,11 @@ def save_png(path: Path, image: np.ndarray) -> None:
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
-    Image.fromarray(arr.astype(np.uint8)).save(path, format="PNG")
+    try:
+        Image.fromarray(arr.astype(np.uint8)).save(path, format="PNG")
+    except OSError as err:
+        Path(path).unlink(missing_ok=True)  # no half-written PNG stays behind
+        raise write_failed(path, err) from None
 
 
 def save_grid(
@@ -62,7 +82,7 @@ def save_grid(
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    write_png_bytes(Path(path), buf.getvalue())
 
 
 def save_figure(fig, path: Path | str, dpi: int = 110) -> Path:
@@ -74,5 +94,5 @@ def save_figure(fig, path: Path | str, dpi: int = 110) -> Path:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
-    atomic_write_bytes(out, buf.getvalue())
+    write_png_bytes(out, buf.getvalue())
     return out

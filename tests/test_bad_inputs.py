@@ -338,3 +338,33 @@ def test_full_disk_while_saving_a_classifier_checkpoint_leaves_no_partial_file(t
     with pytest.raises(RareganError, match="no checkpoint was kept"):
         callback._save_checkpoint(trainer, str(best))
     assert list(folder.iterdir()) == []
+
+
+def test_full_disk_while_writing_a_png_gives_one_line_and_no_partial_file(tmp_path, monkeypatch):
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from pipelines.errors import RareganError
+    from pipelines.images import save_grid, save_png
+
+    image = np.zeros((8, 8), np.uint8)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full)
+        with pytest.raises(RareganError, match="grid.png: No space left on device"):
+            save_grid(tmp_path / "grid.png", [[image, image]], col_titles=["a", "b"])
+
+    def half(self, fp, *args, **kwargs):
+        with open(fp, "wb") as fh:
+            fh.write(b"\x89PNG half")
+        full()
+
+    monkeypatch.setattr(Image.Image, "save", half)
+    with pytest.raises(RareganError, match="sample.png: No space left on device"):
+        save_png(tmp_path / "sample.png", image)
+    assert list(tmp_path.iterdir()) == []

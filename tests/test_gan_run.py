@@ -306,3 +306,16 @@ def test_sampler_passes_are_seeded_ranks_get_disjoint_slices_and_resume_continue
     # two ranks: rank r takes the r-th batch of each pair, so together they read the one stream
     monkeypatch.setattr(gan_run, "rank_and_world", lambda: (1, 2))
     assert take(sampler, 8) == stream[4:8] + stream[12:16]
+
+
+def test_no_filters_trains_on_the_positives_alone(phantom_root, tmp_path):
+    """The gan_nofilter arm's GAN by hand: its own folder, originals only, its own fingerprint."""
+    cfg = tiny_config(tmp_path, kimg=0.02, every=0.02)
+    argv = gan_argv(phantom_root, tmp_path, tmp_path / "unused", cfg, "--no-filters")
+    argv = [a for a in argv if a not in ("--out", str(tmp_path / "unused"))]
+    assert main([*argv, "--runs", str(tmp_path / "runs")]) == 0
+    (run,) = (tmp_path / "runs" / "phantoms" / "gan").glob("*-nofilter")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["training_images"] == summary["positives"]
+    settings = json.loads((run / "fingerprint.json").read_text())["settings"]
+    assert settings["filters.names"] == []

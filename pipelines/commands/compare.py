@@ -21,7 +21,7 @@ from pipelines.experiment.sweep import Sweep, collect_cells, execute, gan_qualit
 from pipelines.experiment.tables import auc_table, verdict
 
 NAME = "compare"
-HELP = "run the experiment (none / standard / gan arms per fraction and seed) and write tables, plots and a report"
+HELP = "run the experiment (arms × fractions × seeds, a GAN per class, fraction and seed) and write tables, plots and a report"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fractions", nargs="*", type=float, help="train fractions in %% (default: config)"
     )
     parser.add_argument(
-        "--arms", nargs="*", help="arms among none, standard, gan (default: all three)"
+        "--arms",
+        nargs="*",
+        help="arms among none, standard, filters, gan_nofilter, gan, gan_standard "
+        "(default: the config's compare.arms)",
     )
     parser.add_argument("--seeds", nargs="*", type=int, help="classifier seeds (default: config)")
     parser.add_argument(

@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run folder (default runs/<dataset>/gan/<class>-f<fraction>-split<split seed>)",
     )
     parser.add_argument(
+        "--no-filters",
+        action="store_true",
+        help="train on the positives alone, without the filter bank (the gan_nofilter arm's GAN)",
+    )
+    parser.add_argument(
         "--checkpoint-every",
         type=positive_float,
         metavar="KIMG",
@@ -46,11 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def gan_run_name(classes: list[str], fraction: float, seed: int) -> str:
-    """Folder name of a GAN run: class(es), fraction and the data split seed (which fixes the fraction)."""
+def gan_run_name(classes: list[str], fraction: float, seed: int, filters: bool = True) -> str:
+    """Folder name of a GAN run: class(es), fraction, the data split seed (which fixes the fraction)
+    and, without the filter bank, "-nofilter"."""
     from pipelines.gan.run import class_tag
 
-    return f"{class_tag(classes)}-f{fraction:g}-split{seed}"
+    return f"{class_tag(classes)}-f{fraction:g}-split{seed}" + ("" if filters else "-nofilter")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.gan.run import train_gan
 
     cfg = load_config(args.config, config_overrides(args, {"kimg": ("gan", "kimg_per_phase")}))
+    if args.no_filters:
+        cfg["filters"]["names"] = []
     if not args.size:
         args.size = cfg["gan"]["resolution"]
     spec = spec_from_args(args, cfg)
@@ -69,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         args.runs,
         prepared.dataset_name,
         "gan",
-        gan_run_name(args.classes, args.fraction, spec.seed),
+        gan_run_name(args.classes, args.fraction, spec.seed, not args.no_filters),
     )
     strategy = "ddp_find_unused_parameters_true" if args.strategy == "ddp" else args.strategy
     train_gan(
