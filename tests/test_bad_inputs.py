@@ -229,7 +229,9 @@ def test_zero_byte_image_is_reported_as_empty(capsys, tmp_path, phantom_root):
     data = shutil.copytree(phantom_root, tmp_path / "data")
     image = sorted(data.rglob("*.jpg"))[0]
     image.write_bytes(b"")
-    code, err = run_cli(capsys, "data", "--data", data, "--cache", tmp_path / "store", "--size", "16")
+    code, err = run_cli(
+        capsys, "data", "--data", data, "--cache", tmp_path / "store", "--size", "16"
+    )
     assert_one_line_error(code, err, str(image), "empty (0 bytes)")
 
 
@@ -243,7 +245,10 @@ def test_synth_from_a_mistyped_run_path_says_it_does_not_exist(capsys, tmp_path)
 def test_patient_pattern_for_a_source_that_ignores_it_is_refused(
     command, capsys, tmp_path, phantom_root
 ):
-    extra = {"filters": ["--class", "Fracture", "--out", tmp_path / "out"], "gan": ["--class", "Fracture"]}.get(command, [])
+    extra = {
+        "filters": ["--class", "Fracture", "--out", tmp_path / "out"],
+        "gan": ["--class", "Fracture"],
+    }.get(command, [])
     if command in ("gan", "classify", "compare"):
         extra += ["--runs", tmp_path / "runs"]
     argv = [command, "--data", phantom_root, *extra, "--patient-pattern", r"(\d+)"]
@@ -256,7 +261,8 @@ def test_data_help_promises_no_config(capsys):
     with pytest.raises(SystemExit):
         main(["data", "--help"])
     out = capsys.readouterr().out
-    assert "--config" not in out and "config" not in out.split("--size SIZE", 1)[1].split("--")[0]
+    size_help = out.split("\n  --size SIZE", 1)[1].split("\n  --", 1)[0]
+    assert "--config" not in out and "config" not in size_help and "default 64" in size_help
 
 
 def test_near_duplicate_summary_says_how_many_were_found_and_shown(tmp_path):
