@@ -242,7 +242,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
     cfg = tiny_config(tmp_path, kimg=0.1, every=0.15)  # finished_run's settings, but the interval
     monkeypatch.setattr(gan_run, "save_checkpoint_atomic", save_then_crash)
     with pytest.raises(RuntimeError, match="crashed"):
-        main(gan_argv(phantom_root, tmp_path, out, cfg))
+        main(gan_argv(phantom_root, tmp_path, out, cfg, "--checkpoint-every", "0.15"))
     monkeypatch.undo()
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
     # mid-phase (the 8 px fade is 100-200 images), past the first pass over the training images
