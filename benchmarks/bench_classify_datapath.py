@@ -25,21 +25,36 @@ from pipelines.data import load_records  # noqa: E402
 from pipelines.data.store import StoreDataset, build_store  # noqa: E402
 
 
-def steps_per_second(module: Classifier, batches, n_steps: int) -> float:
-    """Time n_steps optimizer steps over an iterator of (images, labels); returns img/s."""
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+def steps_per_second(
+    module: Classifier,
+    batches,
+    n_steps: int,
+    augment: bool = True,
+    bf16: bool = False,
+    lr: float = 1e-3,
+    sync=lambda: None,
+) -> float:
+    """Time n_steps optimizer steps over an iterator of (images, labels) on the module's device
+    (bf16 autocast if asked; `sync` waits for queued GPU work); returns img/s after 2 warm-ups."""
+    dev = next(module.parameters()).device
+    opt = torch.optim.AdamW(module.parameters(), lr=lr)
     module.train()
     seen, start = 0, None
     for i, (images, labels) in enumerate(batches):
         if i == 2:  # warm-up steps excluded
+            sync()
             start, seen = time.perf_counter(), 0
-        loss = module.task.loss(module.model(module.preprocess(images, augment=True)), labels)
+        images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = module.model(module.preprocess(images, augment=augment))
+        loss = module.task.loss(logits.float(), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         seen += len(images)
         if i + 1 >= n_steps + 2:
             break
+    sync()
     return seen / (time.perf_counter() - start)
 
 

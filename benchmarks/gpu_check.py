@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from bench_classify_datapath import steps_per_second  # noqa: E402
 from bench_pggan_speed import FlopCount  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
@@ -177,26 +178,10 @@ def classifier_img_s(batches, steps: int, bf16: bool, label_names: list[str], ta
     from classify import Classifier
 
     torch.manual_seed(0)
-    dev = device()
-    module = Classifier("densenet121", label_names, task, augment={}).to(dev).train()
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    module = Classifier("densenet121", label_names, task, augment={}).to(device()).train()
     reset_memory()
-    seen, start = 0, 0.0
-    for i, (images, labels) in enumerate(batches):
-        if i == 2:
-            sync()
-            start, seen = time.perf_counter(), 0
-        images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = module.task.loss(module.model(module.preprocess(images, augment=False)), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        seen += len(images)
-        if i + 1 >= steps + 2:
-            break
-    sync()
-    return {"img_s": seen / (time.perf_counter() - start), "peak_mem_gib": peak_memory_gib()}
+    img_s = steps_per_second(module, batches, steps, augment=False, bf16=bf16, lr=1e-4, sync=sync)
+    return {"img_s": img_s, "peak_mem_gib": peak_memory_gib()}
 
 
 def section_classify(data: Path, dry: bool) -> dict:
