@@ -1,4 +1,8 @@
-"""WGAN-GP losses with the PGGAN drift term; all results stay on device (no host syncs)."""
+"""WGAN-GP losses with the PGGAN drift term; all results stay on device (no host syncs).
+
+Scores are taken in fp32 (``.float()``) so the losses stay fp32 when D runs under bf16 autocast;
+the penalty's input gradient is fp32 too, as the interpolates it is taken at are.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ def gradient_penalty(
         reals.shape[0], 1, 1, 1, device=reals.device, dtype=reals.dtype, generator=generator
     )
     mixed = torch.lerp(reals.detach(), fakes.detach(), eps).requires_grad_(True)
-    scores = D(mixed, level, alpha, labels)
+    scores = D(mixed, level, alpha, labels).float()
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1.0).square().mean()
 
@@ -36,7 +40,8 @@ def d_loss_wgan_gp(
     drift: float = 1e-3,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Critic loss E[D(fake)] - E[D(real)] + lambda*GP + drift*E[D(real)^2], and detached parts.
+    """Critic loss E[D(fake)] - E[D(real)] + lambda*GP + drift*E[D(real)^2], and detached parts
+    (wdist, gp, drift, and real_sign = E[sign(D(real))] for adaptive augmentation).
 
     Reals and fakes are scored in one concatenated pass (two minibatch-stddev segments so
     their groups never mix); the penalty needs its own pass for the input gradient.
@@ -45,13 +50,14 @@ def d_loss_wgan_gp(
     if fakes.shape != reals.shape:
         raise ValueError(f"reals {tuple(reals.shape)} and fakes {tuple(fakes.shape)} differ")
     both_labels = None if labels is None else torch.cat([labels, labels])
-    scores = D(torch.cat([reals, fakes.detach()]), level, alpha, both_labels, n_segments=2)
+    scores = D(torch.cat([reals, fakes.detach()]), level, alpha, both_labels, n_segments=2).float()
     real_scores, fake_scores = scores[:n], scores[n:]
     gp = gradient_penalty(D, reals, fakes, level, alpha, labels, generator)
     wdist = real_scores.mean() - fake_scores.mean()
     drift_term = real_scores.square().mean()
     loss = gp_lambda * gp - wdist + drift * drift_term
-    parts = {"wdist": wdist.detach(), "gp": gp.detach(), "drift": drift_term.detach()}
+    parts = {"wdist": wdist.detach(), "gp": gp.detach(), "drift": drift_term.detach(),
+             "real_sign": real_scores.detach().sign().mean()}  # fmt: skip
     return loss, parts
 
 
@@ -63,4 +69,4 @@ def g_loss_wgan(
     labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Generator loss -E[D(G(z))]."""
-    return -D(fakes, level, alpha, labels).mean()
+    return -D(fakes, level, alpha, labels).float().mean()

@@ -12,6 +12,16 @@ whenever a new level starts (the official code's ``reset_opt_for_new_lod``). The
 state belongs to is checkpointed with it, so a restore mid-phase keeps the state. Sampling
 uses ``G_ema`` (see ``pggan.ema`` for the ramped decay).
 
+Limited data: ``augment_policy`` (see ``pggan.augment``) augments everything D sees, reals and
+fakes, in the D step (the penalty is taken between augmented reals and fakes) and fakes in the G
+step, each sample with probability p: fixed ``augment_p``, or adapted from it by ADA's heuristic
+(``augment_adaptive``; its state is checkpointed). Augmentation draws come from a second per-step
+generator (CPU), so the latents and penalty draws are those of an unaugmented run.
+
+Precision: ``precision="bf16"`` runs G and D forward passes under bf16 autocast on the module's
+device; augmentation, losses, the penalty's input gradient, the EMA and the optimizer state stay
+fp32. Deciding whether bf16 is worth it (native on this CPU/GPU?) is the caller's job.
+
 DDP: use ``strategy="ddp_find_unused_parameters_true"`` (plain ``"ddp"`` refuses, as each
 step does two backward passes that each touch one network). ``batch_per_resolution`` is per
 process; the image count advances by batch * world_size, identically on every rank.
@@ -19,12 +29,14 @@ process; the image count advances by batch * world_size, identically on every ra
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
 
+from pggan.augment import AdaptiveP, DiffAugment, check_p
 from pggan.ema import decay_at, update_ema
 from pggan.layers import downsample, upsample
 from pggan.loss import d_loss_wgan_gp, g_loss_wgan
@@ -32,6 +44,7 @@ from pggan.networks import Discriminator, Generator
 from pggan.schedule import Phase, Schedule
 
 _STATE_KEY = "pggan_state"
+PRECISIONS = ("32", "bf16")
 
 
 def prepare_reals(x: torch.Tensor, resolution: int, alpha: float) -> torch.Tensor:
@@ -67,9 +80,22 @@ class PGGAN(pl.LightningModule):
         mbstd_group: int = 4,
         seed: int = 0,
         channels_last: bool = True,
+        augment_policy: str = "",
+        augment_p: float = 0.0,
+        augment_adaptive: bool = False,
+        augment_target: float = 0.6,
+        augment_speed_kimg: float = 10.0,
+        precision: str = "32",
     ):
         super().__init__()
         self.save_hyperparameters()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        self.augment = DiffAugment(augment_policy)  # a plain object: its kornia ops stay on the CPU
+        self.ada = (
+            AdaptiveP(augment_p, augment_target, augment_speed_kimg) if augment_adaptive else None
+        )
+        self.fixed_p = check_p(augment_p)
         self.automatic_optimization = False
         self.schedule = Schedule(
             resolution, kimg_per_phase, dict(batch_per_resolution or {}), default_batch, final_kimg
@@ -96,11 +122,12 @@ class PGGAN(pl.LightningModule):
         ]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the schedule position and the optimizer-state level."""
+        """Store the schedule position, the optimizer-state level and the adaptive p's state."""
         checkpoint[_STATE_KEY] = {
             "images_seen": self.images_seen,
             "steps": self.steps,
             "opt_level": self.opt_level,
+            "augment": None if self.ada is None else self.ada.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -108,6 +135,8 @@ class PGGAN(pl.LightningModule):
         state = checkpoint[_STATE_KEY]
         self.images_seen, self.steps = state["images_seen"], state["steps"]
         self.opt_level = state["opt_level"]
+        if self.ada is not None and state.get("augment"):
+            self.ada.load_state_dict(state["augment"])
 
     # ---- training -----------------------------------------------------------------------
     @property
@@ -115,12 +144,37 @@ class PGGAN(pl.LightningModule):
         """Schedule state at the current image count."""
         return self.schedule.at(self.images_seen)
 
-    def _step_generator(self) -> torch.Generator:
-        """RNG for this step: a pure function of (seed, rank, image count)."""
+    @property
+    def aug_p(self) -> float:
+        """The augmentation probability of the next step (0 without a policy)."""
+        if not self.augment:
+            return 0.0
+        return self.fixed_p if self.ada is None else self.ada.p
+
+    def _step_generator(
+        self, device: torch.device | None = None, stream: int = 0
+    ) -> torch.Generator:
+        """RNG for this step: a pure function of (seed, rank, image count, stream)."""
         key = (self.hparams.seed * 1_000_003 + self.global_rank) * 1_000_000_007 + self.images_seen
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(key % (2**63))
+        gen = torch.Generator(device=self.device if device is None else device)
+        gen.manual_seed((key + stream * 0x9E3779B97F4A7C15) % (2**63))
         return gen
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on the module's device when precision is bf16; else nothing."""
+        if self.hparams.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _augmented(
+        self, x: torch.Tensor, p: float, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """`x` (fp32) through the augmentation policy, in D's memory format."""
+        x = x.float()
+        if generator is None or p == 0.0:
+            return x
+        x = self.augment(x, p, generator)
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
     def _unpack(self, batch: torch.Tensor | Sequence) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Accept a tensor of images or an (images, labels, ...) sequence."""
@@ -151,22 +205,33 @@ class PGGAN(pl.LightningModule):
                 opt.optimizer.state.clear()
             self.opt_level = level
         gen = self._step_generator()
+        p = self.aug_p
+        aug_gen = self._step_generator(torch.device("cpu"), stream=1) if p > 0 else None
 
-        # Critic step: fakes without G's graph, reals + fakes in one pass, penalty pass.
+        # Critic step: fakes without G's graph, augmented reals + fakes in one pass, penalty pass
+        # at interpolates of the augmented reals and fakes.
         z = torch.randn(n, hp.latent_dim, device=self.device, generator=gen)
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             fakes = self.G(z, level, alpha, labels)
-        d_loss, parts = d_loss_wgan_gp(
-            self.D, reals, fakes, level, alpha, labels, hp.gp_lambda, hp.drift, gen
-        )
+        if aug_gen is not None:  # one call: each of the 2n images draws its own parameters
+            both = self._augmented(torch.cat([reals, fakes.float()]), p, aug_gen)
+            reals, fakes = both[:n], both[n:]
+        with self._autocast():
+            d_loss, parts = d_loss_wgan_gp(
+                self.D, reals, fakes.float(), level, alpha, labels, hp.gp_lambda, hp.drift, gen
+            )
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
 
-        # Generator step with fresh latents; D's weights need no gradient here.
+        # Generator step with fresh latents, through the augmentation; D's weights need no gradient.
         self.D.requires_grad_(False)
         z = torch.randn(n, hp.latent_dim, device=self.device, generator=gen)
-        g_loss = g_loss_wgan(self.D, self.G(z, level, alpha, labels), level, alpha, labels)
+        with self._autocast():
+            fakes = self.G(z, level, alpha, labels)
+        fakes = self._augmented(fakes, p, aug_gen)
+        with self._autocast():
+            g_loss = g_loss_wgan(self.D, fakes, level, alpha, labels)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()
@@ -174,18 +239,28 @@ class PGGAN(pl.LightningModule):
 
         update_ema(self.G_ema, self.G, decay_at(hp.ema_beta, self.steps, hp.ema_rampup))
         self.steps += 1
-        self.images_seen += n * self.trainer.world_size
-        self._log_step(d_loss, g_loss, parts, phase)
+        world = self.trainer.world_size
+        self.images_seen += n * world
+        if self.ada is not None and self.augment:
+            reduce = None if world == 1 else self._mean_over_processes
+            self.ada.update(parts["real_sign"], n * world, reduce)
+        self._log_step(d_loss, g_loss, parts, phase, p)
         if self.phase.done:
             self.trainer.should_stop = True
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
+    def _mean_over_processes(self, value: torch.Tensor) -> torch.Tensor:
+        """Mean of a tensor over the DDP processes (every rank then moves p alike)."""
+        return self.trainer.strategy.reduce(value, reduce_op="mean")
+
     def _log_step(
-        self, d_loss: torch.Tensor, g_loss: torch.Tensor, parts: dict, phase: Phase
+        self, d_loss: torch.Tensor, g_loss: torch.Tensor, parts: dict, phase: Phase, p: float
     ) -> None:
-        """Log losses (device tensors, no forced sync) and schedule position."""
+        """Log losses (device tensors, no forced sync), schedule position and, with a policy, aug_p."""
         log = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "gp": parts["gp"]}
         self.log_dict(log, prog_bar=True, on_step=True, on_epoch=False)
         self.log("wdist", parts["wdist"], on_step=True, on_epoch=False)
         sched = {"level": float(phase.level), "alpha": phase.alpha, "kimg": self.images_seen / 1e3}
         self.log_dict(sched, prog_bar=True, on_step=True, on_epoch=False)
+        if self.augment:
+            self.log("aug_p", p, on_step=True, on_epoch=False)

@@ -35,6 +35,12 @@ DEFAULTS: dict = {
         "ema_beta": 0.999,
         "checkpoint_every_kimg": 5.0,
         "min_images": 8,
+        # What D sees, reals and fakes, is augmented (pggan.augment): ops named in `policy`
+        # (translation, cutout, color, affine; "" or none: off), each with probability p per image;
+        # adaptive: p moves (from `p`) so that E[sign(D(real))] stays near `target`, by at most
+        # 1 per `speed_kimg` thousand images (10: p can go 0 → 1 within half a 20 kimg schedule).
+        "augment": {"policy": "", "p": 0.0, "adaptive": False, "target": 0.6, "speed_kimg": 10.0},
+        "precision": "auto",  # auto: bf16 autocast where native (GPU, AVX512-BF16/AMX), else fp32
         "seed": 0,
     },
     "classify": {
@@ -85,6 +91,7 @@ POSITIVE = frozenset(
         "gan.lr",
         "gan.checkpoint_every_kimg",
         "gan.min_images",
+        "gan.augment.speed_kimg",
         "classify.epochs",
         "classify.batch_size",
         "classify.lr",
@@ -155,6 +162,30 @@ def _check_value(key: str, value, source: str) -> None:
     raise RareganError(f"{source}: config key '{key}' must be {what}, not {value!r}")
 
 
+PRECISIONS = ("auto", "bf16", "32")
+
+
+def _check_choices(cfg: dict, source: str) -> None:
+    """Values whose type is right but whose range or name is not: augmentation and precision."""
+    aug, bad = cfg["gan"]["augment"], None
+    if aug["policy"].strip() not in ("", "none"):
+        from pggan.augment import parse_policy  # torch loads only when a policy is set
+
+        try:
+            parse_policy(aug["policy"])
+        except ValueError as err:
+            bad = f"config key 'gan.augment.policy': {err}"
+    if not aug["p"] <= 1:
+        bad = f"config key 'gan.augment.p' must be a probability in [0, 1], not {aug['p']!r}"
+    if not 0 < aug["target"] < 1:
+        bad = f"config key 'gan.augment.target' must be in (0, 1), not {aug['target']!r}"
+    if cfg["gan"]["precision"] not in PRECISIONS:
+        value = cfg["gan"]["precision"]
+        bad = f"config key 'gan.precision' must be one of {', '.join(PRECISIONS)}, not {value!r}"
+    if bad:
+        raise RareganError(f"{source}: {bad}")
+
+
 def _merge(base: dict, over: dict, where: str, source: str) -> dict:
     """Deep-merge `over` into a copy of `base`, refusing unknown keys and values unlike the defaults."""
     out = copy.deepcopy(base)
@@ -167,6 +198,8 @@ def _merge(base: dict, over: dict, where: str, source: str) -> dict:
                 raise RareganError(f"{source}: config key '{where}{key}' must be a mapping")
             out[key] = _merge(base[key], value, f"{where}{key}.", source)
         else:
+            if key == "precision" and value == 32 and not isinstance(value, bool):
+                value = "32"  # YAML reads `precision: 32` as a number
             _check_value(f"{where}{key}", value, source)
             out[key] = value
     return out
@@ -199,8 +232,10 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         if not isinstance(loaded, dict):
             raise RareganError(f"config file {p} must hold a mapping of sections")
         cfg = _merge(cfg, loaded, "", str(p))
+        _check_choices(cfg, str(p))
     if overrides:
         cfg = _merge(cfg, overrides, "", "command line")
+        _check_choices(cfg, "command line")
     cfg["gan"]["batch_per_resolution"] = {
         int(k): int(v) for k, v in cfg["gan"]["batch_per_resolution"].items()
     }

@@ -33,3 +33,20 @@ def test_unknown_key_names_the_key_and_file(tmp_path):
     (tmp_path / "broken.yaml").write_text("gan: [unclosed\n")
     with pytest.raises(RareganError, match="not valid YAML"):
         load_config(tmp_path / "broken.yaml")
+
+
+def test_augment_and_precision_settings_load_and_yaml_32_is_a_precision(tmp_path):
+    cfg = load_config("cpu-demo")
+    assert cfg["gan"]["augment"]["policy"] == "" and cfg["gan"]["precision"] == "auto"
+    preset = tmp_path / "aug.yaml"
+    preset.write_text(
+        "gan:\n  precision: 32\n  augment:\n    policy: translation,cutout\n    p: 1\n"
+        "    adaptive: true\nclassify:\n  precision: 32\n"
+    )
+    cfg = load_config(preset)
+    assert cfg["gan"]["precision"] == "32" == cfg["classify"]["precision"]
+    assert cfg["gan"]["augment"] == {"policy": "translation,cutout", "p": 1, "adaptive": True,
+                                     "target": 0.6, "speed_kimg": 10.0}  # fmt: skip
+    with pytest.raises(RareganError, match=r"aug.yaml: config key 'gan.augment.speed_kimg'"):
+        preset.write_text("gan:\n  augment:\n    speed_kimg: 0\n")
+        load_config(preset)

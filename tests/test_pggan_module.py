@@ -76,20 +76,27 @@ def test_fit_learns_toy_distribution_and_stops_at_schedule_end(tmp_path):
     assert logged["level"].item() == 2.0
 
 
-def test_checkpoint_resume_gives_identical_training(tmp_path):
-    """k batches, save, resume for k more == 2k uninterrupted (across a level change)."""
-    k = 4
-    ref = make_module(kimg_per_phase=0.03)
+ADAPTIVE = dict(augment_policy="translation,cutout,color,affine", augment_p=0.5,
+                augment_adaptive=True, augment_speed_kimg=1.0)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "k, extra", [(4, {}), (5, ADAPTIVE)], ids=["plain", "adaptive-augment-mid-interval"]
+)
+def test_checkpoint_resume_gives_identical_training(tmp_path, k, extra):
+    """k batches, save, resume for k more == 2k uninterrupted (across a level change); with
+    adaptive augmentation the checkpoint falls inside an interval of the p heuristic."""
+    ref = make_module(kimg_per_phase=0.03, **extra)
     trainer(tmp_path, max_epochs=2, limit_train_batches=k).fit(ref, loader())
 
-    first = make_module(kimg_per_phase=0.03)
+    first = make_module(kimg_per_phase=0.03, **extra)
     tr1 = trainer(tmp_path, max_epochs=1, limit_train_batches=k)
     tr1.fit(first, loader())
     ckpt = tmp_path / "mid.ckpt"
     tr1.save_checkpoint(ckpt)
     assert first.phase.level < ref.phase.level  # a level change happens after the checkpoint
 
-    resumed = make_module(kimg_per_phase=0.03)
+    resumed = make_module(kimg_per_phase=0.03, **extra)
     with torch.no_grad():  # scramble the weights: all state must come from the checkpoint
         for p in resumed.parameters():
             p.add_(1.0)
@@ -97,6 +104,58 @@ def test_checkpoint_resume_gives_identical_training(tmp_path):
     assert resumed.images_seen == ref.images_seen and resumed.steps == ref.steps == 2 * k
     for (name, a), b in zip(ref.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+    if extra:
+        assert first.ada.steps == 1 and first.ada.p != 0.5  # mid-interval, p already moved
+        assert resumed.ada.state_dict() == ref.ada.state_dict()
+        assert ref.ada.p not in (0.5, first.ada.p)  # p moved again after the checkpoint
+
+
+def test_augmented_training_logs_p_and_keeps_the_default_unaugmented(tmp_path):
+    module = make_module(kimg_per_phase=0.03, **ADAPTIVE)
+    tr = trainer(tmp_path, max_epochs=1, limit_train_batches=4)
+    tr.fit(module, loader())
+    logged = tr.callback_metrics
+    assert logged["aug_p"].item() == 0.5  # the p of the last step, before it moved
+    assert module.aug_p != 0.5 and all(torch.isfinite(logged[k]) for k in ("d_loss", "g_loss"))
+    plain = make_module(kimg_per_phase=0.03)
+    tr = trainer(tmp_path, max_epochs=1, limit_train_batches=1)
+    tr.fit(plain, loader())
+    assert plain.aug_p == 0.0 and "aug_p" not in tr.callback_metrics
+
+
+def test_fixed_p_augmentation_changes_training_but_p_zero_does_not(tmp_path):
+    runs = {}
+    for name, extra in {"off": {}, "p0": dict(augment_policy="color", augment_p=0.0),
+                        "p1": dict(augment_policy="color", augment_p=1.0)}.items():  # fmt: skip
+        module = make_module(kimg_per_phase=0.03, **extra)
+        trainer(tmp_path, max_epochs=1, limit_train_batches=2).fit(module, loader())
+        runs[name] = module.G.dense.weight.detach()
+    assert torch.equal(runs["off"], runs["p0"]) and not torch.equal(runs["off"], runs["p1"])
+
+
+def test_bf16_autocast_step_keeps_losses_and_penalty_gradient_in_fp32(tmp_path, monkeypatch):
+    """The bf16 path forced on a CPU without native bf16 (emulated: slow, so one tiny step)."""
+    module = make_module(kimg_per_phase=0.03, precision="bf16", **ADAPTIVE)
+    seen = {"conv": set(), "grad": set()}
+    module.D.register_forward_hook(lambda m, i, out: seen["conv"].add(out.dtype))
+    grad = torch.autograd.grad
+
+    def recording_grad(outputs, inputs, *args, **kwargs):
+        out = grad(outputs, inputs, *args, **kwargs)
+        seen["grad"].update(g.dtype for g in out)
+        return out
+
+    monkeypatch.setattr(torch.autograd, "grad", recording_grad)
+    tr = trainer(tmp_path, max_epochs=1, limit_train_batches=1)
+    tr.fit(module, loader())
+    assert seen["conv"] == {torch.bfloat16} and seen["grad"] == {torch.float32}
+    logged = tr.callback_metrics
+    assert all(torch.isfinite(logged[k]) and logged[k].dtype == torch.float32
+               for k in ("d_loss", "g_loss", "gp"))  # fmt: skip
+    params = [*module.G.parameters(), *module.D.parameters(), *module.G_ema.parameters()]
+    assert all(p.dtype == torch.float32 for p in params)
+    with pytest.raises(ValueError, match="precision"):
+        make_module(precision="fp16")
 
 
 def test_optimizer_state_reset_at_each_new_level(tmp_path):

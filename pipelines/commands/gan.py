@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 from pipelines.commands.common import (
@@ -15,6 +16,7 @@ from pipelines.commands.common import (
     spec_from_args,
 )
 from pipelines.config import load_config
+from pipelines.errors import RareganError
 from pipelines.runs import run_path
 
 NAME = "gan"
@@ -49,6 +51,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="thousands of images between checkpoints (default: gan.checkpoint_every_kimg, "
         "at most a fifth of the schedule, so every run writes several)",
     )
+    parser.add_argument(
+        "--augment",
+        metavar="POLICY",
+        help="augment what D sees (gan.augment.policy): comma-separated translation, cutout, "
+        "color, affine; none: off. Alone it adapts p (ADA) unless the config sets p",
+    )
+    parser.add_argument(
+        "--augment-p",
+        type=augment_p_arg,
+        metavar="P|adaptive",
+        help="augmentation probability per image in [0, 1] (gan.augment.p), or adaptive: p moves "
+        "to keep E[sign D(real)] near gan.augment.target",
+    )
+
+
+def augment_p_arg(text: str) -> float | str:
+    """An argparse type: "adaptive" or a probability in [0, 1]."""
+    if text == "adaptive":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] or adaptive, not {text!r}")
+    return value
+
+
+def augment_overrides(args: argparse.Namespace, cfg: dict) -> dict:
+    """The gan.augment keys --augment and --augment-p set (--augment alone: adaptive p when the
+    config leaves p at 0); a user error for --augment-p without any policy."""
+    over: dict = {}
+    if args.augment is not None:
+        over["policy"] = "" if args.augment.strip() == "none" else args.augment
+    if args.augment_p == "adaptive":
+        over["adaptive"] = True
+    elif args.augment_p is not None:
+        over.update(p=args.augment_p, adaptive=False)
+    aug = cfg["gan"]["augment"]
+    policy = over.get("policy", aug["policy"]).strip()
+    if args.augment_p is not None and policy in ("", "none"):
+        raise RareganError(
+            "--augment-p needs a policy: give --augment POLICY (e.g. translation,cutout,color,affine) "
+            "or set gan.augment.policy"
+        )
+    if over.get("policy") and args.augment_p is None and aug["p"] == 0 and not aug["adaptive"]:
+        over["adaptive"] = True
+    return over
 
 
 def gan_run_name(classes: list[str], fraction: float, seed: int, filters: bool = True) -> str:
@@ -64,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.data.prepare import prepare  # torch and Lightning load only when a run starts
     from pipelines.gan.run import train_gan
 
-    cfg = load_config(args.config, config_overrides(args, {"kimg": ("gan", "kimg_per_phase")}))
+    over = config_overrides(args, {"kimg": ("gan", "kimg_per_phase")})
+    cfg = load_config(args.config, over)
+    augment = augment_overrides(args, cfg)
+    if augment:
+        over.setdefault("gan", {})["augment"] = augment
+        cfg = load_config(args.config, over)  # validates the policy
     if args.no_filters:
         cfg["filters"]["names"] = []
     if not args.size:
