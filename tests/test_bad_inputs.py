@@ -176,6 +176,13 @@ BAD_SETTINGS = {
     "epochs-0": ("classify", None, ["--epochs", "0"], ["--epochs", "> 0"]),
     "gpu-without-gpu": ("gan", None, ["--accelerator", "gpu"], ["--accelerator", "gpu", "cpu"]),
     "strategy-bogus": ("classify", None, ["--strategy", "bogus"], ["--strategy", "'bogus'"]),
+    "augment-policy-flip": ("gan", "gan:\n  augment:\n    policy: translation,flip\n", [], ["gan.augment.policy", "'flip'", "color, affine, translation, cutout"]),
+    "augment-p-2": ("gan", "gan:\n  augment:\n    policy: cutout\n    p: 2\n", [], ["gan.augment.p", "[0, 1]", "2"]),
+    "augment-target-1": ("gan", "gan:\n  augment:\n    target: 1.0\n", [], ["gan.augment.target", "(0, 1)"]),
+    "gan-precision-fp16": ("gan", "gan:\n  precision: fp16\n", [], ["gan.precision", "auto, bf16, 32", "'fp16'"]),
+    "augment-flag-flip": ("gan", None, ["--augment", "flip"], ["gan.augment.policy", "'flip'", "cutout"]),
+    "augment-p-flag-2": ("gan", None, ["--augment", "cutout", "--augment-p", "2"], ["--augment-p", "'2'", "adaptive"]),
+    "augment-p-without-policy": ("gan", None, ["--augment-p", "0.5"], ["--augment-p", "--augment POLICY"]),
 }  # fmt: skip
 
 
@@ -185,6 +192,7 @@ def test_bad_settings_are_refused_before_any_work(
 ):
     """Config values and options are checked first: no store is built and no run folder made."""
     import torch
+    import torch._dynamo  # noqa: F401  (imported first: it wraps mps.is_available on import)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)

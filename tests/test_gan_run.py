@@ -103,12 +103,18 @@ def test_gan_eval_writes_report(finished_run, tmp_path, capsys):
                 str(out),
                 "--cache",
                 str(tmp_path / "store"),
+                "--no-heldout",  # these phantoms hold too few val/test Fracture positives for it
             ]
         )
         == 0
     )
     report = json.loads((out / "eval.json").read_text())
     assert report["fid"] >= 0 and "kid" in report and report["n_fake"] == 24
+    assert report["c2st"] is None and "--no-heldout" in report["heldout"]["skipped"]
+    positives = pd.read_csv(finished_run / "positives.csv")
+    heldout = pd.read_csv(finished_run / "heldout.csv")  # the positives the GAN never saw
+    assert list(heldout.columns) == list(positives.columns) and (heldout["Fracture"] == 1).all()
+    assert not set(heldout["patient"]) & set(positives["patient"])
     # the real side is what the GAN saw: its positives after the filter bank (original + 3 filters)
     assert report["n_real"] == 4 * len(pd.read_csv(finished_run / "positives.csv"))
     nearest = pd.read_csv(out / "nearest.csv")
@@ -319,3 +325,77 @@ def test_no_filters_trains_on_the_positives_alone(phantom_root, tmp_path):
     assert summary["training_images"] == summary["positives"]
     settings = json.loads((run / "fingerprint.json").read_text())["settings"]
     assert settings["filters.names"] == []
+
+
+def test_augment_settings_change_the_fingerprint_only_when_they_augment():
+    """Augmentation off (the default) and fp32 keep the fingerprints runs had before these
+    settings existed; any augmenting setting, or bf16, makes another GAN."""
+    from types import SimpleNamespace
+
+    from pipelines.config import load_config
+    from pipelines.gan.run import gan_fingerprint
+
+    prepared, rows = SimpleNamespace(data_id="d"), pd.DataFrame({"image_id": ["a", "b"]})
+
+    def fp(augment: dict | None = None, precision: str = "32") -> dict:
+        over = {"gan": {"augment": augment}} if augment else None
+        return gan_fingerprint(prepared, load_config(None, over), ["X"], 100.0, rows, precision)
+
+    base = fp()
+    assert not [k for k in base["settings"] if k.startswith(("gan.augment", "gan.precision"))]
+    assert fp({"policy": "cutout,translation", "p": 0.0})["id"] == base["id"]  # p 0: identity
+    assert fp({"policy": "", "adaptive": True})["id"] == base["id"]  # no policy: identity
+    on = fp({"policy": "cutout,translation", "p": 0.3})
+    assert on["id"] != base["id"] and on["settings"]["gan.augment.p"] == 0.3
+    assert on["settings"]["gan.augment.policy"] == "translation,cutout"  # order-free
+    assert fp({"policy": "translation,cutout", "p": 0.3})["id"] == on["id"]
+    ids = {
+        fp({"policy": "translation,cutout", "p": 0.4})["id"],
+        fp({"policy": "translation", "p": 0.3})["id"],
+        fp({"policy": "translation,cutout", "p": 0.3, "adaptive": True})["id"],
+        fp({"policy": "translation,cutout", "p": 0.3, "target": 0.7})["id"],
+        fp(precision="bf16")["id"],
+    }
+    assert len(ids) == 5 and on["id"] not in ids and base["id"] not in ids
+
+
+def test_gan_precision_bf16_only_where_native_and_wired_into_the_module(monkeypatch, capsys):
+    from pipelines import runs
+    from pipelines.config import load_config
+    from pipelines.gan.run import gan_module, gan_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runs, "cpu_bf16", lambda: False)  # as on this machine's CPU
+    assert gan_precision("cpu", "auto") == "32" and not capsys.readouterr().err
+    assert gan_precision("auto", "bf16") == "32"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("raregan: warning: gan.precision bf16"), err
+    assert "no native bf16" in err[0] and "fp32" in err[0]
+    monkeypatch.setattr(runs, "cpu_bf16", lambda: True)
+    assert gan_precision("cpu", "auto") == "bf16" == gan_precision("cpu", "bf16")
+    assert gan_precision("cpu", "32") == "32"
+    over = {"gan": {"resolution": 16, "channels": [16, 16, 8], "latent_dim": 16, "precision": "32",
+                    "augment": {"policy": "cutout, color", "p": 0.2, "adaptive": True}}}  # fmt: skip
+    module = gan_module(load_config(None, over))
+    hp = module.hparams
+    assert hp.precision == "32" and hp.augment_policy == "color,cutout" and module.ada.p == 0.2
+    assert gan_module(load_config(None, over), precision="bf16").hparams.precision == "bf16"
+
+
+def test_gan_cli_augment_adapts_p_logs_it_and_plots_it(phantom_root, tmp_path):
+    """--augment alone: adaptive p; aug_p lands in losses.csv and in the loss curve."""
+    out = tmp_path / "run"
+    cfg = tiny_config(tmp_path, kimg=0.02, every=1.0)
+    assert main(gan_argv(phantom_root, tmp_path, out, cfg, "--augment", "translation,cutout")) == 0
+    settings = json.loads((out / "fingerprint.json").read_text())["settings"]
+    assert settings["gan.augment.policy"] == "translation,cutout"
+    assert settings["gan.augment.adaptive"] is True and settings["gan.augment.p"] == 0.0
+    losses = pd.read_csv(out / "losses.csv")
+    assert "aug_p" in losses and losses["aug_p"].dropna().between(0, 1).all()
+    assert (out / "loss_curve.png").is_file()
+    fixed = tmp_path / "fixed"
+    argv = gan_argv(phantom_root, tmp_path, fixed, cfg, "--augment", "color", "--augment-p", "0.5")
+    assert main(argv) == 0
+    settings = json.loads((fixed / "fingerprint.json").read_text())["settings"]
+    assert settings["gan.augment.p"] == 0.5 and settings["gan.augment.adaptive"] is False
+    assert (pd.read_csv(fixed / "losses.csv")["aug_p"].dropna() == 0.5).all()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from pipelines.runs import (
     frame_id,
     loggers,
     mark_done,
+    mixed_precision,
     open_run,
     reuse_or_start,
     run_device,
@@ -48,8 +48,10 @@ class AtomicModelCheckpoint(pl.callbacks.ModelCheckpoint):
         self._last_checkpoint_saved = filepath
 
 
-ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard")
-SYNTH_ARMS = ("gan_nofilter", "gan", "gan_standard")  # train on real rows + synthetic sets
+ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard", "synth_only")
+# train on real rows + synthetic sets; synth_only: train on synthetic, test on real (the real
+# positives of --classes left out, so the classes' only positives are the GAN's samples)
+SYNTH_ARMS = ("gan_nofilter", "gan", "gan_standard", "synth_only")
 AUGMENT_ARMS = ("standard", "gan_standard")  # standard augmentation (rotation, crop)
 
 
@@ -87,7 +89,7 @@ def classifier_fingerprint(
     parts = dict(
         classify=cfg["classify"],
         data=prepared.data_id,
-        train=frame_id(rows, ["image_id"]),
+        train=frame_id(arm_rows(rows, arm, classes), ["image_id"]),
         fraction=float(fraction),
         arm=arm,
         model=model,
@@ -102,6 +104,13 @@ def train_rows(prepared: Prepared, fraction: float, seed: int, classes: list[str
     """The train rows of the nested fraction (the GAN's mask too); each class needs a test positive."""
     prepared.require_test_positives(classes)
     return prepared.train_fraction(fraction, seed, classes)
+
+
+def arm_rows(rows: pd.DataFrame, arm: str, classes: list[str]) -> pd.DataFrame:
+    """The real train rows an arm trains on: synth_only leaves out every positive of `classes`."""
+    if arm != "synth_only":
+        return rows
+    return rows[~(rows[classes] > 0.5).any(axis=1).to_numpy()]
 
 
 def check_gan_saw_only(folder: Path, synth_rows: pd.DataFrame, rows: pd.DataFrame) -> None:
@@ -141,8 +150,11 @@ def datasets(
     label_names: list[str],
     synth: list[Path],
     extra: tuple[np.ndarray, np.ndarray] | None = None,
+    seen: pd.DataFrame | None = None,
 ):
-    """Train dataset (real store rows + synthetic images + `extra` (images, labels)), val and test."""
+    """Train dataset (real store rows + synthetic images + `extra` (images, labels)), val and test.
+
+    `seen`: the real rows the synthetic sets' GANs may have learned from (default `rows`)."""
 
     def part(frame: pd.DataFrame) -> StoreDataset:
         return StoreDataset(
@@ -157,7 +169,7 @@ def datasets(
                 f"synthetic images in {folder} are {images.shape[-1]} px but the data store is "
                 f"{prepared.store.size} px; synthesize from a GAN of the same resolution"
             )
-        check_gan_saw_only(folder, synth_rows, rows)
+        check_gan_saw_only(folder, synth_rows, rows if seen is None else seen)
         labels = torch.from_numpy(synth_rows[label_names].to_numpy(np.float32))
         parts.append(TensorDataset(torch.from_numpy(images), labels))
         n_synth += len(synth_rows)
@@ -167,6 +179,18 @@ def datasets(
     assert_no_synthetic(val, "val")
     assert_no_synthetic(test, "test")
     return ConcatDataset(parts), part(val), part(test), n_synth
+
+
+def check_synthetic_positives(
+    labels: np.ndarray, label_names: list[str], classes: list[str]
+) -> None:
+    """synth_only: each class left out of the real rows needs synthetic positives."""
+    for cls in classes:
+        if not (labels[:, label_names.index(cls)] > 0.5).any():
+            raise RareganError(
+                f"the synth_only arm has no positive of {cls!r} left: its real positives are left "
+                f"out and the synthetic sets hold none; give --synth sets made by a GAN of {cls!r}"
+            )
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
@@ -185,34 +209,11 @@ def all_labels(dataset: ConcatDataset) -> np.ndarray:
     return np.concatenate(out)
 
 
-def cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): only then is bf16 faster.
-
-    Without it oneDNN emulates bf16 convolutions, measured here 36× slower than fp32.
-    """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
 def precision(accelerator: str, setting: str = "auto") -> str:
     """Lightning precision: AMP (16-mixed) on a GPU; on the CPU bf16 autocast where the CPU has
     native bf16 ("auto" or "bf16"), else fp32; "32" forces fp32 everywhere."""
-    if setting not in ("auto", "bf16", "32"):
-        raise RareganError(f"classify.precision {setting!r}: use auto, bf16 or 32")
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if setting == "32":
-        return "32-true"
-    if gpu:
-        return "bf16-mixed" if setting == "bf16" else "16-mixed"
-    if cpu_bf16():
-        return "bf16-mixed"
-    if setting == "bf16":
-        print(
-            "raregan: warning: bf16 asked for, but this CPU has no native bf16 (AVX512-BF16/AMX); "
-            "training in fp32",
-            file=sys.stderr,
-        )
-    return "32-true"
+    choice = mixed_precision(accelerator, setting, "classify.precision")
+    return {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true"}[choice]
 
 
 def positive_weights(labels: np.ndarray) -> list[float]:
@@ -450,6 +451,10 @@ def train_classifier(
         raise RareganError(
             "the filters arm expands the positives of --classes; name the rare classes"
         )
+    if arm == "synth_only" and not classes:
+        raise RareganError(
+            "the synth_only arm leaves out the real positives of --classes; name the GAN's classes"
+        )
     rec = prepared.records
     label_names, task, c = list(rec.label_names), rec.task, cfg["classify"]
     model = model or c["model"]
@@ -464,7 +469,12 @@ def train_classifier(
     if resume is None:
         return {}
     extra = filtered_copies(prepared, rows, classes, cfg) if arm == "filters" else None
-    train_ds, val_ds, test_ds, n_synth = datasets(prepared, rows, label_names, synth, extra)
+    real = arm_rows(rows, arm, classes)
+    train_ds, val_ds, test_ds, n_synth = datasets(
+        prepared, real, label_names, synth, extra, seen=rows
+    )
+    if arm == "synth_only":
+        check_synthetic_positives(all_labels(train_ds), label_names, classes)
     # every arm takes as many optimizer steps per epoch as `none` (real rows only), unless the
     # config says otherwise: more images must not also mean more training
     # (the loaders drop a last partial batch, so `none` takes len(rows) // batch steps)
@@ -544,7 +554,7 @@ def train_classifier(
             "fraction": fraction,
             "arm": arm,
             "model": model,
-            "n_train_real": len(rows),
+            "n_train_real": len(real),
             "n_train_patients": int(rows["patient"].nunique()),
             "n_train_synthetic": n_synth,
             "best_checkpoint": Path(best_path).name,

@@ -37,12 +37,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         model={
             "help": "densenet121 (default), resnet18, resnet50, vgg16, cnn5, xception, nasnetalarge"
         },
-        classes={"default": [], "help": "rare classes that must have train and test positives"},
+        classes={
+            "default": [],
+            "help": "rare classes that must have train and test positives (filters: their "
+            "positives are copied through the filter bank; synth_only: their real positives "
+            "are left out, so only the synthetic ones train: train on synthetic, test on real)",
+        },
     )
     parser.add_argument("--arm", default="none", help=f"augmentation arm: {', '.join(ARMS)}")
     parser.add_argument("--head", help="classifier head, e.g. fc512-256")
     parser.add_argument(
-        "--synth", type=Path, nargs="*", default=[], help="synthetic sets to mix in (gan arm)"
+        "--synth",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="synthetic sets to mix in (gan arms, synth_only)",
     )
     parser.add_argument(
         "--train-seed", type=int, default=0, help="seed of initialisation and batch order"

@@ -26,6 +26,7 @@ ARM_STYLE = {
     "gan_nofilter": {"color": "#e6ab02", "marker": "v", "label": "GAN without the filter bank"},
     "gan": {"color": "#d95f02", "marker": "^", "label": "GAN augmentation"},
     "gan_standard": {"color": "#a6761d", "marker": "P", "label": "GAN + standard augmentation"},
+    "synth_only": {"color": "#1b9e77", "marker": "*", "label": "synthetic positives only (TSTR)"},
 }
 PAPER_LABEL = "Sundaram & Hulkund 2021"
 

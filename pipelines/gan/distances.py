@@ -1,4 +1,5 @@
-"""Distribution distances between real and synthetic images: FID and KID in a feature space."""
+"""Distribution distances between real and synthetic images in a feature space: FID, KID, and
+k-NN precision and recall."""
 
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ def _as_features(f: np.ndarray, name: str) -> np.ndarray:
     return f
 
 
+def _feature_pair(f_real: np.ndarray, f_fake: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature sets as checked float64 arrays of one feature size."""
+    f1, f2 = _as_features(f_real, "f_real"), _as_features(f_fake, "f_fake")
+    if f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"feature sizes differ: {f1.shape[1]} vs {f2.shape[1]}")
+    return f1, f2
+
+
 def frechet_distance(f_real: np.ndarray, f_fake: np.ndarray, eps: float = 1e-6) -> float:
     """Fréchet distance ||μ1 - μ2||² + Tr(Σ1 + Σ2 - 2 (Σ1 Σ2)^½) between two feature sets (N, D).
 
@@ -28,9 +37,7 @@ def frechet_distance(f_real: np.ndarray, f_fake: np.ndarray, eps: float = 1e-6) 
     finite, `eps` is added to both diagonals; imaginary parts from round-off are dropped and
     the result is clamped at 0.
     """
-    f1, f2 = _as_features(f_real, "f_real"), _as_features(f_fake, "f_fake")
-    if f1.shape[1] != f2.shape[1]:
-        raise ValueError(f"feature sizes differ: {f1.shape[1]} vs {f2.shape[1]}")
+    f1, f2 = _feature_pair(f_real, f_fake)
     mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
     s1 = np.atleast_2d(np.cov(f1, rowvar=False))
     s2 = np.atleast_2d(np.cov(f2, rowvar=False))
@@ -74,9 +81,7 @@ def kernel_inception_distance(
     a numpy generator seeded by `seed`; the kernel is the cubic polynomial (x·y / d + 1)³.
     Up to 8192 features per set, the full kernel matrices are computed once and reused.
     """
-    f1, f2 = _as_features(f_real, "f_real"), _as_features(f_fake, "f_fake")
-    if f1.shape[1] != f2.shape[1]:
-        raise ValueError(f"feature sizes differ: {f1.shape[1]} vs {f2.shape[1]}")
+    f1, f2 = _feature_pair(f_real, f_fake)
     if subsets < 1 or subset_size < 2:
         raise ValueError(f"need subsets >= 1 and subset_size >= 2, got {subsets}, {subset_size}")
     m = min(subset_size, f1.shape[0], f2.shape[0])
@@ -112,6 +117,50 @@ def _mmd2_from_full_kernels(
     yy = (w2 * (k22 @ w2)).sum(0) - np.diag(k22) @ w2
     xy = (w1 * (k12 @ w2)).sum(0)
     return (xx + yy) / (m * (m - 1)) - 2.0 * xy / m**2
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances (len(a), len(b)) between feature rows, from |a|² + |b|² - 2 a·b."""
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+def knn_radii(f: np.ndarray, k: int = 3, chunk: int = 1024) -> np.ndarray:
+    """Each row's distance to its k-th nearest other row (the radius of its k-NN ball)."""
+    f = _as_features(f, "features")
+    if not 1 <= k < f.shape[0]:
+        raise ValueError(f"k-NN radii need 1 <= k < N, got k={k} for N={f.shape[0]}")
+    out = np.empty(f.shape[0])
+    for i in range(0, f.shape[0], chunk):
+        d = _distances(f[i : i + chunk], f)
+        d[np.arange(d.shape[0]), np.arange(i, i + d.shape[0])] = np.inf  # not the row itself
+        out[i : i + chunk] = np.partition(d, k - 1, axis=1)[:, k - 1]
+    return out
+
+
+def manifold_coverage(
+    f_ref: np.ndarray, radii: np.ndarray, f_query: np.ndarray, chunk: int = 1024
+) -> float:
+    """Share of query rows inside the union of the balls around f_ref rows of the given radii."""
+    inside = [
+        (_distances(f_query[i : i + chunk], f_ref) <= radii[None]).any(1)
+        for i in range(0, f_query.shape[0], chunk)
+    ]
+    return float(np.concatenate(inside).mean())
+
+
+def precision_recall(f_real: np.ndarray, f_fake: np.ndarray, k: int = 3) -> dict:
+    """Kynkäänniemi et al. (2019) precision and recall with k-NN manifolds.
+
+    Precision: share of synthetic rows within the k-NN ball of some real row (fidelity); recall:
+    share of real rows within the k-NN ball of some synthetic row (coverage of the real set).
+    """
+    f1, f2 = _feature_pair(f_real, f_fake)
+    return {
+        "precision": manifold_coverage(f1, knn_radii(f1, k), f2),
+        "recall": manifold_coverage(f2, knn_radii(f2, k), f1),
+        "k": int(k),
+    }
 
 
 def paired_features(real, fake, net: nn.Module | None, seed: int, batch: int) -> tuple:

@@ -1,4 +1,5 @@
-"""Evaluate a finished GAN run: domain FID/KID, memorization and diversity, written into <run>/eval."""
+"""Evaluate a finished GAN run: domain FID/KID, memorization, diversity and the comparisons with
+held-out real images (C2ST, FID/KID, precision/recall beside real baselines), into <run>/eval."""
 
 from __future__ import annotations
 
@@ -6,14 +7,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 
 from pipelines.data.prefilter import expand
 from pipelines.data.store import build_store
 from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
-from pipelines.gan.metrics import classifier_feature_net, gan_eval, save_closest_pairs_png
+from pipelines.gan.c2st import MIN_PER_SIDE
+from pipelines.gan.metrics import (
+    HELDOUT_KEYS,
+    classifier_feature_net,
+    gan_eval,
+    heldout_report,
+    random_feature_net,
+    save_closest_pairs_png,
+)
+from pipelines.gan.run import HELDOUT, POSITIVES
 from pipelines.gan.synth import load_generator, synthesize
 from pipelines.images import save_grid
 from pipelines.runs import staged_dir, write_json
@@ -41,6 +50,89 @@ def feature_net(path: Path | None):
 MAX_EVAL_IMAGES = 5000
 
 
+HELDOUT_MODES = ("auto", "require", "skip")
+
+
+def stored_images(rows: pd.DataFrame, size: int, cache: Path) -> np.ndarray:
+    """The images of a run's CSV rows (path column) as uint8 (N, 1, size, size), via the store."""
+    return np.asarray(build_store(rows["path"].tolist(), size, "pad", cache, progress=False).view)
+
+
+def skipped(reason: str) -> dict:
+    """The held-out keys of a report whose held-out comparisons were not made, and why."""
+    return {**dict.fromkeys(HELDOUT_KEYS), "heldout": {"skipped": reason}}
+
+
+def heldout_block(
+    run: Path,
+    cls: str,
+    train: np.ndarray,
+    held: np.ndarray,
+    fake: np.ndarray,
+    net,
+    seed: int,
+    mode: str,
+) -> dict:
+    """heldout_report for one class (or the GAN's classes pooled); too few images: an error
+    under mode "require", else the keys set to None with the reason."""
+    try:
+        if len(held) < MIN_PER_SIDE:
+            raise RareganError(
+                f"{run / HELDOUT} lists {len(held)} held-out real images of {cls} (val and test "
+                f"positives of patients the GAN never saw); C2ST, precision/recall and the real "
+                f"baselines need at least {MIN_PER_SIDE}: use larger --val/--test shares or a class "
+                "with more positives, or skip them with --no-heldout"
+            )
+        return heldout_report(train, held, fake, net, seed)
+    except RareganError as err:
+        if mode == "require":
+            raise
+        return skipped(str(err))
+
+
+def heldout_fidelity(
+    run: Path,
+    summary: dict,
+    positives: pd.DataFrame,
+    originals: np.ndarray,
+    rows: pd.DataFrame,
+    fake: np.ndarray,
+    net,
+    seed: int,
+    mode: str,
+    cache: Path,
+) -> dict:
+    """The held-out keys of a GAN's report: its classes pooled, and per class for a conditional GAN
+    (per class, too few images always skip rather than raise)."""
+    if mode == "skip":
+        return skipped("skipped on request (--no-heldout)")
+    if not (run / HELDOUT).is_file():
+        return skipped(
+            f"C2ST, precision/recall and the real baselines need a rerun of the GAN: {run} "
+            f"has no {HELDOUT} (it was made by an older raregan)"
+        )
+    held_rows = pd.read_csv(run / HELDOUT)
+    size = originals.shape[-1]
+    held = stored_images(held_rows, size, cache) if len(held_rows) else originals[:0]
+    out = heldout_block(run, summary["class"], originals, held, fake, net, seed, mode)
+    classes = summary.get("classes", [summary["class"]])
+    if len(classes) > 1:
+        out["per_class"] = {
+            c: heldout_block(
+                run,
+                c,
+                originals[(positives[c] > 0.5).to_numpy()],
+                held[(held_rows[c] > 0.5).to_numpy()],
+                fake[(rows[c] > 0.5).to_numpy()],
+                net,
+                seed,
+                "auto",
+            )
+            for c in classes
+        }
+    return out
+
+
 def evaluate_gan_run(
     run: Path,
     synth_dir: Path | None = None,
@@ -50,27 +142,37 @@ def evaluate_gan_run(
     inception_weights: Path | None = None,
     out: Path | None = None,
     cache: Path = Path("runs/store"),
+    heldout: str = "auto",
 ) -> tuple[dict, pd.DataFrame, Path]:
     """Write eval.json, nearest.csv, closest_pairs.png and real_vs_synthetic.png; return report, table, folder.
 
-    The real side is what the GAN saw: its positives after the run's filter bank.
+    FID/KID, memorization and diversity compare the samples with what the GAN saw: its positives
+    after the run's filter bank. The held-out comparisons (heldout_report) use the run's
+    heldout.csv; `heldout` says what happens without enough held-out images: "auto" skips them
+    with the reason in the report, "require" raises, "skip" never makes them. A run without
+    heldout.csv (made before raregan wrote it) skips them, saying a rerun of the GAN would add
+    them. A label-conditional GAN gets them for its classes pooled and under per_class.
     """
+    if heldout not in HELDOUT_MODES:
+        raise ValueError(f"heldout must be one of {HELDOUT_MODES}, got {heldout!r}")
     run = Path(run)
-    _, summary = load_generator(run)
-    positives = pd.read_csv(run / "positives.csv")
-    size = torch.load(run / "generator_ema.pt", map_location="cpu", weights_only=False)["hparams"][
-        "resolution"
-    ]
-    real = build_store(positives["path"].tolist(), size, "pad", cache, progress=False).view
-    real, _ = expand(np.asarray(real), yaml.safe_load((run / "config.yaml").read_text()))
+    G, summary = load_generator(run)
+    positives = pd.read_csv(run / POSITIVES)
+    originals = stored_images(positives, G.resolution, cache)
+    real, _ = expand(originals, yaml.safe_load((run / "config.yaml").read_text()))
     synth_dir = synth_dir or synthesize(run, n=n, seed=seed)
-    _, fake = load_synthetic(synth_dir, summary["label_names"])
+    rows, fake = load_synthetic(synth_dir, summary["label_names"])
     if len(fake) > MAX_EVAL_IMAGES:  # paper scale: a seeded subsample keeps memory bounded
-        fake = fake[np.sort(np.random.default_rng(seed).choice(len(fake), MAX_EVAL_IMAGES, False))]
-    report, nearest = gan_eval(
-        real, fake, net=feature_net(classifier), seed=seed, inception_weights=inception_weights
+        pick = np.sort(np.random.default_rng(seed).choice(len(fake), MAX_EVAL_IMAGES, False))
+        rows, fake = rows.iloc[pick].reset_index(drop=True), fake[pick]
+    net = feature_net(classifier)
+    net = random_feature_net(G.resolution, seed) if net is None else net
+    fidelity = heldout_fidelity(
+        run, summary, positives, originals, rows, fake, net, seed, heldout, cache
     )
+    report, nearest = gan_eval(real, fake, net=net, seed=seed, inception_weights=inception_weights)
     report.update({"run": str(run), "synthetic": str(synth_dir), "class": summary["class"]})
+    report.update(fidelity)
     out = Path(out) if out else run / "eval"
     with staged_dir(out, "gan-eval") as tmp:
         write_json(tmp / "eval.json", report)

@@ -1,7 +1,9 @@
-"""GAN quality and safety metrics for `raregan gan-eval`: FID/KID, memorization, diversity.
+"""GAN quality and safety metrics for `raregan gan-eval`: FID/KID, memorization, diversity, and
+the comparisons with real images the GAN never saw (C2ST, FID/KID, precision/recall, each beside
+its real-vs-real baseline).
 
 All functions take uint8 image arrays (N, 1, R, R): the real training images of a class and
-the GAN's synthetic images. The feature space is a trained classifier's penultimate layer
+the GAN's synthetic images (and held-out real images of the class). The feature space is a trained classifier's penultimate layer
 (`classifier_feature_net`) or, by default, a seeded random conv net (`random_feature_net`).
 """
 
@@ -16,6 +18,7 @@ from torch import nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from pipelines.errors import RareganError
+from pipelines.gan.c2st import c2st
 from pipelines.gan.distances import (
     check_same_size,
     fid_kid_from_features,
@@ -23,6 +26,7 @@ from pipelines.gan.distances import (
     inception_fid,
     kernel_inception_distance,
     paired_features,
+    precision_recall,
 )
 from pipelines.gan.features import (
     as_images,
@@ -46,6 +50,7 @@ __all__ = [
     "frechet_distance",
     "gan_eval",
     "gan_eval_report",
+    "heldout_report",
     "inception_fid",
     "kernel_inception_distance",
     "mean_pairwise_ms_ssim",
@@ -179,3 +184,86 @@ def gan_eval_report(
 ) -> dict:
     """A JSON-serialisable report: FID/KID, optional Inception FID, memorization, diversity."""
     return gan_eval(real, fake, net, **kwargs)[0]
+
+
+# the keys heldout_report adds to a GAN's report (None where the comparison was skipped)
+HELDOUT_KEYS = (
+    "c2st",
+    "c2st_real_baseline",
+    "precision",
+    "recall",
+    "pr_real_baseline",
+    "fid_heldout",
+    "kid_heldout",
+    "kid_heldout_std",
+    "fid_real_baseline",
+    "kid_real_baseline",
+    "kid_real_baseline_std",
+)
+
+
+def _versus_heldout(
+    held: torch.Tensor,
+    f_held: np.ndarray,
+    other: torch.Tensor,
+    net: nn.Module,
+    name: str,
+    seed: int,
+    k: int,
+    kid: tuple[int, int],
+) -> dict:
+    """C2ST, FID/KID and precision/recall of one image set against the held-out real images."""
+    f_other = features(net, other)
+    hint = "sample more images (--n) or use larger --val/--test shares"
+    return {
+        "c2st": c2st(other, held, seed, names=(name, "held-out real images"), hint=hint),
+        **precision_recall(f_held, f_other, k),
+        **fid_kid_from_features(f_held, f_other, net, seed, *kid),
+    }
+
+
+def heldout_report(
+    train_real: np.ndarray | torch.Tensor,
+    heldout: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    net: nn.Module | None = None,
+    seed: int = 0,
+    k: int = 3,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+) -> dict:
+    """Synthetic images vs held-out real images, beside the real baseline: the GAN's own training
+    originals vs the same held-out images (C2ST, FID/KID, k-NN precision/recall, in `net`'s space).
+
+    Both sides are compared at one size: a seeded subsample of min(N_train, N_fake) of each.
+    """
+    held = as_images(heldout, "held-out real images")
+    train_t = as_images(train_real, "GAN-train real images")
+    fake_t = as_images(fake, "synthetic images")
+    check_same_size(held, fake_t)
+    check_same_size(held, train_t)
+    n = min(len(train_t), len(fake_t))
+    rng = np.random.default_rng(seed)
+    train_t = train_t[np.sort(rng.choice(len(train_t), n, replace=False))]
+    fake_t = fake_t[np.sort(rng.choice(len(fake_t), n, replace=False))]
+    net = random_feature_net(held.shape[-1], seed) if net is None else net
+    f_held = features(net, held)
+    kid = (kid_subsets, kid_subset_size)
+    ours, base = (
+        _versus_heldout(held, f_held, x, net, name, seed, k, kid)
+        for x, name in ((fake_t, "synthetic images"), (train_t, "GAN-train real images"))
+    )
+    return {
+        "c2st": ours["c2st"],
+        "c2st_real_baseline": base["c2st"],
+        "precision": ours["precision"],
+        "recall": ours["recall"],
+        "pr_real_baseline": {"precision": base["precision"], "recall": base["recall"]},
+        "fid_heldout": ours["fid"],
+        "kid_heldout": ours["kid"],
+        "kid_heldout_std": ours["kid_std"],
+        "fid_real_baseline": base["fid"],
+        "kid_real_baseline": base["kid"],
+        "kid_real_baseline_std": base["kid_std"],
+        "heldout": {"n_heldout": len(held), "n_compared": n, "pr_k": k},
+    }

@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from pggan import PGGAN, fixed_latents, make_grid_uint8, to_uint8
+from pggan.augment import parse_policy
 from pggan.networks import check_architecture
 from pipelines.data.prefilter import expand
 from pipelines.data.prepare import Prepared
@@ -28,6 +29,7 @@ from pipelines.runs import (
     loggers,
     mark_done,
     merged_logs,
+    mixed_precision,
     open_run,
     reuse_or_start,
     save_checkpoint_atomic,
@@ -38,15 +40,35 @@ CKPT = "checkpoints/last.ckpt"
 DATA_ORDER = "data_order"  # the checkpoint's entry for the sampler's position
 GENERATOR = "generator_ema.pt"
 POSITIVES = "positives.csv"
+HELDOUT = "heldout.csv"  # the classes' val and test positives: real images the GAN never saw
 
 
-def gan_module(cfg: dict, label_dim: int = 0) -> PGGAN:
-    """The PGGAN Lightning module the config's gan section describes."""
+def gan_precision(accelerator: str, setting: str) -> str:
+    """The dtype of the GAN's forward passes ("bf16" or "32") for gan.precision on this machine.
+
+    bf16 autocast where it is native: GPUs that compute bf16 (Ampere on) and CPUs with AVX512-BF16
+    or AMX; fp16 is never chosen (it would need loss scaling, the penalty's input gradient
+    included). bf16 asked for on a CPU without it: one warning line, fp32.
+    """
+    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    choice = mixed_precision(accelerator, setting, "gan.precision", "bf16" if gpu_bf16 else "32")
+    return "bf16" if choice == "bf16" else "32"
+
+
+def augment_on(augment: dict) -> bool:
+    """Whether a gan.augment section changes training (a policy, and p > 0 or adaptive)."""
+    return bool(parse_policy(augment["policy"])) and (augment["p"] > 0 or augment["adaptive"])
+
+
+def gan_module(cfg: dict, label_dim: int = 0, precision: str | None = None) -> PGGAN:
+    """The PGGAN Lightning module the config's gan section describes; `precision` is the resolved
+    "bf16" or "32" (default: gan.precision resolved for the default accelerator)."""
     g = cfg["gan"]
     try:
         check_architecture(g["resolution"], g["channels"])
     except (TypeError, ValueError) as err:
         raise RareganError(f"gan config: {err}; e.g. resolution 64 with 5 channel widths") from None
+    aug = g["augment"]
     return PGGAN(
         resolution=g["resolution"],
         channels=list(g["channels"]),
@@ -62,6 +84,12 @@ def gan_module(cfg: dict, label_dim: int = 0) -> PGGAN:
         drift=g["drift"],
         ema_beta=g["ema_beta"],
         seed=g["seed"],
+        augment_policy=",".join(parse_policy(aug["policy"])),
+        augment_p=aug["p"],
+        augment_adaptive=aug["adaptive"],
+        augment_target=aug["target"],
+        augment_speed_kimg=aug["speed_kimg"],
+        precision=precision or gan_precision("auto", g["precision"]),
     )
 
 
@@ -104,6 +132,17 @@ def training_images(
     images, _ = expand(prepared.store.array[rows["row"].to_numpy()], cfg)
     labels = condition_labels(rows, classes)
     return rows, images, np.tile(labels, (len(images) // len(rows), 1))
+
+
+def heldout_positives(prepared: Prepared, classes: list[str], rows: pd.DataFrame) -> pd.DataFrame:
+    """Val and test images positive for any of `classes`, of patients outside `rows` (never seen)."""
+    frame = prepared.records.frame
+    held = (
+        frame["split"].isin(["val", "test"])
+        & (frame[classes] > 0.5).any(axis=1)
+        & ~frame["patient"].isin(rows["patient"])
+    )
+    return frame[held.to_numpy()]
 
 
 def condition_labels(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
@@ -350,13 +389,20 @@ def sample_grid(module: PGGAN, path: Path, n: int = 32, seed: int = 0) -> None:
 
 
 def loss_curve(frame: pd.DataFrame, out_png: Path) -> None:
-    """Plot d_loss, g_loss and the W-distance estimate against kimg."""
+    """Plot d_loss, g_loss and the W-distance estimate against kimg; the augmentation p on a
+    second axis when the run augmented what D sees."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
+    if "aug_p" in frame and frame["aug_p"].notna().any():
+        part = frame[["kimg", "aug_p"]].dropna()
+        right = ax.twinx()
+        right.plot(part["kimg"], part["aug_p"], color="black", lw=1, ls="--", label="aug_p")
+        right.set_ylim(0, 1)
+        right.set_ylabel("augmentation p (dashed)")
     for col in ("d_loss", "g_loss", "wdist"):
         if col in frame:
             part = frame[["kimg", col]].dropna()
@@ -373,11 +419,26 @@ def loss_curve(frame: pd.DataFrame, out_png: Path) -> None:
 
 
 def gan_fingerprint(
-    prepared: Prepared, cfg: dict, classes: list[str], fraction: float, rows: pd.DataFrame
+    prepared: Prepared,
+    cfg: dict,
+    classes: list[str],
+    fraction: float,
+    rows: pd.DataFrame,
+    precision: str = "32",
 ) -> dict:
     """What makes a GAN: its config (less the checkpoint interval), the filter bank, the data, the
-    classes, the fraction and the exact positives it learns from."""
-    gan = {k: v for k, v in cfg["gan"].items() if k != "checkpoint_every_kimg"}
+    classes, the fraction and the exact positives it learns from.
+
+    The augment section counts only when it augments, and the resolved precision only when bf16:
+    runs without either keep the fingerprints they had before these settings existed.
+    """
+    skip = ("checkpoint_every_kimg", "augment", "precision")
+    gan = {k: v for k, v in cfg["gan"].items() if k not in skip}
+    if augment_on(cfg["gan"]["augment"]):
+        policy = ",".join(parse_policy(cfg["gan"]["augment"]["policy"]))
+        gan["augment"] = {**cfg["gan"]["augment"], "policy": policy}
+    if precision == "bf16":
+        gan["precision"] = precision
     return fingerprint(
         gan=gan,
         filters=cfg.get("filters", {}),
@@ -413,19 +474,21 @@ def train_gan(
     conditional = len(classes) > 1
     ckpt = run / CKPT
     rows, images, labels = training_images(prepared, classes, fraction, cfg)
-    fp = gan_fingerprint(prepared, cfg, classes, fraction, rows)
+    precision = gan_precision(accelerator, cfg["gan"]["precision"])
+    fp = gan_fingerprint(prepared, cfg, classes, fraction, rows, precision)
     resume = reuse_or_start(run, fp, ckpt, opts, "GAN")
     if resume is None:
         return run
     if resume:
         check_same_classes(run, classes)
     pl.seed_everything(cfg["gan"]["seed"], workers=True, verbose=False)
-    module = gan_module(cfg, label_dim=len(classes) if conditional else 0)  # validates first
+    module = gan_module(cfg, len(classes) if conditional else 0, precision)  # validates first
     rec = prepared.records
     where = {"classes": classes, "fraction": fraction, "data": str(rec.root), "source": rec.source}
     open_run(run, fp, {**cfg, "run": where})
     keep = ["image_id", "patient", "path", *prepared.records.label_names]
     rows[keep].to_csv(run / POSITIVES, index=False)
+    heldout_positives(prepared, classes, rows)[keep].to_csv(run / HELDOUT, index=False)
     seed = cfg["gan"]["seed"]
     data = loader(images, module.schedule.max_batch, seed, labels if conditional else None)
     every = checkpoint_every or min(
