@@ -65,18 +65,18 @@ classify: setup $(DATA_DEP)
 compare: setup $(DATA_DEP)
 	$(BIN)/raregan compare --data $(DATA) --config $(CONFIG) --progress $(ARGS)
 
-# The committed real-data results (docs/results/): two sweeps with the cpu-results preset, then
-# each sweep's self-contained report folder is copied under docs/results/. Hours of CPU; resumable.
+# The committed real-data results (docs/results/<name>/): each sweep's cell records (cells/), its
+# tables, plots and self-contained report. `make results` only collects the committed records
+# (minutes: the data is read to check every record's fingerprint, nothing trains); `make results
+# CELLS=all` runs every cell without a record first (hours of CPU; resumable) and grows the records.
+RESULTS_RUN = $(if $(filter all,$(CELLS)),,--collect)
 results: setup
 	$(BIN)/raregan compare --data $(SHARED)/chest_xray --rarefy viral=0.05 --classes viral \
-	  --fractions 25 50 100 --arms none standard gan --seeds 0 1 2 --config cpu-results --name kermany-viral $(ARGS)
+	  --fractions 25 50 100 --arms none standard gan --seeds 0 1 2 --config cpu-results --name kermany-viral \
+	  --results docs/results/kermany-viral $(RESULTS_RUN) $(ARGS)
 	$(BIN)/raregan compare --data $(SHARED)/nih_chestxray14_1000 --label-map "$(NIH_MAP)" --val 0.2 --test 0.3 \
 	  --classes "Lung Lesion" "Pleural Other" --fractions 50 100 --arms none standard gan --seeds 0 1 2 \
-	  --config cpu-results --name nih $(ARGS)
-	mkdir -p docs/results
-	rm -rf docs/results/kermany-viral docs/results/nih
-	cp -r runs/chest_xray/compare/kermany-viral docs/results/kermany-viral
-	cp -r runs/nih_chestxray14_1000/compare/nih docs/results/nih
+	  --config cpu-results --name nih --results docs/results/nih $(RESULTS_RUN) $(ARGS)
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done

@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import logging
 import re
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -23,6 +24,7 @@ COMMAND_MODULES = [
     "pipelines.commands.gan",
     "pipelines.commands.synth",
     "pipelines.commands.gan_eval",
+    "pipelines.commands.gan_ablation",
     "pipelines.commands.classify",
     "pipelines.commands.compare",
     "pipelines.commands.evaluate",
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
+        args.command_line = shlex.join(["raregan", *map(str, argv)])  # for reports: how to redo
         return int(modules[args.command].run(args) or 0)
     except RareganError as err:
         one_line = re.sub(r"\s*\n\s*", " ", str(err).strip())

@@ -224,3 +224,12 @@ def test_data_summary_of_a_chexpert_csv_without_its_images(capsys, tmp_path):
     ]
     assert view_counts(out, "Lung Lesion (unknown)") == [2, 0]
     assert "used by runs (all views): 25 images, 20 patients" in out
+
+
+def test_reports_name_the_command_that_runs_the_whole_sweep():
+    """A report made by --collect or --cell K names the sweep's command, the same for all."""
+    from pipelines.commands.compare import sweep_command
+
+    whole = "raregan compare --data 'my data' --seeds 0 1"
+    for extra in ("", " --collect", " --cell 3", " --cell=gan-x-f50-s0", " --list-cells"):
+        assert sweep_command(whole + extra) == whole

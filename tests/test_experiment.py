@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines.cli import main
+from pipelines.experiment.records import read_record
+from pipelines.experiment.tables import auc_table, write_tables
+from pipelines.runs import file_lock
+
+REPO = Path(__file__).resolve().parents[1]
 
 TINY = """
 gan:
@@ -86,7 +97,8 @@ def test_restart_skips_finished_and_redoes_only_the_unfinished(sweep):
     runs = tmp / "runs/phantoms/classify"
     stamps = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/predictions.csv")}
     victim = runs / "sweep-cnn5-none-f100-s0"
-    (victim / "DONE").unlink()  # as if the sweep had been killed before this cell finished
+    (victim / "DONE").unlink()  # as if the sweep had been killed before this cell finished:
+    (out_dir(tmp) / "cells" / "classify-none-f100-s0.json").unlink()  # its record comes last
     assert main(argv) == 0
     after = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/predictions.csv")}
     changed = {k for k in stamps if after[k] != stamps[k]}
@@ -99,6 +111,7 @@ def test_failed_cell_is_reported_not_dropped(sweep, capsys):
     tmp, argv, _ = sweep
     victim = tmp / "runs/phantoms/classify/sweep-cnn5-none-f50-s0"
     (victim / "DONE").unlink()
+    (out_dir(tmp) / "cells" / "classify-none-f50-s0.json").unlink()
     (victim / "checkpoints" / "last.ckpt").write_bytes(b"damaged")
     assert main(argv) == 1
     cells = pd.read_csv(out_dir(tmp) / "cells.csv")
@@ -234,3 +247,135 @@ def test_collect_refuses_cells_made_by_other_settings(sweep, capsys):
     assert main([*argv, "--name", "collect", "--epochs", "1", "--collect"]) == 0
     assert main([*argv, "--name", "collect", "--epochs", "2", "--collect"]) == 2
     assert "classify.epochs: 1 → 2" in capsys.readouterr().err
+
+
+def tiny_argv(phantom_root, tmp, name, arms, *extra):
+    """`raregan compare` on the phantoms: Fracture, 100 %, seed 0, the given arms, tiny config."""
+    cfg = tmp / "tiny.yaml"
+    cfg.write_text(TINY)
+    return [
+        *["compare", "--data", str(phantom_root), "--classes", "Fracture", "--fractions", "100"],
+        *["--arms", *arms, "--seeds", "0", "--config", str(cfg), "--name", name],
+        *["--runs", str(tmp / "runs"), "--cache", str(tmp / "store"), *extra],
+    ]
+
+
+def main_output(argv) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of the CLI (in this process)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def piecewise(phantom_root, tmp_path_factory):
+    """A sweep (none and gan at 100 %, seed 0) run one cell at a time, then as a whole."""
+    tmp = tmp_path_factory.mktemp("piecewise")
+    argv = tiny_argv(phantom_root, tmp, "cells", ["none", "gan"])
+    steps = {"list before": main_output([*argv, "--list-cells"])}
+    steps["gan cell first"] = main_output([*argv, "--cell", "2"])
+    steps["out of range"] = main_output([*argv, "--cell", "3"])
+    with file_lock(tmp / "runs/phantoms/compare/cells/locks/gan-Fracture-f100-s0.lock"):
+        steps["busy"] = main_output([*argv, "--cell", "0"])  # as if another process ran it
+    for which in ("0", "classify-gan-f100-s0", "1"):
+        steps[which] = main_output([*argv, "--cell", which])
+    steps["list after"] = main_output([*argv, "--list-cells"])
+    runs = tmp / "runs/phantoms"
+    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/cells-*/*") if p.is_file()}
+    steps["tables before whole"] = (tmp / "runs/phantoms/compare/cells/auc_table.csv").exists()
+    steps["whole"] = main_output(argv)
+    steps["changed"] = [p for p, t in stamps.items() if p.stat().st_mtime_ns != t]
+    return tmp, argv, steps
+
+
+def test_cells_listed_and_run_one_at_a_time(piecewise):
+    """--list-cells numbers GAN units first; --cell K refuses a cell whose GAN is not done."""
+    tmp, _, steps = piecewise
+    code, out, _ = steps["list before"]
+    head, *rows = [line.split() for line in out.splitlines()]
+    assert code == 0 and head == ["#", "K", "status", "cell", "needs"]
+    assert rows == [
+        ["0", "pending", "gan-Fracture-f100-s0", "-"],
+        ["1", "pending", "classify-none-f100-s0", "-"],
+        ["2", "pending", "classify-gan-f100-s0", "0"],
+    ]
+    code, _, err = steps["gan cell first"]
+    assert code == 2 and "needs GAN unit 0 (gan-Fracture-f100-s0), which is not done" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = steps["out of range"]
+    assert code == 2 and "no cell '3': this sweep has cells 0 to 2" in err
+    code, _, err = steps["busy"]
+    assert code == 2 and "cell 0 (gan-Fracture-f100-s0) is being run by another process" in err
+    assert [steps[w][0] for w in ("0", "classify-gan-f100-s0", "1")] == [0, 0, 0]
+    assert "cell 2 (classify-gan-f100-s0): done" in steps["classify-gan-f100-s0"][1]
+    code, out, _ = steps["list after"]
+    assert [line.split()[1] for line in out.splitlines()[-3:]] == ["done"] * 3
+    assert not steps["tables before whole"], "--cell writes its record, not the tables"
+    code, out, _ = steps["whole"]
+    assert code == 0 and "'done': 2" in out
+    assert steps["changed"] == [], "the whole sweep found every cell done and ran none again"
+    cells = tmp / "runs/phantoms/compare/cells/cells"
+    gan = read_record(cells, "gan-Fracture-f100-s0")
+    assert {"fid", "kid"} <= set(gan["eval"]) and gan["settings"]["classes"] == ["Fracture"]
+    assert sorted(gan["files"]) == ["-closest_pairs.png", "-real_vs_synthetic.png"]
+    clf = read_record(cells, "classify-gan-f100-s0")
+    assert clf["needs"] == ["gan-Fracture-f100-s0"] and clf["settings"]["arm"] == "gan"
+    assert clf["fingerprint"]["settings"]["classify.epochs"] == 1
+    assert clf["metrics"]["n_train_synthetic"] > 0
+
+
+def test_collect_rebuilds_identical_tables_from_records_alone(piecewise, tmp_path):
+    """With every run folder deleted, --collect writes the same tables and report as the sweep;
+    the records also collect from a copy elsewhere (--results), and a tampered one is refused."""
+    tmp, argv, _ = piecewise
+    out = tmp / "runs/phantoms/compare/cells"
+    names = ["auc_table.csv", "auc_table.md", "cells.csv", "report.md"]
+    before = {n: (out / n).read_bytes() for n in names}
+    # the old way, straight from the run folders, gives the same table as the records
+    cells = pd.read_csv(out / "cells.csv").drop(columns="predictions")
+    table = auc_table(cells, n_boot=100, seed=0, paper=True)
+    assert write_tables(table, tmp_path / "from-runs")["csv"].read_bytes() == before[names[0]]
+    for stage in ("classify", "gan"):
+        for run in (tmp / "runs/phantoms" / stage).glob("cells-*"):
+            shutil.rmtree(run)
+    assert main([*argv, "--collect"]) == 0
+    assert {n: (out / n).read_bytes() for n in names} == before
+    assert "real train positives (top) vs GAN samples" in before["report.md"].decode()
+    assert len(list((out / "images").glob("*.png"))) == 2
+    elsewhere = tmp_path / "results"
+    shutil.copytree(out / "cells", elsewhere / "cells")
+    assert main([*argv, "--collect", "--results", str(elsewhere)]) == 0
+    assert (elsewhere / "auc_table.csv").read_bytes() == before["auc_table.csv"]
+    gz = elsewhere / "cells" / "classify-none-f100-s0.csv.gz"
+    gz.write_bytes(gz.read_bytes()[:-4])
+    code, _, err = main_output([*argv, "--collect", "--results", str(elsewhere)])
+    assert code == 2 and "classify-none-f100-s0.csv.gz: missing or not the file" in err
+    code, _, err = main_output([*argv, "--collect", "--results", str(tmp_path / "empty")])
+    assert code == 2 and "no cell records in" in err
+
+
+def test_two_processes_run_two_cells_of_one_sweep_at_once(phantom_root, tmp_path):
+    """Two CLI processes, one cell each, one fresh store between them: both records, one table."""
+    argv = tiny_argv(phantom_root, tmp_path, "pair", ["none", "standard"])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pipelines", *argv, "--cell", str(k)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for k in (0, 1)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err.decode()[-2000:] for _, err in results]
+    folder = tmp_path / "runs/phantoms/compare/pair/cells"
+    for arm in ("none", "standard"):
+        record = read_record(folder, f"classify-{arm}-f100-s0")
+        assert record["settings"]["arm"] == arm and record["metrics"]["arm"] == arm
+    store = sorted(p.suffix for p in (tmp_path / "store").iterdir())
+    assert store == [".json", ".u8"], "one store, no temp or lock file left"
+    assert main([*argv, "--collect"]) == 0
+    table = pd.read_csv(tmp_path / "runs/phantoms/compare/pair/auc_table.csv")
+    assert sorted(table["arm"]) == ["none", "standard"]
+    assert (table["n_seeds"] == 1).all() and table["auc"].between(0, 1).all()

@@ -75,3 +75,16 @@ def test_staged_dir_takes_an_empty_folder_and_follows_the_umask(tmp_path):
         os.umask(mask)
     assert (out / "a.txt").read_text() == "one"
     assert out.stat().st_mode & 0o777 == 0o755
+
+
+def test_file_lock_is_exclusive_and_leaves_no_file(tmp_path):
+    from pipelines.runs import file_lock
+
+    path = tmp_path / "locks" / "cell.lock"
+    with file_lock(path) as held:
+        assert held and path.exists()
+        with file_lock(path, wait=False) as other:  # another open file: flock conflicts
+            assert other is False
+    assert not path.exists()
+    with file_lock(path, wait=False) as again:
+        assert again

@@ -210,6 +210,34 @@ def test_killed_build_is_not_a_store_and_next_call_rebuilds(shared_data, tmp_pat
         assert files_in(cache) == [f"{store.key}.json", f"{store.key}.u8"]  # stale temps cleaned
 
 
+BUILDER = """
+import sys
+from pipelines.data.store import build_store
+store = build_store(sys.argv[2:], 32, cache_dir=sys.argv[1], workers=1, progress=False)
+print(int(store.built), store.array.sum())
+"""
+
+
+def test_concurrent_builds_decode_once_and_spare_other_machines_temps(shared_data, tmp_path):
+    """Two processes asking for one store at once: one decodes, the other waits and reopens it;
+    a build's temp file from another machine (same shared cache) is not taken for a dead one."""
+    paths = kermany(shared_data, 40)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    from pipelines.data.store import store_key
+
+    key, _ = store_key(paths, 32, "pad")
+    foreign = cache / f"{key}.u8.tmp-999999.abcd0123.{'0' * 8}"  # pid 999999 is dead here
+    foreign.write_bytes(b"")
+    args = [sys.executable, "-c", textwrap.dedent(BUILDER), str(cache), *paths]
+    procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0].decode().split() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sorted(int(built) for built, _ in outs) == [0, 1], "exactly one process decodes"
+    assert outs[0][1] == outs[1][1]
+    assert files_in(cache) == sorted([f"{key}.json", f"{key}.u8", foreign.name])
+
+
 def test_missing_file_names_it_and_leaves_nothing(shared_data, tmp_path):
     paths = kermany(shared_data, 2) + [str(tmp_path / "gone.jpeg")]
     with pytest.raises(RareganError, match="gone.jpeg"):

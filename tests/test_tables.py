@@ -181,6 +181,22 @@ def test_done_status_without_done_marker_counts_as_failed(sweep):
     assert "no DONE marker" in coll["cells"].loc[0, "error"]
 
 
+def test_record_files_give_the_same_table_as_run_folders(sweep, tmp_path):
+    """Cells read from gzip'd record predictions (run folders gone) give the identical table."""
+    cells, table = sweep
+    moved = cells.assign(predictions="")
+    for i in moved.index[moved["status"] == "done"]:
+        frame = pd.read_csv(f"{moved.at[i, 'run']}/predictions.csv")
+        moved.at[i, "predictions"] = str(tmp_path / f"cell{i}.csv.gz")
+        frame.to_csv(moved.at[i, "predictions"], index=False)
+        moved.at[i, "run"] = str(tmp_path / "gone" / str(i))
+    pd.testing.assert_frame_equal(auc_table(moved, n_boot=N_BOOT, seed=0), table)
+    (tmp_path / "cell0.csv.gz").unlink()
+    coll = collect(moved[moved["class"] == "Fracture"])
+    assert coll["cells"].loc[0, "status"] == "failed"
+    assert "cell0.csv.gz is missing" in coll["cells"].loc[0, "error"]
+
+
 def test_label_without_test_positives_gives_nan_and_note(sweep):
     _, table = sweep
     for arm in ("none", "standard", "gan"):

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 from pipelines.commands.common import (
     add_data_arguments,
     config_overrides,
+    folder_arg,
     print_data_notes,
     spec_from_args,
 )
 from pipelines.config import load_config
 from pipelines.data.prepare import prepare
+from pipelines.errors import RareganError
 from pipelines.experiment.paper import shows_paper
 from pipelines.experiment.report import write_report
-from pipelines.experiment.sweep import Sweep, collect_cells, execute, gan_quality, validate
+from pipelines.experiment.sweep import (
+    Sweep,
+    cell_lines,
+    cell_plan,
+    collect_cells,
+    execute,
+    find_cell,
+    gan_quality,
+    record_checker,
+    run_cell,
+    validate,
+)
 from pipelines.experiment.tables import auc_table, verdict
+from pipelines.runs import atomic_write_text, file_lock
 
 NAME = "compare"
 HELP = "run the experiment (arms × fractions × seeds, a GAN per class, fraction and seed) and write tables, plots and a report"
@@ -56,9 +69,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--name", default="sweep", help="name of the sweep (run folders and report)"
     )
     parser.add_argument(
-        "--collect", action="store_true", help="only collect finished cells into tables and report"
+        "--results",
+        type=folder_arg,
+        help="folder of the sweep's cell records (cells/), tables and report "
+        "(default: RUNS/<dataset>/compare/NAME)",
+    )
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument(
+        "--collect",
+        action="store_true",
+        help="only rebuild the tables and report from the cell records (no training, no run folders)",
+    )
+    what.add_argument(
+        "--list-cells",
+        action="store_true",
+        help="print the plan: one line per GAN unit and classifier cell, its index K, status and "
+        "the cells it needs",
+    )
+    what.add_argument(
+        "--cell",
+        metavar="K",
+        help="run only cell K (an index or id from --list-cells) and write its record; refused "
+        "while a GAN it needs is not done",
     )
     parser.add_argument("--progress", action="store_true", help="progress bars for each training")
+
+
+def sweep_command(line: str) -> str:
+    """The command that runs (or continues) the whole sweep: `line` less --collect, --list-cells
+    and --cell K, so a report says the same however its cells were run."""
+    words, out = shlex.split(line), []
+    for i, word in enumerate(words):
+        after_cell = i > 0 and words[i - 1] == "--cell"
+        flag = word.split("=", 1)[0]
+        if flag not in ("--collect", "--list-cells", "--cell") and not after_cell:
+            out.append(word)
+    return shlex.join(out)
 
 
 def resolved_config(args: argparse.Namespace) -> dict:
@@ -86,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args, cfg, studied=list(cfg["compare"]["classes"]))
     cfg["data"].update(size=spec.size, seed=spec.seed)
     prepared = prepare(spec, progress=args.progress)
-    print_data_notes(prepared)
+    if not args.list_cells:  # the listing is only the plan, for scripts to read
+        print_data_notes(prepared)
     cmp = cfg["compare"]
     sweep = Sweep(
         list(cmp["classes"]),
@@ -99,15 +146,27 @@ def run(args: argparse.Namespace) -> int:
         args.progress,
         bool(cmp["conditional_gan"]),
         redo=args.redo,
+        results=args.results,
     )
     dataset = prepared.dataset_name
     validate(sweep, prepared, cfg)
+    if args.list_cells:
+        print("\n".join(cell_lines(sweep, dataset)))
+        return 0
+    if args.cell is not None:
+        return run_one(sweep, prepared, cfg, dataset, args.cell)
     n_cells = len(sweep.classes) * len(sweep.fractions) * len(sweep.arms) * len(sweep.seeds)
     print(
         f"{dataset}: {n_cells} cells ({len(sweep.classes)} classes × {len(sweep.fractions)} fractions × "
         f"{len(sweep.arms)} arms × {len(sweep.seeds)} seeds)",
         flush=True,
     )
+    records = sweep.records_dir(dataset)
+    if args.collect and not any(records.glob("*.json")):
+        raise RareganError(
+            f"no cell records in {records}; run the sweep's cells first (compare without "
+            "--collect, or --cell K), or give the --results folder that holds them"
+        )
     cells = (
         collect_cells(sweep, dataset, prepared, cfg)
         if args.collect
@@ -116,16 +175,14 @@ def run(args: argparse.Namespace) -> int:
     source = "phantoms" if dataset == "phantoms" else prepared.records.source
     table = auc_table(cells, n_boot=cmp["n_boot"], seed=0, paper=shows_paper(source))
     fid, images = gan_quality(sweep, dataset)
-    out = sweep.out_dir(dataset)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    cells.to_csv(out / "cells.csv", index=False)
+    out = sweep.results_dir(dataset)
     context = {
         "title": f"raregan: GAN augmentation of rare classes — {dataset}",
         "dataset": dataset,
-        "source": "phantoms" if dataset == "phantoms" else prepared.records.source,
-        "commands": ["raregan " + " ".join(shlex.quote(a) for a in sys.argv[1:])],
+        "source": source,
+        "commands": [sweep_command(args.command_line)],
         "config": cfg,
-        "images": [(p, c) for p, c in images if Path(p).is_file()],
+        "images": images,
         "notes": [
             f"Split seed {spec.seed}; {len(prepared.split('test'))} test images of "
             f"{prepared.split('test').frame['patient'].nunique()} patients; images {spec.size} px."
@@ -133,9 +190,23 @@ def run(args: argparse.Namespace) -> int:
     }
     if len(fid):
         context["fid_kid"] = fid
-    paths = write_report(out, table, cells, context)
+    with file_lock(sweep.lock(dataset, "results")):  # one writer of the tables at a time
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "cells.csv", cells.to_csv(index=False))
+        paths = write_report(out, table, cells, context)
     for cls in sweep.classes:
         print(verdict(table, cls))
     counts = cells["status"].value_counts().to_dict()
     print(f"cells: {counts}; report: {paths['report_html']}")
     return 0 if counts.get("failed", 0) == 0 else 1
+
+
+def run_one(sweep: Sweep, prepared, cfg: dict, dataset: str, which: str) -> int:
+    """`--cell K`: run that one cell and write its record (no tables); 0 done, 1 failed."""
+    cells = cell_plan(sweep, dataset)
+    k = find_cell(cells, which)
+    check = record_checker(sweep, prepared, cfg)
+    status = run_cell(sweep, prepared, cfg, dataset, cells, k, check)
+    where = cells[k].run / "ERROR" if status == "failed" else sweep.records_dir(dataset)
+    print(f"cell {k} ({cells[k].id}): {status}; see {where}", flush=True)
+    return 0 if status == "done" else 1

@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import socket
 import struct
 import sys
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ import torch
 from PIL import Image
 
 from pipelines.errors import RareganError
+from pipelines.runs import file_lock
 
 RESIZE_POLICIES = ("pad", "crop")
 FORMAT_VERSION = 1  # bump when the decoding policy changes: it is part of the cache key
@@ -45,6 +47,8 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 _DECODE_ERRORS += (Image.DecompressionBombError,)
 _TMP_MARK = ".tmp-"
 SPACE_MARGIN = 16 * 2**20  # bytes kept free beyond the store itself (metadata, other writers)
+# temp files name their machine: on a shared file system only this machine's dead builds are cleaned
+_HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
 
 
 def _gray(im: Image.Image) -> Image.Image:
@@ -212,11 +216,20 @@ def check_free_space(folder: Path, needed: int) -> None:
 
 
 def _clean_stale(cache_dir: Path, key: str) -> None:
-    """Remove temp files of `key` left by builds whose process is gone."""
+    """Remove temp files of `key` left by builds on this machine whose process is gone."""
     for tmp in cache_dir.glob(f"{key}.*{_TMP_MARK}*"):
-        pid = tmp.name.rsplit(_TMP_MARK, 1)[1].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        pid, *rest = tmp.name.rsplit(_TMP_MARK, 1)[1].split(".")
+        host = rest[1] if len(rest) > 1 else _HOST  # older temp names carry no machine
+        if host == _HOST and pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
+
+
+def _unwritable(cache_dir: Path, err: OSError) -> RareganError:
+    """The one-line error for a cache folder that cannot be written."""
+    return RareganError(
+        f"cannot write the image store in {cache_dir} ({err.strerror or err}); "
+        "give a writable cache directory"
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -303,11 +316,33 @@ def build_store(
     cached = _open_cached(cache_dir, key, n, size)
     if cached is not None:
         return cached
-
-    tag = f"{_TMP_MARK}{os.getpid()}.{os.urandom(4).hex()}"
-    tmp_data, tmp_meta = cache_dir / f"{key}.u8{tag}", cache_dir / f"{key}.json{tag}"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unwritable(cache_dir, e) from None
+    # processes asking for the same store at once (a sweep's cells, on one or several machines)
+    # decode it once: the others wait here, then reopen what the first one committed
+    with file_lock(cache_dir / f"{key}.lock"):
+        cached = _open_cached(cache_dir, key, n, size)
+        if cached is not None:
+            return cached
+        return _build(cache_dir, key, abspaths, size, resize, workers, progress)
+
+
+def _build(
+    cache_dir: Path,
+    key: str,
+    abspaths: list[str],
+    size: int,
+    resize: str,
+    workers: int,
+    progress: bool,
+) -> Store:
+    """Decode into temp files beside the store, then commit them by renames (the JSON last)."""
+    n = len(abspaths)
+    tag = f"{_TMP_MARK}{os.getpid()}.{os.urandom(4).hex()}.{_HOST}"
+    tmp_data, tmp_meta = cache_dir / f"{key}.u8{tag}", cache_dir / f"{key}.json{tag}"
+    try:
         _clean_stale(cache_dir, key)
         check_free_space(cache_dir, n * size * size)
         with open(tmp_data, "wb") as f:
@@ -315,10 +350,7 @@ def build_store(
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp_data.unlink()
-        raise RareganError(
-            f"cannot write the image store in {cache_dir} ({e.strerror or e}); "
-            "give a writable cache directory"
-        ) from None
+        raise _unwritable(cache_dir, e) from None
     try:  # any failure below (a full disk included) removes both temp files
         shape = (n, 1, size, size)
         failure = _decode_all(tmp_data, shape, abspaths, resize, workers, progress)

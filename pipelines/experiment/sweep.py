@@ -5,17 +5,23 @@ one run serves every class (its score for that class is read). The GAN is part o
 each (rare class, fraction, seed) trains its own GAN (the seed drives its init, latents and
 synthesis), on that fraction's train positives (the classifier's own fraction mask), and the `gan`
 arm of a (fraction, seed) trains one classifier on real rows plus the synthetic rows of that seed's
-GANs; with `conditional` one label-conditional GAN per fraction and seed learns all rare classes. Every run is a folder with
-DONE when finished and ERROR when it failed; re-running skips finished runs and resumes unfinished
-ones from their last checkpoint.
+GANs; with `conditional` one label-conditional GAN per fraction and seed learns all rare classes.
+
+The work is a plan of cells in a stable order (index K): every GAN unit, then every classifier
+(arm, fraction, seed), which needs its fraction and seed's GAN units when its arm uses synthetic
+images. `run_cell` runs one cell, under a lock so that two processes never run the same one, and
+leaves its record (`records.py`) in the sweep's results folder when it is done; the full sweep is
+that, cell by cell. Every run is a folder with DONE when finished and ERROR when it failed;
+re-running skips cells whose record is there and resumes unfinished runs from their last
+checkpoint. Tables are collected from the records alone.
 """
 
 from __future__ import annotations
 
-import json
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import pandas as pd
@@ -24,15 +30,26 @@ from pipelines.classifier.run import ARMS, classifier_fingerprint, train_classif
 from pipelines.data.prepare import Prepared
 from pipelines.data.splits import check_fractions
 from pipelines.errors import RareganError
+from pipelines.experiment.records import (
+    PREDICTIONS,
+    predictions_bytes,
+    read_json,
+    read_record,
+    record_path,
+    remove_record,
+    side_file,
+    write_record,
+)
 from pipelines.gan.distances import space_label
 from pipelines.gan.eval_run import evaluate_gan_run
-from pipelines.gan.run import CKPT, class_tag, train_gan, training_images
+from pipelines.gan.run import CKPT, class_tag, gan_fingerprint, train_gan, training_images
 from pipelines.gan.synth import synthesize
 from pipelines.runs import (
     FINGERPRINT,
     RunOptions,
     StaleRunError,
     atomic_write_text,
+    file_lock,
     is_done,
     refuse_stale,
     run_path,
@@ -65,6 +82,7 @@ class Sweep:
     conditional: bool = False
     redo: bool = False
     log: list[str] = field(default_factory=list)
+    results: Path | None = None  # where cell records, tables and report go (default: out_dir)
 
     def gan_units(self) -> list[list[str]]:
         """The class sets that get a GAN: each class alone, or all together (conditional)."""
@@ -93,8 +111,20 @@ class Sweep:
         )
 
     def out_dir(self, dataset: str) -> Path:
-        """Where the tables and the report go."""
+        """The sweep's folder among the runs (its locks; its results unless `results` is given)."""
         return run_path(self.runs, dataset, "compare", self.name)
+
+    def results_dir(self, dataset: str) -> Path:
+        """Where the cell records (`cells/`), the tables and the report go."""
+        return Path(self.results) if self.results else self.out_dir(dataset)
+
+    def records_dir(self, dataset: str) -> Path:
+        """The folder of the cell records."""
+        return self.results_dir(dataset) / "cells"
+
+    def lock(self, dataset: str, name: str) -> Path:
+        """A lock file of this sweep, beside its runs (never among the results a user commits)."""
+        return self.out_dir(dataset) / "locks" / f"{name}.lock"
 
 
 def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
@@ -111,14 +141,74 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
             training_images(prepared, unit, sweep.fractions[0], variant_config(cfg, variant))
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One piece of a sweep's work: a GAN unit (class set, fraction, seed, filter variant) or a
+    classifier (arm, fraction, seed); its run folder and the plan indices of the GANs it needs."""
+
+    kind: str  # "gan" or "classify"
+    id: str
+    fraction: float
+    seed: int
+    run: Path
+    arm: str = ""
+    unit: tuple[str, ...] = ()
+    variant: str = ""
+    needs: tuple[int, ...] = ()
+
+
+def classify_id(arm: str, fraction: float, seed: int) -> str:
+    """The id (and record name) of a classifier cell."""
+    return f"classify-{arm}-f{fraction:g}-s{seed}"
+
+
+def cell_plan(sweep: Sweep, dataset: str) -> list[Cell]:
+    """Every cell of the sweep in a stable order, K = position: all GAN units, then the classifiers."""
+    gans = [
+        Cell(
+            "gan",
+            f"gan-{class_tag(unit)}-f{f:g}-s{s}" + ("-nofilter" if v == "nofilter" else ""),
+            f,
+            s,
+            sweep.gan_dir(dataset, unit, f, s, v),
+            unit=tuple(unit),
+            variant=v,
+        )
+        for f in sweep.fractions
+        for v in sweep.gan_variants()
+        for unit in sweep.gan_units()
+        for s in sweep.seeds
+    ]
+    classifiers = [
+        Cell(
+            "classify",
+            classify_id(arm, f, s),
+            f,
+            s,
+            sweep.classify_dir(dataset, arm, f, s),
+            arm=arm,
+            needs=tuple(
+                k
+                for k, g in enumerate(gans)
+                if (g.fraction, g.seed, g.variant) == (f, s, GAN_VARIANT.get(arm))
+            ),
+        )
+        for f in sweep.fractions
+        for s in sweep.seeds
+        for arm in sweep.arms
+    ]
+    return gans + classifiers
+
+
 def plan(sweep: Sweep, dataset: str) -> pd.DataFrame:
-    """One row per (class, fraction, arm, seed) with its run folder."""
+    """One row per (class, fraction, arm, seed) with its classifier cell's id and run folder."""
     rows = [
         {
             "class": cls,
             "fraction": f,
             "arm": arm,
             "seed": s,
+            "cell": classify_id(arm, f, s),
             "run": str(sweep.classify_dir(dataset, arm, f, s)),
         }
         for f in sweep.fractions
@@ -129,13 +219,12 @@ def plan(sweep: Sweep, dataset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def status_of(run: Path) -> tuple[str, str]:
-    """done / failed (with its error) / pending, read from the run folder."""
-    run = Path(run)
-    if is_done(run):
+def status_of(cell: Cell, record: dict | None) -> tuple[str, str]:
+    """done (its record is there) / failed (with its error, read from the run folder) / pending."""
+    if record is not None:
         return "done", ""
-    if (run / ERROR).is_file():
-        return "failed", (run / ERROR).read_text().strip().splitlines()[0]
+    if (cell.run / ERROR).is_file():
+        return "failed", (cell.run / ERROR).read_text().strip().splitlines()[0]
     return "pending", ""
 
 
@@ -182,116 +271,266 @@ def gan_unit(
     return synth
 
 
+GRIDS = {  # a GAN record's image side files (first seed only): suffix → caption after "what: "
+    "-real_vs_synthetic.png": "real train positives (top) vs GAN samples",
+    "-closest_pairs.png": "synthetic images and their nearest real training image",
+}
+
+
+def cell_settings(sweep: Sweep, cfg: dict, dataset: str, cell: Cell) -> dict:
+    """What a record says its cell is: sweep, dataset, axes, model and the config it ran with."""
+    out = {"sweep": sweep.name, "dataset": dataset, "fraction": cell.fraction, "seed": cell.seed}
+    if cell.kind == "gan":
+        c = variant_config(cfg, cell.variant)
+        config = {"gan": {**c["gan"], "seed": cell.seed}, "filters": c["filters"]}
+        synth = {k: cfg["compare"][k] for k in ("synth_ratio", "label_rows")}
+        return (
+            out
+            | {"classes": list(cell.unit), "variant": cell.variant, "synth": synth}
+            | {"config": config | {"data": cfg["data"]}}
+        )
+    config = {"classify": {**cfg["classify"], "seed": cell.seed}, "compare": cfg["compare"]}
+    return (
+        out
+        | {"classes": sweep.classes, "arm": cell.arm, "model": sweep.model}
+        | {"config": config | {"data": cfg["data"], "filters": cfg["filters"]}}
+    )
+
+
+def record_cell(
+    sweep: Sweep, cfg: dict, dataset: str, cells: list[Cell], cell: Cell, synth: Path | None = None
+) -> Path:
+    """Write the record of a finished cell from its run folder: settings, the run's fingerprint,
+    and a classifier's metrics and test predictions or a GAN's summary, gan-eval report and grids."""
+    run = cell.run
+    if not is_done(run):
+        raise RareganError(f"{run} has no DONE marker; its cell did not finish")
+    record = {
+        "id": cell.id,
+        "kind": cell.kind,
+        "settings": cell_settings(sweep, cfg, dataset, cell),
+        "needs": [cells[j].id for j in cell.needs],
+        "fingerprint": read_json(run / FINGERPRINT),
+    }
+    if cell.kind == "classify":
+        record["metrics"] = read_json(run / "metrics.json")
+        files = {PREDICTIONS: predictions_bytes(run)}
+    else:
+        record |= {"synthetic": synth.name, "summary": read_json(run / "summary.json")}
+        record["eval"] = read_json(run / "eval" / "eval.json")
+        first = cell.seed == sweep.seeds[0]  # the report shows the first seed's grids
+        grids = {k: run / "eval" / k[1:] for k in GRIDS} if first else {}
+        files = {k: path.read_bytes() for k, path in grids.items() if path.is_file()}
+    return write_record(sweep.records_dir(dataset), record, files)
+
+
+def gan_rows(prepared: Prepared, unit: tuple[str, ...], fraction: float, seed: int) -> pd.DataFrame:
+    """The train positives a GAN of `unit` learns from, chosen as `training_images` does (no pixels)."""
+    parts = [prepared.positives(cls, fraction, seed) for cls in unit]
+    return pd.concat(parts).drop_duplicates("row").sort_values("row")
+
+
+def record_checker(
+    sweep: Sweep, prepared: Prepared, cfg: dict
+) -> Callable[[Cell, dict, Path], None]:
+    """A check that raises StaleRunError when a cell's record was made by other settings than this
+    sweep's now (a classifier's synthetic-set ids are not compared: their GANs' records are)."""
+    seed = cfg["data"]["seed"]
+    rows = cache(lambda f: train_rows(prepared, f, seed, sweep.classes))
+    positives = cache(lambda unit, f: gan_rows(prepared, unit, f, seed))
+
+    def check(cell: Cell, record: dict, path: Path) -> None:
+        before = dict(record["fingerprint"].get("settings", {}))
+        if cell.kind == "classify":
+            c = {**cfg, "classify": {**cfg["classify"], "seed": cell.seed}}
+            args = (rows(cell.fraction), cell.fraction, cell.arm, sweep.model, sweep.classes, [])
+            now = classifier_fingerprint(prepared, c, *args)["settings"]
+            refuse_stale(path, before, now, ignore=("synth", "pretrained", "freeze"))
+            return
+        vcfg = variant_config(cfg, cell.variant)
+        g = {**vcfg, "gan": {**vcfg["gan"], "seed": cell.seed}}
+        now = gan_fingerprint(
+            prepared, g, list(cell.unit), cell.fraction, positives(cell.unit, cell.fraction)
+        )
+        synth_now = {f"synth.{k}": cfg["compare"][k] for k in ("synth_ratio", "label_rows")}
+        synth_then = {f"synth.{k}": v for k, v in record["settings"].get("synth", {}).items()}
+        refuse_stale(path, before | synth_then, now["settings"] | synth_now)
+
+    return check
+
+
+class DependencyError(RareganError):
+    """A classifier cell whose GAN units are not done; `failed` when one of them failed."""
+
+    def __init__(self, message: str, failed: bool) -> None:
+        super().__init__(message)
+        self.failed = failed
+
+
+class CellBusy(RareganError):
+    """A cell that another process is running now."""
+
+
+def needed_synth(sweep: Sweep, dataset: str, cells: list[Cell], k: int, j: int, check) -> Path:
+    """The synthetic set of GAN unit `j` that cell `k` needs; DependencyError when not done here."""
+    gan, folder = cells[j], sweep.records_dir(dataset)
+    record = read_record(folder, gan.id)
+    head = f"cell {k} ({cells[k].id}) needs GAN unit {j} ({gan.id})"
+    if record is None:
+        failed = (gan.run / ERROR).is_file()
+        what = "failed (see its run folder's ERROR)" if failed else "is not done"
+        raise DependencyError(f"{head}, which {what}; run --cell {j} first", failed)
+    check(gan, record, record_path(folder, gan.id))
+    synth = gan.run / record["synthetic"]
+    if not (is_done(gan.run) and is_done(synth)):
+        raise DependencyError(
+            f"{head}: its record is here but its synthetic images {synth} are not; copy its run "
+            f"folder here, or delete {record_path(folder, gan.id)} and run --cell {j} again",
+            failed=True,
+        )
+    return synth
+
+
+def run_cell(
+    sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str, cells: list[Cell], k: int, check
+) -> str:
+    """Run cell `k` and leave its record: "done" (also when its record, made by these settings, was
+    there) or "failed" (its ERROR written). Refuses a cell whose GANs are not done
+    (DependencyError) or that another process is running (CellBusy)."""
+    cell, folder = cells[k], sweep.records_dir(dataset)
+    with file_lock(sweep.lock(dataset, cell.id), wait=False) as mine:
+        if not mine:
+            raise CellBusy(f"cell {k} ({cell.id}) is being run by another process")
+        record = read_record(folder, cell.id)
+        if record is not None:
+            try:
+                check(cell, record, record_path(folder, cell.id))
+                return "done"
+            except StaleRunError:
+                if not sweep.redo:
+                    raise
+                remove_record(folder, cell.id)
+        if cell.kind == "gan":
+            vcfg = variant_config(cfg, cell.variant)
+            args = (sweep, prepared, vcfg, list(cell.unit), cell.fraction, cell.seed, cell.run)
+
+            def step() -> Path:
+                return record_cell(sweep, cfg, dataset, cells, cell, gan_unit(*args))
+
+        else:
+            synth = [needed_synth(sweep, dataset, cells, k, j, check) for j in cell.needs]
+            step = partial(classify_cell, sweep, prepared, cfg, dataset, cells, cell, synth)
+        return "failed" if attempt(cell.run, step) is None else "done"
+
+
+def classify_cell(
+    sweep: Sweep,
+    prepared: Prepared,
+    cfg: dict,
+    dataset: str,
+    cells: list[Cell],
+    cell: Cell,
+    synth: list[Path],
+) -> Path:
+    """Train (or reuse, or resume) one classifier of the sweep and write its record."""
+    c = {**cfg, "classify": {**cfg["classify"], "seed": cell.seed}}
+    resume = (cell.run / "checkpoints" / "last.ckpt").exists()
+    train_classifier(
+        prepared,
+        c,
+        cell.run,
+        fraction=cell.fraction,
+        arm=cell.arm,
+        classes=sweep.classes,
+        synth=synth,
+        opts=RunOptions(resume=resume, redo=sweep.redo, progress=sweep.progress),
+    )
+    return record_cell(sweep, cfg, dataset, cells, cell)
+
+
 def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.DataFrame:
-    """Run every unfinished cell (each seed's GANs and synthetic sets first), then the cells table."""
-    for f in sweep.fractions:
-        for seed in sweep.seeds:
-            synth_sets: dict[str, list[Path | None]] = {}
-            for variant in sweep.gan_variants():
-                vcfg = variant_config(cfg, variant)
-                synth_sets[variant] = []
-                for unit in sweep.gan_units():
-                    gdir = sweep.gan_dir(dataset, unit, f, seed, variant)
-                    step = partial(gan_unit, sweep, prepared, vcfg, unit, f, seed, gdir)
-                    synth_sets[variant].append(attempt(gdir, step))
-            c = {**cfg, "classify": {**cfg["classify"], "seed": seed}}
-            for arm in sweep.arms:
-                run = sweep.classify_dir(dataset, arm, f, seed)
-                synth = synth_sets.get(GAN_VARIANT.get(arm, ""), [])
-                if None in synth:
-                    run.mkdir(parents=True, exist_ok=True)
-                    atomic_write_text(
-                        run / ERROR,
-                        "a GAN of this fraction and seed failed; see its run folder's ERROR\n",
-                    )
-                    continue
-                resume = (run / "checkpoints" / "last.ckpt").exists()
-                attempt(
-                    run,
-                    partial(
-                        train_classifier,
-                        prepared,
-                        c,
-                        run,
-                        fraction=f,
-                        arm=arm,
-                        classes=sweep.classes,
-                        synth=synth,
-                        opts=RunOptions(resume=resume, redo=sweep.redo, progress=sweep.progress),
-                    ),
-                )
-    return collect_cells(sweep, dataset)
+    """Run every cell without a record, each fraction and seed's GANs before its classifiers, then
+    the cells table. A cell another process is running stays pending here."""
+    cells = cell_plan(sweep, dataset)
+    check = record_checker(sweep, prepared, cfg)
+    for k in sorted(range(len(cells)), key=lambda k: (cells[k].fraction, cells[k].seed)):
+        try:
+            run_cell(sweep, prepared, cfg, dataset, cells, k, check)
+        except CellBusy as err:
+            print(f"{err}; left to it", flush=True)
+        except DependencyError as err:
+            if err.failed:
+                cells[k].run.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(cells[k].run / ERROR, f"{err}\n")
+    return collect_cells(sweep, dataset, prepared, cfg)  # checked: others may have added records
 
 
 def collect_cells(
     sweep: Sweep, dataset: str, prepared: Prepared | None = None, cfg: dict | None = None
 ) -> pd.DataFrame:
-    """The cells table with each cell's status read from disk (no training). Given the data and
-    config, a finished cell made by other settings stops the collection (never a mixed table)."""
+    """The cells table from the cell records alone (no run folder needed): each cell's status,
+    error and predictions file. Given the data and config, a record made by other settings stops
+    the collection (never a mixed table)."""
+    folder = sweep.records_dir(dataset)
+    check = record_checker(sweep, prepared, cfg) if prepared is not None and cfg else None
+    state = {}
+    for cell in cell_plan(sweep, dataset):
+        record = read_record(folder, cell.id)
+        if record is not None and check is not None:
+            check(cell, record, record_path(folder, cell.id))
+        if cell.kind == "classify":
+            path = side_file(folder, record, PREDICTIONS) if record else None
+            state[cell.id] = (*status_of(cell, record), str(path) if path else "")
     cells = plan(sweep, dataset)
-    states = [status_of(Path(r)) for r in cells["run"]]
-    cells["status"] = [s for s, _ in states]
-    cells["error"] = [e for _, e in states]
-    if prepared is not None and cfg is not None:
-        rows = {
-            f: train_rows(prepared, f, cfg["data"]["seed"], sweep.classes) for f in sweep.fractions
-        }
-        for row in cells[cells["status"] == "done"].itertuples():
-            check_cell(sweep, prepared, cfg, rows[row.fraction], row, Path(row.run))
+    cells["status"], cells["error"], cells["predictions"] = zip(
+        *(state[c] for c in cells["cell"]), strict=True
+    )
     return cells
 
 
-def check_cell(sweep: Sweep, prepared: Prepared, cfg: dict, rows, cell, run: Path) -> None:
-    """A StaleRunError when a finished cell's recorded settings differ from this sweep's (the
-    synthetic sets' ids are not compared: their GANs are checked when they are reused)."""
-    c = {**cfg, "classify": {**cfg["classify"], "seed": cell.seed}}
-    args = (rows, cell.fraction, cell.arm, sweep.model, sweep.classes, [])
-    now = classifier_fingerprint(prepared, c, *args)
-    path = run / FINGERPRINT
-    before = json.loads(path.read_text())["settings"] if path.is_file() else {}
-    refuse_stale(
-        run, before, now["settings"], path.is_file(), ignore=("synth", "pretrained", "freeze")
+def cell_lines(sweep: Sweep, dataset: str) -> list[str]:
+    """The plan for --list-cells: per cell its index K, status, id and the cells it needs."""
+    cells, folder = cell_plan(sweep, dataset), sweep.records_dir(dataset)
+    width = max(len(c.id) for c in cells)
+    lines = [f"{'# K':>5}  {'status':<8} {'cell':<{width}}  needs"]
+    for k, cell in enumerate(cells):
+        status, error = status_of(cell, read_record(folder, cell.id))
+        needs = ",".join(map(str, cell.needs)) or "-"
+        lines.append(f"{k:>5}  {status:<8} {cell.id:<{width}}  {needs}")
+        lines[-1] += f"  ({error})" if error else ""
+    return lines
+
+
+def find_cell(cells: list[Cell], which: str) -> int:
+    """The index of a cell given as K or as its id; a user error naming the valid range."""
+    ids = [c.id for c in cells]
+    if which in ids:
+        return ids.index(which)
+    if which.isdigit() and int(which) < len(cells):
+        return int(which)
+    raise RareganError(
+        f"no cell {which!r}: this sweep has cells 0 to {len(cells) - 1} (see --list-cells)"
     )
 
 
 def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
-    """FID/KID of every finished GAN (class set, fraction, seed) and the first seed's image grids."""
+    """FID/KID of every GAN unit with a record and the first seed's image grids, from the records."""
+    folder = sweep.records_dir(dataset)
     rows, images = [], []
-    units = [(u, v) for v in sweep.gan_variants() for u in sweep.gan_units()]
-    for f in sweep.fractions:
-        for unit, variant in units:
-            cls = " + ".join(unit) + (
-                " (GAN without the filter bank)" if variant == "nofilter" else ""
-            )
-            for seed in sweep.seeds:
-                ev = sweep.gan_dir(dataset, unit, f, seed, variant) / "eval"
-                if not (ev / "eval.json").is_file():
-                    continue
-                rep = json.loads((ev / "eval.json").read_text())
-                space = space_label(str(rep.get("feature_space", "random-conv")))
-                rows.append(
-                    {
-                        "class": cls,
-                        "fraction": f,
-                        "seed": seed,
-                        "fid": rep["fid"],
-                        "kid": rep["kid"],
-                    }
-                    | {"feature_space": space}
-                )
-                if seed != sweep.seeds[0]:
-                    continue
-                what = f"{cls}, {f:g} %, seed {seed}"
-                images.append(
-                    (
-                        ev / "real_vs_synthetic.png",
-                        f"{what}: real train positives (top) vs GAN samples",
-                    )
-                )
-                images.append(
-                    (
-                        ev / "closest_pairs.png",
-                        f"{what}: synthetic images and their nearest real training image",
-                    )
-                )
+    for cell in cell_plan(sweep, dataset):
+        record = read_record(folder, cell.id) if cell.kind == "gan" else None
+        if record is None:
+            continue
+        rep = record["eval"]
+        what = " (GAN without the filter bank)" if cell.variant == "nofilter" else ""
+        cls = " + ".join(cell.unit) + what
+        space = space_label(str(rep.get("feature_space", "random-conv")))
+        row = {"class": cls, "fraction": cell.fraction, "seed": cell.seed}
+        rows.append(row | {"fid": rep["fid"], "kid": rep["kid"], "feature_space": space})
+        if cell.seed != sweep.seeds[0]:
+            continue
+        for suffix, caption in GRIDS.items():
+            path = side_file(folder, record, suffix)
+            if path is not None:
+                images.append((path, f"{cls}, {cell.fraction:g} %, seed {cell.seed}: {caption}"))
     return pd.DataFrame(rows), images

@@ -19,6 +19,7 @@ comparison is gan − none per class and fraction.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from pipelines.errors import RareganError
 from pipelines.experiment.paper import paper_auc
 from pipelines.runs import atomic_write_text, ensure_writable, is_done
 
-CELL_COLUMNS = ("class", "fraction", "arm", "seed", "status", "run", "error")
+CELL_COLUMNS = ("class", "fraction", "arm", "seed", "status", "run", "error", "predictions")
 STATUSES = ("done", "failed", "pending")
 KEY = ["class", "fraction", "arm", "seed"]
 
@@ -40,9 +41,17 @@ def label_names(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if not c.startswith("score:") and f"score:{c}" in frame]
 
 
-def load_predictions(run: Path | str) -> pd.DataFrame:
-    """A finished cell's `predictions.csv`, checked: ids unique, labels 1/0/NaN, scores finite."""
-    path = Path(run) / "predictions.csv"
+def predictions_file(source: Path | str) -> Path:
+    """A cell's predictions: `source` itself when it names a CSV file (a cell record's
+    `.csv.gz`), else the `predictions.csv` of the run folder `source`."""
+    source = Path(source)
+    return source if source.name.endswith((".csv", ".csv.gz")) else source / "predictions.csv"
+
+
+def load_predictions(source: Path | str) -> pd.DataFrame:
+    """A finished cell's predictions (`predictions_file`), checked: ids unique, labels 1/0/NaN,
+    scores finite."""
+    path = predictions_file(source)
     if not path.is_file():
         raise RareganError(f"{path}: predictions file missing; re-run that cell or mark it failed")
     try:
@@ -74,14 +83,23 @@ def load_predictions(run: Path | str) -> pd.DataFrame:
     return frame
 
 
+def _source(cell: Mapping) -> str | None:
+    """Where a done cell's predictions are: its record's file, else its run folder."""
+    for key in ("predictions", "run"):
+        if isinstance(cell.get(key), str | Path) and str(cell[key]):
+            return str(cell[key])
+    return None
+
+
 def check_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """A validated copy; a `done` cell whose folder lacks DONE counts as failed, with that error."""
+    """A validated copy; a `done` cell whose record file is gone, or (without a record) whose run
+    folder lacks DONE, counts as failed, with that error."""
     missing = [c for c in CELL_COLUMNS[:5] if c not in cells]
     if missing:
         raise RareganError(f"cells table lacks columns {missing}; it needs {list(CELL_COLUMNS)}")
     cells = cells.reset_index(drop=True).copy()
-    cells = cells.reindex(columns=[*cells, *[c for c in ("run", "error") if c not in cells]])
-    cells["error"] = cells["error"].fillna("").astype(str)
+    cells = cells.reindex(columns=[*cells, *[c for c in CELL_COLUMNS[5:] if c not in cells]])
+    cells["error"] = cells["error"].astype(object).fillna("").astype(str)
     checks = (
         (~cells["arm"].isin(ARMS), lambda r: f"arm {r['arm']!r} is not one of {', '.join(ARMS)}"),
         (
@@ -95,10 +113,13 @@ def check_cells(cells: pd.DataFrame) -> pd.DataFrame:
             i = int(np.argmax(bad.to_numpy()))
             raise RareganError(f"cells table row {i}: {why(cells.loc[i])}")
     for i in cells.index[cells["status"] == "done"]:
-        run = cells.at[i, "run"]
-        if not isinstance(run, str | Path) or not is_done(Path(run)):
-            cells.at[i, "status"] = "failed"
-            cells.at[i, "error"] = f"run folder {run} has no DONE marker (the run did not finish)"
+        source = _source(cells.loc[i])
+        record = source is not None and predictions_file(source) == Path(source)
+        if record and not Path(source).is_file():
+            cells.loc[i, ["status", "error"]] = ["failed", f"cell record file {source} is missing"]
+        elif not record and (source is None or not is_done(Path(source))):
+            why = f"run folder {source} has no DONE marker (the run did not finish)"
+            cells.loc[i, ["status", "error"]] = ["failed", why]
     return cells
 
 
@@ -112,8 +133,8 @@ def collect(cells: pd.DataFrame) -> dict:
     out = {"image_id": np.empty(0, str), "patient": np.empty(0, str), "labels": {}, "scores": {}}
     ref, ref_path = None, None
     for row in cells[cells["status"] == "done"].to_dict("records"):
-        frame = load_predictions(row["run"])
-        path, cls = Path(row["run"]) / "predictions.csv", row["class"]
+        path, cls = predictions_file(_source(row)), row["class"]
+        frame = load_predictions(path)
         if f"score:{cls}" not in frame or cls not in frame:
             raise RareganError(
                 f"{path}: no columns {cls!r} and 'score:{cls}' for the cell's class; it has "
