@@ -7,7 +7,7 @@ OUT/gan_samples.png and OUT/gan_eval.json, and the GAN run under OUT/work/. Sect
   tests      pytest -m gpu (the tests that skip without CUDA)
   pggan      PGGAN training img/s, FLOPs per step (FlopCounterMode's formulas) and utilization
              against the GPU's dense bf16/fp16 peak, at the reference config and the paper's 256 px
-             stage; fp32 only: the PGGAN module has no mixed-precision path
+             stage, fp32 and bf16 autocast (gan.precision bf16; the penalty's gradient stays fp32)
   classify   DenseNet-121 training img/s at 224 px, batch 64, fp32 and bf16 autocast, through the
              store + DataLoader workers vs one in-memory batch, and their ratio (target >= 0.9)
   gan        `raregan gan` on the Kermany viral positives (--rarefy viral=0.05) at 128 px, its
@@ -118,12 +118,21 @@ class Timed(pl.Callback):
 
 
 def bench_pggan(
-    resolution: int, channels: list[int], latent: int, batch: int, steps: int, warmup: int = 2
+    resolution: int,
+    channels: list[int],
+    latent: int,
+    batch: int,
+    steps: int,
+    warmup: int = 2,
+    precision: str = "32",
 ) -> dict:
-    """img/s, FLOPs per step, utilization and peak memory of the fully grown PGGAN training step."""
+    """img/s, FLOPs per step, utilization and peak memory of the fully grown PGGAN training step
+    (`precision` "32" or "bf16": the module's autocast of G and D)."""
     from pggan.module import PGGAN
 
-    module = PGGAN(resolution, channels, latent, default_batch=batch, kimg_per_phase=1e6)
+    module = PGGAN(
+        resolution, channels, latent, default_batch=batch, kimg_per_phase=1e6, precision=precision
+    )
     module.images_seen = module.schedule.phase_start(module.schedule.n_phases - 1)
     n = steps + warmup + 1
     data = TensorDataset(torch.rand(n * batch, 1, resolution, resolution) * 2 - 1)
@@ -140,7 +149,7 @@ def bench_pggan(
         "resolution": resolution,
         "channels": channels,
         "batch": batch,
-        "precision": "fp32",
+        "precision": "fp32" if precision == "32" else precision,
         "steps_timed": timer.n,
         "img_s": batch / seconds,
         "ms_step": seconds * 1e3,
@@ -151,7 +160,7 @@ def bench_pggan(
 
 
 def section_pggan(dry: bool) -> dict:
-    """The reference config and the paper's 256 px stage, fp32."""
+    """The reference config and the paper's 256 px stage, fp32 and (on a bf16 GPU) bf16."""
     paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["gan"]
     if dry:
         ref = dict(resolution=16, channels=[32, 16, 8], latent=16, batch=4)
@@ -166,9 +175,14 @@ def section_pggan(dry: bool) -> dict:
             batch=paper["batch_per_resolution"][paper["resolution"]],
         )
         steps = 20
-    out = {"note": "fp32 only: pggan.module.PGGAN has no mixed-precision (AMP) path"}
+    out = {}
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     for name, cfg in (("reference", ref), ("paper_256", big)):
         out[name] = bench_pggan(**cfg, steps=steps)
+        if bf16:
+            out[f"{name}_bf16"] = bench_pggan(**cfg, steps=steps, precision="bf16")
+    if not bf16:
+        out["note"] = "bf16 not measured: no CUDA device with native bf16 here"
     return out
 
 
@@ -258,7 +272,7 @@ def section_gan(data: Path, out: Path, dry: bool, seconds: float, ref_img_s: flo
             "--run",
             str(run),
             "--n",
-            "16" if dry else "256",
+            "48" if dry else "256",  # C2ST needs >= 20 samples a side
             "--out",
             str(ev),
         ]
@@ -269,6 +283,9 @@ def section_gan(data: Path, out: Path, dry: bool, seconds: float, ref_img_s: flo
     shutil.copy(ev / "eval.json", out / "gan_eval.json")
     report = json.loads((ev / "eval.json").read_text())
     numbers = {k: v for k, v in report.items() if isinstance(v, int | float)}
+    for key in ("c2st", "c2st_real_baseline"):  # the headline fidelity figure and its baseline
+        if isinstance(report.get(key), dict):
+            numbers[f"{key}_auc"] = report[key]["auc"]
     return {
         "resolution": gan["resolution"],
         "channels": gan["channels"],
@@ -329,11 +346,12 @@ def summary_text(res: dict) -> str:
         if name == "tests":
             lines.append(f"[tests] pytest -m gpu: {sec['line']}")
         elif name == "pggan":
-            lines.append(f"[pggan] {sec['note']}")
-            for key in ("reference", "paper_256"):
+            if "note" in sec:
+                lines.append(f"[pggan] {sec['note']}")
+            for key in [k for k in sec if k.startswith(("reference", "paper_256"))]:
                 s = sec[key]
                 lines.append(
-                    f"  {key:<9} {s['resolution']} px batch {s['batch']}: {fmt(s['img_s'])} img/s, "
+                    f"  {key:<14} {s['resolution']} px batch {s['batch']}: {fmt(s['img_s'])} img/s, "
                     f"{fmt(s['ms_step'])} ms/step, {fmt(s['gflop_step'])} GFLOP/step, "
                     f"{fmt(s['tflops'], '.2f')} TFLOP/s = "
                     f"{fmt(s['utilization'] and 100 * s['utilization'])}% of peak, "
@@ -353,7 +371,9 @@ def summary_text(res: dict) -> str:
                     f"peak mem {fmt(s['peak_mem_gib'], '.2f')} GiB"
                 )
         elif name == "gan":
-            ev = ", ".join(f"{k} {fmt(v, '.3g')}" for k, v in list(sec["eval"].items())[:6])
+            first = ("c2st_auc", "c2st_real_baseline_auc")
+            items = sorted(sec["eval"].items(), key=lambda kv: kv[0] not in first)
+            ev = ", ".join(f"{k} {fmt(v, '.3g')}" for k, v in items[:6])
             lines.append(
                 f"[gan] {sec['resolution']} px, {sec['kimg_total']:.3g} kimg in {sec['wall_s']:.0f} s "
                 f"(budget {sec['budget_s']:.0f} s); gan_samples.png; eval: {ev}"

@@ -1,0 +1,82 @@
+"""`raregan gan-ablation`: filter bank on/off × differentiable augmentation on/off for one class."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines.commands.common import (
+    add_data_arguments,
+    config_overrides,
+    folder_arg,
+    positive_int,
+    print_data_notes,
+    spec_from_args,
+)
+from pipelines.config import load_config
+
+NAME = "gan-ablation"
+HELP = "train GANs with the filter bank on/off × augmentation on/off at one budget and seeds; one table of their fidelity (C2ST, FID, precision/recall) and a grid per variant"
+VARIANT_NAMES = ("filters+augment", "filters", "augment", "plain")  # pipelines.experiment.ablation
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Data options plus class, fraction, variants, seeds and the output folder."""
+    add_data_arguments(parser, "fraction", "config", "kimg", "runs", "redo")
+    parser.add_argument("--class", dest="cls", required=True, help="the rare class to learn")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=list(VARIANT_NAMES),
+        metavar="VARIANT",
+        help="among filters+augment, filters, augment, plain (default: all four); augment uses the "
+        "config's gan.augment policy, or every op with adaptive p when the config has none",
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[0], help="GAN seeds, the same for every variant"
+    )
+    parser.add_argument(
+        "--n", type=positive_int, default=256, help="samples per GAN for the measurements"
+    )
+    parser.add_argument(
+        "--classifier",
+        type=Path,
+        help="classifier checkpoint whose features define FID and precision/recall (default: the "
+        "seeded random-feature net, labelled as such)",
+    )
+    parser.add_argument("--name", default="ablation", help="name of the ablation")
+    parser.add_argument(
+        "--out", type=folder_arg, help="folder (default RUNS/<dataset>/gan-ablation/NAME)"
+    )
+    parser.add_argument("--progress", action="store_true", help="a progress bar for each GAN")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the options, prepare the data, train and evaluate every GAN, print the table."""
+    from pipelines.data.prepare import prepare  # torch and Lightning load only when a run starts
+    from pipelines.experiment.ablation import Ablation, check_variants, run_ablation
+
+    cfg = load_config(args.config, config_overrides(args, {"kimg": ("gan", "kimg_per_phase")}))
+    variants = check_variants(args.variants)
+    if not args.size:
+        args.size = cfg["gan"]["resolution"]
+    spec = spec_from_args(args, cfg)
+    cfg["data"].update(size=spec.size, seed=spec.seed)
+    prepared = prepare(spec, progress=args.progress)
+    print_data_notes(prepared)
+    out = args.out or args.runs / prepared.dataset_name / "gan-ablation" / args.name
+    ab = Ablation(
+        args.cls,
+        args.fraction,
+        variants,
+        list(dict.fromkeys(args.seeds)),
+        out,
+        args.n,
+        args.classifier,
+        args.progress,
+        args.redo,
+    )
+    table = run_ablation(ab, prepared, cfg, args.command_line)
+    print((out / "table.md").read_text(encoding="utf-8"), end="")
+    print(f"{len(table)} variants written to {out} (README.md, table.csv, grids)")
+    return 0
