@@ -113,7 +113,7 @@ def test_c2st_needs_twenty_images_per_side() -> None:
 def test_heldout_report_sets_synthetic_beside_the_real_baseline() -> None:
     train, held = textures(50, 16, seed=5), textures(40, 16, seed=6)
     fake = textures(70, 16, seed=7, brightness=70)  # a poor generator: too dark
-    report = heldout_report(train, held, fake, seed=0, kid_subsets=10)
+    report = heldout_report(train, held, fake, seed=0, kid=(10, 1000))
     assert set(HELDOUT_KEYS) <= set(report)
     assert report["heldout"] == {"n_heldout": 40, "n_compared": 50, "pr_k": 3}
     ours, base = report["c2st"], report["c2st_real_baseline"]

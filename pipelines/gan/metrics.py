@@ -229,13 +229,13 @@ def heldout_report(
     net: nn.Module | None = None,
     seed: int = 0,
     k: int = 3,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
+    kid: tuple[int, int] = (100, 1000),
 ) -> dict:
     """Synthetic images vs held-out real images, beside the real baseline: the GAN's own training
     originals vs the same held-out images (C2ST, FID/KID, k-NN precision/recall, in `net`'s space).
 
     Both sides are compared at one size: a seeded subsample of min(N_train, N_fake) of each.
+    `kid`: KID's (subsets, subset size).
     """
     held = as_images(heldout, "held-out real images")
     train_t = as_images(train_real, "GAN-train real images")
@@ -248,7 +248,6 @@ def heldout_report(
     fake_t = fake_t[np.sort(rng.choice(len(fake_t), n, replace=False))]
     net = random_feature_net(held.shape[-1], seed) if net is None else net
     f_held = features(net, held)
-    kid = (kid_subsets, kid_subset_size)
     ours, base = (
         _versus_heldout(held, f_held, x, net, name, seed, k, kid)
         for x, name in ((fake_t, "synthetic images"), (train_t, "GAN-train real images"))
