@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.classifier.run import assert_no_synthetic
+from pipelines.classifier.arms import assert_no_synthetic
 from pipelines.cli import main
 from pipelines.errors import RareganError
 
@@ -242,7 +242,8 @@ def test_ddp_with_two_cpu_processes(phantom_root, tmp_path):
 
 
 def test_balanced_weights_favour_rare_positives_and_amp_only_on_gpu():
-    from pipelines.classifier.run import balanced_weights, precision
+    from pipelines.classifier.arms import balanced_weights
+    from pipelines.classifier.run import precision
 
     y = np.zeros((100, 2), dtype=np.float32)
     y[:30, 0] = 1  # common label

@@ -214,7 +214,8 @@ def test_gan_eval_without_enough_heldout_images(rich_run, capsys):
 
 
 def test_synth_only_trains_on_synthetic_positives_and_no_real_ones(rich_run, capsys):
-    from pipelines.classifier.run import all_labels, arm_rows, classifier_fingerprint, datasets
+    from pipelines.classifier.arms import all_labels, arm_rows, datasets
+    from pipelines.classifier.run import classifier_fingerprint
     from pipelines.config import load_config
     from pipelines.data.prepare import DataSpec, prepare
     from pipelines.gan.synth import synthesize

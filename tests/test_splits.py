@@ -144,7 +144,7 @@ def test_split_shares_are_of_patients_not_images():
 
 def test_gan_positives_lie_inside_the_classifier_fraction(phantom_root, tmp_path):
     """One mask per (data, split seed, fraction): the GAN never sees a patient the arms do not."""
-    from pipelines.classifier.run import train_rows
+    from pipelines.classifier.arms import train_rows
     from pipelines.data.prepare import DataSpec, prepare
 
     prepared = prepare(DataSpec(phantom_root, size=16, cache_dir=tmp_path), progress=False)

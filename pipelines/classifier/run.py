@@ -1,27 +1,31 @@
-"""A classifier run on disk: train on a fraction (+ synthetic rows), select on val, evaluate once on test."""
+"""A classifier run on disk: train on a fraction (+ synthetic rows), select on val, evaluate once on
+test (what each arm trains on: pipelines.classifier.arms; the evaluation: .evaluation)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from classify import MODELS, Classifier, classification_report, per_label_report
-from classify.metrics import (
-    brier_score,
-    expected_calibration_error,
-    threshold_metrics,
-    youden_threshold,
+from classify import MODELS, Classifier
+from pipelines.classifier.arms import (
+    AUGMENT_ARMS,
+    SYNTH_ARMS,
+    all_labels,
+    arm_rows,
+    balanced_weights,
+    check_arm,
+    check_synthetic_positives,
+    datasets,
+    filtered_copies,
+    train_rows,
 )
-from pipelines.data.prefilter import expand
+from pipelines.classifier.evaluation import N_BINS, evaluate, seen_images
 from pipelines.data.prepare import Prepared
-from pipelines.data.store import StoreDataset
-from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
 from pipelines.runs import (
     RunOptions,
@@ -48,32 +52,6 @@ class AtomicModelCheckpoint(pl.callbacks.ModelCheckpoint):
         self._last_checkpoint_saved = filepath
 
 
-ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard", "synth_only")
-# train on real rows + synthetic sets; synth_only: train on synthetic, test on real (the real
-# positives of --classes left out, so the classes' only positives are the GAN's samples)
-SYNTH_ARMS = ("gan_nofilter", "gan", "gan_standard", "synth_only")
-AUGMENT_ARMS = ("standard", "gan_standard")  # standard augmentation (rotation, crop)
-
-
-def check_arm(arm: str) -> None:
-    """A user error for an arm that does not exist."""
-    if arm not in ARMS:
-        raise RareganError(f"unknown arm {arm!r}; choose one of {', '.join(ARMS)}")
-
-
-def assert_no_synthetic(frame: pd.DataFrame, split: str) -> None:
-    """Synthetic rows may only ever train: refuse any in val or test."""
-    bad = (
-        frame["synthetic"].astype(bool).to_numpy()
-        | frame["image_id"].astype(str).str.startswith("synthetic:").to_numpy()
-    )
-    if bad.any():
-        raise RareganError(
-            f"{int(bad.sum())} synthetic rows found in the {split} split (e.g. {frame['image_id'][bad].iloc[0]}); "
-            "synthetic images may only be used for training"
-        )
-
-
 def classifier_fingerprint(
     prepared: Prepared,
     cfg: dict,
@@ -98,115 +76,6 @@ def classifier_fingerprint(
         filter_classes=classes if arm == "filters" else [],
     )
     return {**fingerprint(**parts, pretrained="", freeze=0), "parts": parts}
-
-
-def train_rows(prepared: Prepared, fraction: float, seed: int, classes: list[str]) -> pd.DataFrame:
-    """The train rows of the nested fraction (the GAN's mask too); each class needs a test positive."""
-    prepared.require_test_positives(classes)
-    return prepared.train_fraction(fraction, seed, classes)
-
-
-def arm_rows(rows: pd.DataFrame, arm: str, classes: list[str]) -> pd.DataFrame:
-    """The real train rows an arm trains on: synth_only leaves out every positive of `classes`."""
-    if arm != "synth_only":
-        return rows
-    return rows[~(rows[classes] > 0.5).any(axis=1).to_numpy()]
-
-
-def check_gan_saw_only(folder: Path, synth_rows: pd.DataFrame, rows: pd.DataFrame) -> None:
-    """Refuse a synthetic set whose GAN learned from real images outside this run's train rows."""
-    for gan_run in synth_rows["gan_run"].dropna().unique() if "gan_run" in synth_rows else []:
-        positives = Path(gan_run) / "positives.csv"
-        if not positives.is_file():
-            continue  # a set from elsewhere: nothing to check it against
-        seen = pd.read_csv(positives, usecols=["image_id"])["image_id"].astype(str)
-        outside = sorted(set(seen) - set(rows["image_id"].astype(str)))
-        if outside:
-            raise RareganError(
-                f"the GAN behind synthetic set {folder} ({gan_run}) learned from {len(outside)} real "
-                f"images outside this classifier's train rows (e.g. {outside[0]}); train the GAN on "
-                "the same data, split seed and fraction (or a smaller one)"
-            )
-
-
-def filtered_copies(
-    prepared: Prepared, rows: pd.DataFrame, classes: list[str], cfg: dict
-) -> tuple[np.ndarray, np.ndarray]:
-    """The `filters` arm's extra images: the filter-bank copies (originals left out) of the train
-    positives of `classes`, each with its source image's label row; (images uint8, labels)."""
-    pos = rows[(rows[classes] > 0.5).any(axis=1).to_numpy()]
-    expanded, which = expand(prepared.store.array[pos["row"].to_numpy()], cfg)
-    labels = np.tile(
-        pos[list(prepared.records.label_names)].to_numpy(np.float32),
-        (len(which) // max(1, len(pos)), 1),
-    )
-    keep = np.asarray([w != "original" for w in which])
-    return expanded[keep], labels[keep]
-
-
-def datasets(
-    prepared: Prepared,
-    rows: pd.DataFrame,
-    label_names: list[str],
-    synth: list[Path],
-    extra: tuple[np.ndarray, np.ndarray] | None = None,
-    seen: pd.DataFrame | None = None,
-):
-    """Train dataset (real store rows + synthetic images + `extra` (images, labels)), val and test.
-
-    `seen`: the real rows the synthetic sets' GANs may have learned from (default `rows`)."""
-
-    def part(frame: pd.DataFrame) -> StoreDataset:
-        return StoreDataset(
-            prepared.store, frame["row"].to_numpy(), frame[label_names].to_numpy(np.float32)
-        )
-
-    parts, n_synth = [part(rows)], 0
-    for folder in synth:
-        synth_rows, images = load_synthetic(folder, label_names)
-        if images.shape[-1] != prepared.store.size:
-            raise RareganError(
-                f"synthetic images in {folder} are {images.shape[-1]} px but the data store is "
-                f"{prepared.store.size} px; synthesize from a GAN of the same resolution"
-            )
-        check_gan_saw_only(folder, synth_rows, rows if seen is None else seen)
-        labels = torch.from_numpy(synth_rows[label_names].to_numpy(np.float32))
-        parts.append(TensorDataset(torch.from_numpy(images), labels))
-        n_synth += len(synth_rows)
-    if extra is not None and len(extra[0]):
-        parts.append(TensorDataset(torch.from_numpy(extra[0]), torch.from_numpy(extra[1])))
-    val, test = prepared.split("val").frame, prepared.split("test").frame
-    assert_no_synthetic(val, "val")
-    assert_no_synthetic(test, "test")
-    return ConcatDataset(parts), part(val), part(test), n_synth
-
-
-def check_synthetic_positives(
-    labels: np.ndarray, label_names: list[str], classes: list[str]
-) -> None:
-    """synth_only: each class left out of the real rows needs synthetic positives."""
-    for cls in classes:
-        if not (labels[:, label_names.index(cls)] > 0.5).any():
-            raise RareganError(
-                f"the synth_only arm has no positive of {cls!r} left: its real positives are left "
-                f"out and the synthetic sets hold none; give --synth sets made by a GAN of {cls!r}"
-            )
-
-
-def balanced_weights(labels: np.ndarray) -> np.ndarray:
-    """Per-sample weights that make each label's positives about equally likely (rarest label counts)."""
-    pos = np.nan_to_num(labels) > 0.5
-    freq = pos.mean(axis=0).clip(1e-6)
-    rarest = np.where(pos, 1.0 / freq, 0.0).max(axis=1)
-    return np.where(rarest > 0, rarest, 1.0 / max(1e-6, 1.0 - pos.any(axis=1).mean()))
-
-
-def all_labels(dataset: ConcatDataset) -> np.ndarray:
-    """The label matrix of a concatenation of StoreDataset / TensorDataset parts."""
-    out = []
-    for d in dataset.datasets:
-        out.append(d.labels if isinstance(d, StoreDataset) else d.tensors[1].numpy())
-    return np.concatenate(out)
 
 
 def precision(accelerator: str, setting: str = "auto") -> str:
@@ -267,131 +136,6 @@ def build_module(
         pos_weight=pos_weight,
         studied=list(studied),
     )
-
-
-def predict(module: Classifier, dataset, batch: int) -> np.ndarray:
-    """Scores (N, L) for a dataset, in order, on one device."""
-    module.eval()
-    out = []
-    with torch.no_grad():
-        for images, _ in DataLoader(dataset, batch_size=batch, shuffle=False):
-            out.append(module.task.scores(module(images.to(module.device))).float().cpu())
-    return torch.cat(out).numpy()
-
-
-N_BINS = 10  # equal-width probability bins of the ECE and the reliability diagram
-THRESHOLD_RULE = (
-    "per label, the val-prediction score maximizing Youden's J = sensitivity + specificity - 1 "
-    "(ties: the highest); a score >= threshold is called positive"
-)
-
-
-def choose_thresholds(scores: np.ndarray, y: np.ndarray, label_names: list[str]) -> dict:
-    """Per-label thresholds by Youden's J on (val) scores: {label: {threshold, val_j, reason}}."""
-    out = {}
-    for j, name in enumerate(label_names):
-        t = youden_threshold(y[:, j], scores[:, j])
-        reason = t["reason"] and f"{t['reason']} in val"
-        out[name] = {"threshold": t["threshold"], "val_j": t["j"], "reason": reason}
-    return out
-
-
-def calibration_and_thresholds(
-    y: np.ndarray, scores: np.ndarray, label_names: list[str], thresholds: dict | None
-) -> dict:
-    """ECE and Brier score per label, and sensitivity / specificity at the given thresholds."""
-    out = {
-        "calibration": {
-            "n_bins": N_BINS,
-            "bins": "equal-width",
-            "per_label": {
-                n: {
-                    "ece": expected_calibration_error(y[:, j], scores[:, j], N_BINS),
-                    "brier": brier_score(y[:, j], scores[:, j]),
-                    "n": int(np.isfinite(y[:, j]).sum()),
-                }
-                for j, n in enumerate(label_names)
-            },
-        }
-    }
-    if thresholds:
-        per = {}
-        for j, name in enumerate(label_names):
-            chosen = thresholds.get(name) or {"threshold": None, "reason": "no threshold"}
-            at = (
-                {}
-                if chosen["threshold"] is None
-                else threshold_metrics(y[:, j], scores[:, j], chosen["threshold"])
-            )
-            per[name] = {**chosen, **at}
-        out["thresholds"] = {"rule": THRESHOLD_RULE, "per_label": per}
-    return out
-
-
-def evaluate(
-    module: Classifier,
-    frame: pd.DataFrame,
-    dataset,
-    label_names: list[str],
-    task: str,
-    cfg: dict,
-    val: tuple[pd.DataFrame, object] | None = None,
-    thresholds: dict | None = None,
-) -> tuple[pd.DataFrame, dict]:
-    """Predictions and metrics: AUCs with CIs, class report, calibration, and sensitivity /
-    specificity at thresholds chosen on `val` (frame, dataset) or given ({label: {threshold}})."""
-    batch = cfg["classify"]["batch_size"]
-    scores = predict(module, dataset, batch)
-    if val is not None:
-        val_y = val[0][label_names].to_numpy(np.float64)
-        thresholds = choose_thresholds(predict(module, val[1], batch), val_y, label_names)
-    y = frame[label_names].to_numpy(np.float64)
-    preds = frame[["image_id", "patient", "path"]].reset_index(drop=True).copy()
-    for j, name in enumerate(label_names):
-        preds[name] = y[:, j]
-        preds[f"score:{name}"] = scores[:, j]
-    n_boot = cfg["compare"]["n_boot"]
-    auc = per_label_report(
-        label_names, y, scores, frame["patient"].to_numpy(), task, n_boot=n_boot, seed=0
-    )
-    metrics = {
-        "auc": auc.replace({np.nan: None}).to_dict(orient="index"),
-        "n_test": len(frame),
-        "n_test_patients": int(frame["patient"].nunique()),
-    }
-    if task == "multilabel":
-        report = classification_report(y, (scores > 0.5).astype(int), label_names)
-    else:
-        report = classification_report(
-            np.nanargmax(np.nan_to_num(y, nan=-1), axis=1),
-            scores.argmax(axis=1),
-            label_names,
-            ordinal=task == "ordinal",
-        )
-    metrics["accuracy"] = report["accuracy"]
-    metrics["per_class"] = report["per_class"].to_dict(orient="index")
-    metrics["confusion"] = report["confusion"].to_dict(orient="split")
-    if report.get("distribution") is not None:
-        metrics["distribution"] = report["distribution"].to_dict(orient="index")
-    if "qwk" in report:
-        metrics["qwk"] = report["qwk"]
-    metrics.update(calibration_and_thresholds(y, scores, label_names, thresholds))
-    return preds, metrics
-
-
-def pixel_hashes(store, rows: np.ndarray) -> list[str]:
-    """SHA-1 of each stored image's pixels (rows of the store at its size and resize policy)."""
-    view = store.view
-    return [hashlib.sha1(view[int(r)].tobytes()).hexdigest() for r in rows]
-
-
-def seen_images(prepared: Prepared, rows: pd.DataFrame) -> pd.DataFrame:
-    """The real train rows and val images a run saw: id, patient, split, pixel SHA-1, store size, policy."""
-    frame = pd.concat([rows.assign(split="train"), prepared.split("val").frame.assign(split="val")])
-    out = frame[["image_id", "patient", "split"]].reset_index(drop=True)
-    out["pixel_sha1"] = pixel_hashes(prepared.store, frame["row"].to_numpy())
-    out["size"], out["resize"] = prepared.store.size, prepared.store.resize
-    return out
 
 
 class EpochLines(pl.Callback):

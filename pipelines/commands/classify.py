@@ -24,7 +24,7 @@ HELP = "train a classifier (DenseNet-121 …) on a train fraction for one arm; s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus fraction, arm, model, seeds and devices."""
-    from pipelines.classifier.run import ARMS  # imported when this command runs, not for --help
+    from pipelines.classifier.arms import ARMS  # imported when this command runs, not for --help
 
     add_data_arguments(
         parser,
@@ -136,7 +136,8 @@ def cross_validate(prepared, cfg, out: Path, args, kwargs) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the data, train (or cross-validate), print the test AUCs."""
-    from pipelines.classifier.run import check_arm, train_classifier
+    from pipelines.classifier.arms import check_arm
+    from pipelines.classifier.run import train_classifier
     from pipelines.data.prepare import prepare
     from pipelines.data.splits import check_fractions
 

@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 
 from pipelines.classifier import plots as cp
-from pipelines.classifier.run import N_BINS, evaluate, pixel_hashes
+from pipelines.classifier.evaluation import N_BINS, evaluate, pixel_hashes
 from pipelines.commands.common import DATA_OPTIONS, spec_from_args
 from pipelines.data.prepare import prepare, unknown_if_uncertain_outside_train
 from pipelines.data.store import StoreDataset

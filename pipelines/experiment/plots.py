@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pipelines.classifier.run import ARMS
+from pipelines.classifier.arms import ARMS
 from pipelines.errors import RareganError
 from pipelines.images import save_figure
 

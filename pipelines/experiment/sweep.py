@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.classifier.run import ARMS, classifier_fingerprint, train_classifier, train_rows
+from pipelines.classifier.arms import ARMS, train_rows
+from pipelines.classifier.run import classifier_fingerprint, train_classifier
 from pipelines.data.prepare import Prepared
 from pipelines.data.splits import check_fractions
 from pipelines.errors import RareganError

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from classify.metrics import PatientBootstrap, bootstrap_interval, bootstrap_p_value
-from pipelines.classifier.run import ARMS
+from pipelines.classifier.arms import ARMS
 from pipelines.errors import RareganError
 from pipelines.experiment.paper import paper_auc
 from pipelines.runs import atomic_write_text, ensure_writable, is_done
