@@ -41,7 +41,8 @@ def d_loss_wgan_gp(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Critic loss E[D(fake)] - E[D(real)] + lambda*GP + drift*E[D(real)^2], and detached parts
-    (wdist, gp, drift, and real_sign = E[sign(D(real))] for adaptive augmentation).
+    (wdist, gp, drift, and real_sign = E[sign(D(real) - mean D(fake))], the overfitting signal of
+    adaptive augmentation: 0 when D cannot rank reals above fakes, 1 when it ranks every real above).
 
     Reals and fakes are scored in one concatenated pass (two minibatch-stddev segments so
     their groups never mix); the penalty needs its own pass for the input gradient.
@@ -57,7 +58,7 @@ def d_loss_wgan_gp(
     drift_term = real_scores.square().mean()
     loss = gp_lambda * gp - wdist + drift * drift_term
     parts = {"wdist": wdist.detach(), "gp": gp.detach(), "drift": drift_term.detach(),
-             "real_sign": real_scores.detach().sign().mean()}  # fmt: skip
+             "real_sign": (real_scores - fake_scores.mean()).detach().sign().mean()}  # fmt: skip
     return loss, parts
 
 

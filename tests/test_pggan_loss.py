@@ -86,3 +86,27 @@ def test_d_loss_gradient_reaches_only_critic_and_g_loss_sign():
     assert used == {n for n, _ in D.named_parameters() if not n.startswith("from_rgb.0")}
     g = g_loss_wgan(D, fakes, 1, 1.0)
     torch.testing.assert_close(g, -D(fakes, 1, 1.0).mean())
+
+
+def test_overfitting_signal_is_the_share_of_reals_ranked_above_the_fakes_whatever_the_offset():
+    """real_sign = E[sign(D(real) - mean D(fake))]: +1 when every real outranks the fakes, -1 when
+    none does, whatever constant the critic adds (WGAN scores have no origin)."""
+
+    class Mean(nn.Module):
+        def __init__(self, offset: float):
+            super().__init__()
+            self.offset = offset
+
+        def forward(self, x, level, alpha, labels=None, n_segments=1):
+            return x.flatten(1).mean(1, keepdim=True) + self.offset
+
+    reals = torch.linspace(0.1, 1.0, 8).view(8, 1, 1, 1).expand(8, 1, 4, 4).contiguous()
+    fakes = -reals
+    for offset in (-100.0, 0.0, 100.0):
+        _, parts = d_loss_wgan_gp(Mean(offset), reals, fakes, 0, 1.0)
+        assert parts["real_sign"].item() == 1.0
+        _, parts = d_loss_wgan_gp(Mean(offset), fakes, reals, 0, 1.0)
+        assert parts["real_sign"].item() == -1.0
+    half = torch.cat([reals[:4], fakes[:4]])  # four reals above the fakes' mean, four below
+    _, parts = d_loss_wgan_gp(Mean(5.0), half, torch.zeros_like(half), 0, 1.0)
+    assert parts["real_sign"].item() == 0.0
