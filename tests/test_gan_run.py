@@ -382,11 +382,12 @@ def test_gan_precision_bf16_only_where_native_and_wired_into_the_module(monkeypa
     assert gan_module(load_config(None, over), precision="bf16").hparams.precision == "bf16"
 
 
-def test_gan_cli_augment_adapts_p_logs_it_and_plots_it(phantom_root, tmp_path):
-    """--augment alone: adaptive p; aug_p lands in losses.csv and in the loss curve."""
+def test_gan_cli_augment_sets_p_logs_it_and_plots_it(phantom_root, tmp_path):
+    """--augment alone: p 0.5; --augment-p adaptive: p moves; aug_p in losses.csv and the curve."""
     out = tmp_path / "run"
     cfg = tiny_config(tmp_path, kimg=0.02, every=1.0)
-    assert main(gan_argv(phantom_root, tmp_path, out, cfg, "--augment", "translation,cutout")) == 0
+    argv = gan_argv(phantom_root, tmp_path, out, cfg, "--augment", "translation,cutout")
+    assert main([*argv, "--augment-p", "adaptive"]) == 0
     settings = json.loads((out / "fingerprint.json").read_text())["settings"]
     assert settings["gan.augment.policy"] == "translation,cutout"
     assert settings["gan.augment.adaptive"] is True and settings["gan.augment.p"] == 0.0
@@ -394,8 +395,7 @@ def test_gan_cli_augment_adapts_p_logs_it_and_plots_it(phantom_root, tmp_path):
     assert "aug_p" in losses and losses["aug_p"].dropna().between(0, 1).all()
     assert (out / "loss_curve.png").is_file()
     fixed = tmp_path / "fixed"
-    argv = gan_argv(phantom_root, tmp_path, fixed, cfg, "--augment", "color", "--augment-p", "0.5")
-    assert main(argv) == 0
+    assert main(gan_argv(phantom_root, tmp_path, fixed, cfg, "--augment", "color")) == 0
     settings = json.loads((fixed / "fingerprint.json").read_text())["settings"]
     assert settings["gan.augment.p"] == 0.5 and settings["gan.augment.adaptive"] is False
     assert (pd.read_csv(fixed / "losses.csv")["aug_p"].dropna() == 0.5).all()

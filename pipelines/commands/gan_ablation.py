@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(VARIANT_NAMES),
         metavar="VARIANT",
         help="among filters+augment, filters, augment, plain (default: all four); augment uses the "
-        "config's gan.augment policy, or every op with adaptive p when the config has none",
+        "config's gan.augment policy, or every op with p 0.5 when the config has none",
     )
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=[0], help="GAN seeds, the same for every variant"
