@@ -34,6 +34,7 @@ DEFAULTS: dict = {
         "drift": 0.001,
         "ema_beta": 0.999,
         "checkpoint_every_kimg": 5.0,
+        "keep_checkpoints": 3,  # kimg-stamped checkpoints kept beside last.ckpt (the oldest go)
         "min_images": 8,
         # What D sees, reals and fakes, is augmented (pggan.augment): ops named in `policy`
         # (translation, cutout, color, affine; "" or none: off), each with probability p per image;
@@ -90,6 +91,7 @@ POSITIVE = frozenset(
         "gan.batch_per_resolution",
         "gan.lr",
         "gan.checkpoint_every_kimg",
+        "gan.keep_checkpoints",
         "gan.min_images",
         "gan.augment.speed_kimg",
         "classify.epochs",

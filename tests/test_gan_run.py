@@ -399,3 +399,18 @@ def test_gan_cli_augment_sets_p_logs_it_and_plots_it(phantom_root, tmp_path):
     settings = json.loads((fixed / "fingerprint.json").read_text())["settings"]
     assert settings["gan.augment.p"] == 0.5 and settings["gan.augment.adaptive"] is False
     assert (pd.read_csv(fixed / "losses.csv")["aug_p"].dropna() == 0.5).all()
+
+
+def test_gan_keeps_only_the_newest_stamped_checkpoints(phantom_root, tmp_path):
+    """Every periodic checkpoint is last.ckpt plus a kimg-stamped link; only gan.keep_checkpoints
+    of those stay, the newest, each a loadable checkpoint."""
+    cfg = tiny_config(tmp_path, kimg=0.04, every=0.016)
+    cfg.write_text(cfg.read_text() + "  keep_checkpoints: 2\n")
+    out = tmp_path / "run"
+    assert main(gan_argv(phantom_root, tmp_path, out, cfg)) == 0
+    stamped = sorted((out / "checkpoints").glob("kimg*.ckpt"))
+    assert [p.name for p in stamped] == ["kimg000000.176.ckpt", "kimg000000.192.ckpt"]  # of 12
+    for path in stamped:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        assert state["pggan_state"]["images_seen"] == round(float(path.stem[4:]) * 1000)
+    assert (out / "checkpoints" / "last.ckpt").is_file()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -328,11 +330,16 @@ class PhaseLines(pl.Callback):
 
 
 class RunOutputs(pl.Callback):
-    """Checkpoints every N kimg (atomic) and at the end, sample grids at each phase end and checkpoint."""
+    """Checkpoints every N kimg (atomic) and at the end, sample grids at each phase end and checkpoint.
 
-    def __init__(self, run: Path, every_kimg: float, n_grid: int = 32, seed: int = 0):
+    Each periodic checkpoint is last.ckpt plus a kimg-stamped hard link to it (no copy); only the
+    newest `keep` stamped ones stay, so a paper-scale run never piles up checkpoints on disk."""
+
+    def __init__(
+        self, run: Path, every_kimg: float, n_grid: int = 32, seed: int = 0, keep: int = 3
+    ):
         self.run, self.every = Path(run), max(1, int(every_kimg * 1000))
-        self.n_grid, self.seed = n_grid, seed
+        self.n_grid, self.seed, self.keep = n_grid, seed, keep
 
     def on_fit_start(self, trainer, module) -> None:
         """Remember where in the schedule this fit starts (after a resume, too)."""
@@ -347,6 +354,8 @@ class RunOutputs(pl.Callback):
             self.phase_index = phase.index
         if module.images_seen >= self.next_ckpt and not phase.done:
             save_checkpoint_atomic(trainer, self.run / CKPT)
+            if trainer_rank(module) == 0:
+                self.stamp(module.images_seen)
             self.grid(module, f"kimg{module.images_seen / 1000:08.2f}")
             self.next_ckpt = (module.images_seen // self.every + 1) * self.every
 
@@ -354,6 +363,19 @@ class RunOutputs(pl.Callback):
         """The final state (G, D, EMA, optimizers), so a finished run can be inspected or continued."""
         if module.phase.done:
             save_checkpoint_atomic(trainer, self.run / CKPT)
+
+    def stamp(self, images_seen: int) -> None:
+        """Keep this checkpoint as kimg<count>.ckpt too (a hard link, or a copy where links fail)
+        and delete the stamped ones beyond the newest `keep`."""
+        last = self.run / CKPT
+        stamped = last.with_name(f"kimg{images_seen / 1000:010.3f}.ckpt")
+        stamped.unlink(missing_ok=True)
+        try:
+            os.link(last, stamped)
+        except OSError:
+            shutil.copyfile(last, stamped)
+        for old in sorted(last.parent.glob("kimg*.ckpt"))[: -self.keep]:
+            old.unlink(missing_ok=True)
 
     def grid(self, module: PGGAN, name: str) -> None:
         """Fixed-latent samples of the EMA generator at the current level and alpha."""
@@ -432,7 +454,7 @@ def gan_fingerprint(
     The augment section counts only when it augments, and the resolved precision only when bf16:
     runs without either keep the fingerprints they had before these settings existed.
     """
-    skip = ("checkpoint_every_kimg", "augment", "precision")
+    skip = ("checkpoint_every_kimg", "keep_checkpoints", "augment", "precision")
     gan = {k: v for k, v in cfg["gan"].items() if k not in skip}
     if augment_on(cfg["gan"]["augment"]):
         policy = ",".join(parse_policy(cfg["gan"]["augment"]["policy"]))
@@ -502,7 +524,7 @@ def train_gan(
         max_steps=-1,  # the module stops the trainer when its schedule ends
         logger=loggers(run),
         callbacks=[
-            RunOutputs(run, every, seed=seed),
+            RunOutputs(run, every, seed=seed, keep=cfg["gan"]["keep_checkpoints"]),
             DataOrder(data.sampler),
             ScheduleBar() if progress else PhaseLines(),
         ],
