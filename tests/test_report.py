@@ -187,3 +187,31 @@ def test_all_class_legend_fits_inside_the_figure_below_the_panels(sweep):
         assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= page.x1 and box.y1 <= page.y1, box
         lowest = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes if ax.get_visible())
         assert box.y1 <= lowest + 1, "the legend overlaps a panel"
+
+
+def test_each_gan_behind_a_delta_is_shown_with_its_fidelity_or_why_not(sweep, tmp_path):
+    """The report's GAN table: C2ST with its interval beside real-vs-real, P/R beside their
+    baselines, near copies; n/a where gan-eval skipped the held-out comparisons."""
+    from pipelines.experiment.sweep import held
+
+    full = {
+        "c2st": {"auc": 0.91, "ci_low": 0.85, "ci_high": 0.97},
+        "c2st_real_baseline": {"auc": 0.56},
+        "precision": 0.4, "recall": 0.25,
+        "pr_real_baseline": {"precision": 0.8, "recall": 0.7},
+        "memorization": {"frac_near_copies": 0.02},
+    }  # fmt: skip
+    skipped = {key: None for key in full} | {"memorization": {"frac_near_copies": 0.0}}
+    frame = pd.DataFrame(
+        [{"class": "viral", "fraction": 100.0, "seed": 0, "fid": 1.0, "kid": 0.1} | held(full),
+         {"class": "viral", "fraction": 25.0, "seed": 0, "fid": 2.0, "kid": 0.2} | held(skipped)]
+    )  # fmt: skip
+    cells, table = sweep
+    out = write_report(tmp_path / "r", table, cells, {"fid_kid": frame, "source": "kermany"})
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "How good each GAN was" in md
+    assert "0.910 [0.850, 0.970]" in md and "| 0.560 |" in md
+    assert "0.40 (0.80)" in md and "0.25 (0.70)" in md and "2.0%" in md
+    row25 = next(line for line in md.splitlines() if line.startswith("| viral | 25"))
+    assert row25.count("n/a") >= 3
+    assert out is not None

@@ -159,6 +159,43 @@ def _failed(cells: pd.DataFrame) -> pd.DataFrame:
     return bad
 
 
+FIDELITY = (
+    "Each GAN behind a Δ, measured against real images of its class that it never saw (val and "
+    "test positives of other patients): C2ST, the held-out AUC of a small CNN telling samples from "
+    "those images (0.5: indistinguishable; mean of 5 folds, 95 % t-interval; Lopez-Paz & Oquab "
+    "2017), beside the same test between the GAN's own training images and them (real vs real); "
+    "k-NN precision and recall (k = 3; Kynkäänniemi et al. 2019) with the real-vs-real values in "
+    "brackets; near copies: samples closer to a training image than real images are to each "
+    "other. 'n/a': too few held-out images for the test."
+)
+
+
+def fidelity_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per GAN: C2ST with its interval and real-vs-real, precision/recall, near copies."""
+
+    def num(v: float, f: str = ".3f") -> str:
+        return "n/a" if pd.isna(v) else format(v, f)
+
+    rows = []
+    for r in frame.to_dict("records"):
+        c2st = num(r.get("c2st", float("nan")))
+        if c2st != "n/a":
+            c2st += f" [{num(r['c2st_low'])}, {num(r['c2st_high'])}]"
+        rows.append({
+            "class": r["class"],
+            "fraction": fmt_fraction(r["fraction"]),
+            "seed": r["seed"],
+            "C2ST AUC": c2st,
+            "real vs real": num(r.get("c2st_real", float("nan"))),
+            "precision (real)": f"{num(r.get('precision', float('nan')), '.2f')} "
+            f"({num(r.get('precision_real', float('nan')), '.2f')})",
+            "recall (real)": f"{num(r.get('recall', float('nan')), '.2f')} "
+            f"({num(r.get('recall_real', float('nan')), '.2f')})",
+            "near copies": num(r.get("near_copies", float("nan")), ".1%"),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
     """The report's content, in order, as (kind, payload) blocks."""
     title = context.get("title") or "raregan: does GAN augmentation of rare classes help?"
@@ -178,6 +215,9 @@ def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
     if len(notes):
         b.append(("ul", [f"{r['class']}, {fmt_fraction(r['fraction'])}, {r['arm']}: "
                          f"{r['note']}" for _, r in notes.iterrows()]))  # fmt: skip
+    if context.get("fid_kid") is not None:
+        b += [("h3", "How good each GAN was"), ("p", FIDELITY)]
+        b.append(("table", fidelity_table(pd.DataFrame(context["fid_kid"]))))
     b += [("h3", "The paper's numbers"), ("p", f"{CITATION} Their caveats:")]
     b += [("ul", list(CAVEATS)), ("h2", "Method"), ("p", METHOD)]
     b += [("h2", "Figures"), *[("img", f) for f in figs]]
@@ -283,7 +323,7 @@ def write_report(
     (a DATA_CITATIONS key), data_citation (text, wins over source), commands (list of the exact
     commands), config (the resolved config dict), images (list of {path, caption} or
     (path, caption): real vs synthetic grids, nearest-pair grids…), fid_kid (a frame with class,
-    fraction, fid, kid), notes (list of extra paragraphs).
+    fraction, fid, kid and the held-out figures of sweep.held), notes (list of extra paragraphs).
     """
     out = ensure_writable(Path(out_dir))
     paths = write_tables(table, out)

@@ -514,8 +514,28 @@ def find_cell(cells: list[Cell], which: str) -> int:
     )
 
 
+def held(rep: dict) -> dict:
+    """A GAN report's figures against held-out real images beside their real-vs-real baselines
+    (NaN where gan-eval skipped them, e.g. too few held-out images)."""
+    c2st, base = rep.get("c2st") or {}, rep.get("c2st_real_baseline") or {}
+    pr = rep.get("pr_real_baseline") or {}
+    nan = float("nan")
+    return {
+        "c2st": c2st.get("auc", nan),
+        "c2st_low": c2st.get("ci_low", nan),
+        "c2st_high": c2st.get("ci_high", nan),
+        "c2st_real": base.get("auc", nan),
+        "precision": nan if rep.get("precision") is None else rep["precision"],
+        "recall": nan if rep.get("recall") is None else rep["recall"],
+        "precision_real": pr.get("precision", nan),
+        "recall_real": pr.get("recall", nan),
+        "near_copies": rep.get("memorization", {}).get("frac_near_copies", nan),
+    }
+
+
 def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
-    """FID/KID of every GAN unit with a record and the first seed's image grids, from the records."""
+    """FID/KID, C2ST and precision/recall (held-out, beside real-vs-real) of every GAN unit with a
+    record, and the first seed's image grids, from the records."""
     folder = sweep.records_dir(dataset)
     rows, images = [], []
     for cell in cell_plan(sweep, dataset):
@@ -527,7 +547,9 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
         cls = " + ".join(cell.unit) + what
         space = space_label(str(rep.get("feature_space", "random-conv")))
         row = {"class": cls, "fraction": cell.fraction, "seed": cell.seed}
-        rows.append(row | {"fid": rep["fid"], "kid": rep["kid"], "feature_space": space})
+        rows.append(
+            row | {"fid": rep["fid"], "kid": rep["kid"], "feature_space": space} | held(rep)
+        )
         if cell.seed != sweep.seeds[0]:
             continue
         for suffix, caption in GRIDS.items():
