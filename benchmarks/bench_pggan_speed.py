@@ -7,6 +7,10 @@ straightforward port of the same algorithm (separate real/fake passes, upsample-
 NCHW, D weight gradients in the G step) under the same load, for an honest speed-up figure.
 
     python benchmarks/bench_pggan_speed.py [--quick] [--steps N] [--baseline] [--threads N] [--nchw]
+        [--bf16]
+
+``--bf16`` also times the module under bf16 autocast (gan.precision bf16) where the CPU has native
+bf16; elsewhere it says so and measures nothing (emulated bf16 is many times slower).
 
 OpenMP threads that spin while waiting starve each other when other processes share the cores
 (a 2.3M-parameter Adam step took 0.9 s instead of 12 ms here), so this script sets
@@ -32,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pggan.ema import update_ema
 from pggan.module import PGGAN
 from pggan.networks import Discriminator, Generator
+from pipelines.runs import cpu_bf16
 
 CHANNELS, RES, BATCH, LATENT = [128, 128, 128, 64, 32], 64, 16, 128
 
@@ -94,10 +99,12 @@ class StepTimer(pl.Callback):
             self.flops, self._fc = self._fc.flops, None
 
 
-def bench_module(steps: int, warmup: int, channels_last: bool) -> tuple[list[float], int]:
+def bench_module(
+    steps: int, warmup: int, channels_last: bool, precision: str = "32"
+) -> tuple[list[float], int]:
     """Per-step seconds after warm-up and FLOPs of one step, for the Lightning module."""
     module = PGGAN(RES, CHANNELS, LATENT, default_batch=BATCH, kimg_per_phase=1000.0,
-                   channels_last=channels_last)  # fmt: skip
+                   channels_last=channels_last, precision=precision)  # fmt: skip
     module.images_seen = module.schedule.phase_start(module.schedule.n_phases - 1)
     assert module.phase.level == 4 and module.phase.alpha == 1.0
     n = steps + warmup + 1
@@ -169,6 +176,9 @@ def main() -> None:
     ap.add_argument("--baseline", action="store_true", help="also time the unoptimized port")
     ap.add_argument("--nchw", action="store_true", help="module without channels_last")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    ap.add_argument(
+        "--bf16", action="store_true", help="also time the module under bf16 autocast (native only)"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -184,6 +194,10 @@ def main() -> None:
     print(f"measured peak fp32: matmul {mm:.1f}, conv3x3 {conv:.1f} GFLOP/s (using the larger)")
     times, flops = bench_module(steps, warmup, channels_last=not args.nchw)
     report("pggan module", times, flops, peak)
+    if args.bf16 and cpu_bf16():
+        report("pggan module, bf16", *bench_module(steps, warmup, not args.nchw, "bf16"), peak)
+    elif args.bf16:  # emulated bf16 is many times slower than fp32 (bench_classify_bf16.py)
+        print("pggan module, bf16: not measured: this CPU has no native bf16 (AVX512-BF16/AMX)")
     if args.baseline:
         report("straightforward port", *bench_baseline(steps, warmup), peak)
     print(f"load average after {os.getloadavg()[0]:.2f}")
