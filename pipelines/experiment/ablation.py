@@ -20,6 +20,7 @@ import pandas as pd
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
 from pipelines.experiment.records import read_json
+from pipelines.experiment.report import data_citation
 from pipelines.experiment.sweep import variant_config
 from pipelines.gan.c2st import t_interval
 from pipelines.gan.distances import space_label
@@ -172,7 +173,7 @@ NOTE = (
     "C2ST: held-out AUC of a small CNN telling the GAN's samples from real images of the class it "
     "never saw (0.5: indistinguishable; Lopez-Paz & Oquab 2017); 'real vs real' is the same test "
     "between the GAN's own training images and those held-out images. FID and precision/recall "
-    "(k = 3, Kynkäänniemi et al. 2019) in the {space} feature space, held-out reals as reference, "
+    "(k = 3, Kynkäänniemi et al. 2019) in {space} space, held-out reals as reference, "
     "real-vs-real in brackets. Near copies: samples closer to a training image than real images "
     "are to each other. MS-SSIM: mean pairwise similarity of samples (higher: less diverse). "
     "min: wall minutes of training on this machine (NaN where the run was reused)."
@@ -201,10 +202,16 @@ def run_ablation(ab: Ablation, prepared: Prepared, cfg: dict, command: str) -> p
         if src.is_file():
             shutil.copyfile(src, ab.out / f"grid-{variant}.png")
             grids.append(f"![{variant}](grid-{variant}.png)")
+    dataset = prepared.dataset_name
+    source = "phantoms" if dataset == "phantoms" else prepared.records.source
+    citation = data_citation({"source": source})
     readme = (
         f"# GAN ablation: {ab.cls}, {ab.fraction:g} % of train\n\n"
         f"Made by `{command}`.\n\n{md}\n{NOTE.format(space=table['feature_space'].iloc[0])}\n\n"
-        f"Final sample grid of each variant (seed {ab.seeds[0]}):\n\n" + "\n\n".join(grids) + "\n"
+        + (f"Data: {citation}\n\n" if citation else "")
+        + f"Final sample grid of each variant (seed {ab.seeds[0]}):\n\n"
+        + "\n\n".join(grids)
+        + "\n"
     )
     atomic_write_text(ab.out / "README.md", readme)
     return table
