@@ -107,7 +107,7 @@ def test_checkpoint_resume_gives_identical_training(tmp_path, k, extra):
     if extra:
         assert first.ada.steps == 1 and first.ada.p != 0.5  # mid-interval, p already moved
         assert resumed.ada.state_dict() == ref.ada.state_dict()
-        assert ref.ada.p not in (0.5, first.ada.p)  # p moved again after the checkpoint
+        assert ref.ada.p != first.ada.p  # p moved again after the checkpoint
 
 
 def test_augmented_training_logs_p_and_keeps_the_default_unaugmented(tmp_path):

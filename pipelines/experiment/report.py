@@ -215,7 +215,7 @@ def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
     if len(notes):
         b.append(("ul", [f"{r['class']}, {fmt_fraction(r['fraction'])}, {r['arm']}: "
                          f"{r['note']}" for _, r in notes.iterrows()]))  # fmt: skip
-    if context.get("fid_kid") is not None:
+    if context.get("fid_kid") is not None and "c2st" in pd.DataFrame(context["fid_kid"]):
         b += [("h3", "How good each GAN was"), ("p", FIDELITY)]
         b.append(("table", fidelity_table(pd.DataFrame(context["fid_kid"]))))
     b += [("h3", "The paper's numbers"), ("p", f"{CITATION} Their caveats:")]
