@@ -16,7 +16,8 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.experiment.records import read_record
-from pipelines.experiment.tables import auc_table, write_tables
+from pipelines.experiment.stats import auc_table
+from pipelines.experiment.tables import write_tables
 from pipelines.runs import file_lock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,21 +184,21 @@ def test_same_name_with_other_settings_is_refused_never_mixed(sweep, capsys):
 def test_one_gan_per_seed_and_a_failing_evaluation_fails_only_its_cells(sweep, monkeypatch):
     import torch
 
-    from pipelines.experiment import sweep as sweep_module
+    from pipelines.experiment import execute as execute_module
 
     tmp, argv, _ = sweep
     argv = list(argv)
     argv[argv.index("--fractions") + 1 : argv.index("--arms")] = ["100"]
     argv[argv.index("--arms") + 1 : argv.index("--seeds")] = ["gan"]
     argv[argv.index("--seeds") + 1 : argv.index("--config")] = ["0", "1"]
-    real_eval = sweep_module.evaluate_gan_run
+    real_eval = execute_module.evaluate_gan_run
 
     def flaky_eval(gdir, synth, seed=0, **kw):
         if seed == 1:
             raise RuntimeError("evaluation blew up")
         return real_eval(gdir, synth, seed=seed, **kw)
 
-    monkeypatch.setattr(sweep_module, "evaluate_gan_run", flaky_eval)
+    monkeypatch.setattr(execute_module, "evaluate_gan_run", flaky_eval)
     assert main([*argv, "--name", "seeds"]) == 1  # a failed cell is reported, not raised
     gans = tmp / "runs/phantoms/gan"
     g0, g1 = (torch.load(gans / f"seeds-Fracture-f100-seed{s}/generator_ema.pt") for s in (0, 1))

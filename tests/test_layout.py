@@ -95,7 +95,7 @@ def test_imports_follow_the_layer_order():
 @pytest.mark.parametrize(
     "module, line",
     [
-        ("pipelines.data.store", "from pipelines.experiment.tables import auc_table"),
+        ("pipelines.data.store", "from pipelines.experiment.stats import auc_table"),
         ("pipelines.gan.synth", "from pipelines.classifier import run"),
         ("pggan.networks", "import pipelines.errors"),
         ("classify.metrics", "from filters import gaussian_blur"),

@@ -17,7 +17,8 @@ from pipelines.errors import RareganError
 from pipelines.experiment import plots
 from pipelines.experiment.paper import CAVEATS, CITATION, PAPER_AUC
 from pipelines.experiment.report import DATA_CITATIONS, data_citation, write_report
-from pipelines.experiment.tables import auc_table, verdict
+from pipelines.experiment.stats import auc_table
+from pipelines.experiment.tables import verdict
 
 ARMS = ("none", "standard", "gan")
 

@@ -10,7 +10,9 @@ from scipy.stats import mannwhitneyu
 from classify.metrics import PatientBootstrap, auc_with_ci, paired_delta
 from pipelines.errors import RareganError
 from pipelines.experiment.paper import PAPER_AUC
-from pipelines.experiment.tables import auc_table, collect, load_predictions, verdict, write_tables
+from pipelines.experiment.predictions import collect, load_predictions
+from pipelines.experiment.stats import auc_table
+from pipelines.experiment.tables import verdict, write_tables
 
 LABELS = ("Fracture", "Hernia", "Effusion")
 FRACTIONS = (1, 10, 50, 100)
@@ -274,7 +276,7 @@ def test_ci_excludes_zero_exactly_when_p_is_below_five_percent():
 
 
 def test_holm_step_down_by_hand():
-    from pipelines.experiment.tables import holm
+    from pipelines.experiment.stats import holm
 
     adjusted = holm(np.array([0.01, 0.04, 0.03, np.nan, 0.005]))
     np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, np.nan, 0.02])
@@ -282,7 +284,7 @@ def test_holm_step_down_by_hand():
 
 def test_two_stage_interval_widens_to_the_seed_spread():
     """Seeds disagree strongly, patients agree: the interval covers the seeds, not just patients."""
-    from pipelines.experiment.tables import seed_draws, two_stage
+    from pipelines.experiment.stats import seed_draws, two_stage
 
     rng = np.random.default_rng(1)
     points = np.array([0.62, 0.74, 0.88])
@@ -297,7 +299,7 @@ def test_two_stage_interval_widens_to_the_seed_spread():
 
 def _null_sweep(n_comp: int, training_noise: float, seed: int = 0) -> np.ndarray:
     """p-values of gan − none over comparisons whose arms are identical up to noise (3 seeds)."""
-    from pipelines.experiment.tables import paired_delta_row
+    from pipelines.experiment.stats import paired_delta_row
 
     rng = np.random.default_rng(seed)
     ps = []
@@ -316,7 +318,7 @@ def _null_sweep(n_comp: int, training_noise: float, seed: int = 0) -> np.ndarray
 
 
 def test_null_sweep_flags_about_five_percent_and_fewer_after_holm():
-    from pipelines.experiment.tables import holm
+    from pipelines.experiment.stats import holm
 
     p = _null_sweep(160, training_noise=0.15)
     raw, adjusted = (p < 0.05).mean(), (holm(p) < 0.05).mean()

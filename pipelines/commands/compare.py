@@ -16,21 +16,14 @@ from pipelines.commands.common import (
 from pipelines.config import load_config
 from pipelines.data.prepare import prepare
 from pipelines.errors import RareganError
+from pipelines.experiment.cell_records import record_checker
+from pipelines.experiment.execute import run_cell
 from pipelines.experiment.paper import shows_paper
+from pipelines.experiment.plan import Sweep, cell_lines, cell_plan, find_cell
 from pipelines.experiment.report import write_report
-from pipelines.experiment.sweep import (
-    Sweep,
-    cell_lines,
-    cell_plan,
-    collect_cells,
-    execute,
-    find_cell,
-    gan_quality,
-    record_checker,
-    run_cell,
-    validate,
-)
-from pipelines.experiment.tables import auc_table, verdict
+from pipelines.experiment.stats import auc_table
+from pipelines.experiment.sweep import collect_cells, execute, gan_quality, validate
+from pipelines.experiment.tables import verdict
 from pipelines.runs import atomic_write_text, file_lock
 
 NAME = "compare"

@@ -19,9 +19,9 @@ import pandas as pd
 
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
+from pipelines.experiment.plan import variant_config
 from pipelines.experiment.records import read_json
 from pipelines.experiment.report import data_citation
-from pipelines.experiment.sweep import variant_config
 from pipelines.gan.c2st import t_interval
 from pipelines.gan.distances import space_label
 from pipelines.gan.eval_run import evaluate_gan_run
@@ -104,17 +104,19 @@ def train_one(ab: Ablation, prepared: Prepared, cfg: dict, variant: str, seed: i
     return row_of(run, variant, seed)
 
 
-def row_of(run: Path, variant: str, seed: int) -> dict:
-    """One GAN's figures from its run folder: budget, C2ST and its real baseline, held-out
-    FID/KID and precision/recall beside their real baselines, near copies, diversity."""
-    ev, summary = read_json(run / "eval" / "eval.json"), read_json(run / "summary.json")
+def row_of(run: Path, variant: str, seed: int, eval_dir: str = "eval") -> dict:
+    """One GAN's figures from its run folder (its gan-eval output in `eval_dir`): budget, C2ST and
+    its real baseline, held-out FID/KID and precision/recall beside their real baselines, near
+    copies, diversity. An evaluated checkpoint gives its own kimg and training minutes."""
+    ev, summary = read_json(run / eval_dir / "eval.json"), read_json(run / "summary.json")
     timing = read_json(run / TIMING) if (run / TIMING).is_file() else {}
+    at = ev.get("checkpoint") or {}
     c2st, base, pr = ev["c2st"], ev["c2st_real_baseline"], ev["pr_real_baseline"]
     return {
         "variant": variant,
         "seed": seed,
-        "kimg": summary["kimg"],
-        "train_minutes": timing.get("minutes", np.nan),
+        "kimg": at.get("kimg", summary["kimg"]),
+        "train_minutes": at.get("train_minutes", timing.get("minutes", np.nan)),
         "c2st_auc": c2st["auc"],
         "c2st_low": c2st["ci_low"],
         "c2st_high": c2st["ci_high"],

@@ -20,15 +20,8 @@ import yaml
 from pipelines.errors import RareganError
 from pipelines.experiment import plots
 from pipelines.experiment.paper import CAVEATS, CITATION, shows_paper
-from pipelines.experiment.tables import (
-    LEGEND,
-    check_cells,
-    fmt_fraction,
-    md_table,
-    verdict,
-    wide,
-    write_tables,
-)
+from pipelines.experiment.predictions import check_cells
+from pipelines.experiment.tables import LEGEND, fmt_fraction, md_table, verdict, wide, write_tables
 from pipelines.runs import atomic_write_text, ensure_writable
 
 _KNEE = (

@@ -1,0 +1,157 @@
+"""Running one cell of a sweep: a GAN unit or a classifier, under a lock, leaving its record.
+
+A GAN unit trains its GAN, synthesizes its set and evaluates it; a classifier trains on real rows
+plus the synthetic sets of the GAN units it needs, and is refused while one of them is not done
+(`DependencyError`). A cell another process holds the lock of is refused too (`CellBusy`). A
+failure is written to the run folder's ERROR and fails only that cell (`attempt`); a finished cell
+leaves its record (`cell_records.py`).
+"""
+
+from __future__ import annotations
+
+import traceback
+from functools import partial
+from pathlib import Path
+
+from pipelines.classifier.run import train_classifier
+from pipelines.data.prepare import Prepared
+from pipelines.errors import RareganError
+from pipelines.experiment.cell_records import record_cell
+from pipelines.experiment.plan import ERROR, Cell, Sweep, variant_config
+from pipelines.experiment.records import read_record, record_path, remove_record
+from pipelines.gan.eval_run import evaluate_gan_run
+from pipelines.gan.run import CKPT, train_gan
+from pipelines.gan.synth import synthesize
+from pipelines.runs import RunOptions, StaleRunError, atomic_write_text, file_lock, is_done
+
+
+def attempt(run: Path, fn):
+    """Run one step; on failure write ERROR (first line: the reason) and go on.
+
+    Returns what `fn` returned, or None when it failed. A finished run is handed to `fn` too,
+    which reuses it only when its fingerprint matches; a run made by other settings stops the
+    sweep (StaleRunError) rather than mixing into its table.
+    """
+    run = Path(run)
+    (run / ERROR).unlink(missing_ok=True)
+    try:
+        return fn()
+    except (KeyboardInterrupt, StaleRunError):
+        raise
+    except Exception as err:  # a failed cell is recorded and reported, never dropped
+        run.mkdir(parents=True, exist_ok=True)
+        reason = str(err) if isinstance(err, RareganError) else f"{type(err).__name__}: {err}"
+        atomic_write_text(run / ERROR, reason.replace("\n", " ") + "\n\n" + traceback.format_exc())
+        return None
+
+
+def gan_unit(
+    sweep: Sweep,
+    prepared: Prepared,
+    cfg: dict,
+    unit: list[str],
+    fraction: float,
+    seed: int,
+    gdir: Path,
+) -> Path:
+    """One GAN of the sweep (its seed drives init, latents and synthesis), its synthetic set and
+    its evaluation; returns the synthetic set. Any failure here fails only this unit's cells."""
+    g = {**cfg, "gan": {**cfg["gan"], "seed": seed}}  # variant_config applied by the caller
+    opts = RunOptions(resume=(gdir / CKPT).exists(), redo=sweep.redo, progress=sweep.progress)
+    train_gan(prepared, unit, fraction, g, gdir, opts)
+    c = cfg["compare"]
+    synth = synthesize(
+        gdir, ratio=c["synth_ratio"], seed=seed, label_rows=c["label_rows"], redo=sweep.redo
+    )
+    if not (gdir / "eval" / "eval.json").is_file():
+        evaluate_gan_run(gdir, synth, seed=seed, cache=prepared.store.data_path.parent)
+    return synth
+
+
+class DependencyError(RareganError):
+    """A classifier cell whose GAN units are not done; `failed` when one of them failed."""
+
+    def __init__(self, message: str, failed: bool) -> None:
+        super().__init__(message)
+        self.failed = failed
+
+
+class CellBusy(RareganError):
+    """A cell that another process is running now."""
+
+
+def needed_synth(sweep: Sweep, dataset: str, cells: list[Cell], k: int, j: int, check) -> Path:
+    """The synthetic set of GAN unit `j` that cell `k` needs; DependencyError when not done here."""
+    gan, folder = cells[j], sweep.records_dir(dataset)
+    record = read_record(folder, gan.id)
+    head = f"cell {k} ({cells[k].id}) needs GAN unit {j} ({gan.id})"
+    if record is None:
+        failed = (gan.run / ERROR).is_file()
+        what = "failed (see its run folder's ERROR)" if failed else "is not done"
+        raise DependencyError(f"{head}, which {what}; run --cell {j} first", failed)
+    check(gan, record, record_path(folder, gan.id))
+    synth = gan.run / record["synthetic"]
+    if not (is_done(gan.run) and is_done(synth)):
+        raise DependencyError(
+            f"{head}: its record is here but its synthetic images {synth} are not; copy its run "
+            f"folder here, or delete {record_path(folder, gan.id)} and run --cell {j} again",
+            failed=True,
+        )
+    return synth
+
+
+def run_cell(
+    sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str, cells: list[Cell], k: int, check
+) -> str:
+    """Run cell `k` and leave its record: "done" (also when its record, made by these settings, was
+    there) or "failed" (its ERROR written). Refuses a cell whose GANs are not done
+    (DependencyError) or that another process is running (CellBusy)."""
+    cell, folder = cells[k], sweep.records_dir(dataset)
+    with file_lock(sweep.lock(dataset, cell.id), wait=False) as mine:
+        if not mine:
+            raise CellBusy(f"cell {k} ({cell.id}) is being run by another process")
+        record = read_record(folder, cell.id)
+        if record is not None:
+            try:
+                check(cell, record, record_path(folder, cell.id))
+                return "done"
+            except StaleRunError:
+                if not sweep.redo:
+                    raise
+                remove_record(folder, cell.id)
+        if cell.kind == "gan":
+            vcfg = variant_config(cfg, cell.variant)
+            args = (sweep, prepared, vcfg, list(cell.unit), cell.fraction, cell.seed, cell.run)
+
+            def step() -> Path:
+                return record_cell(sweep, cfg, dataset, cells, cell, gan_unit(*args))
+
+        else:
+            synth = [needed_synth(sweep, dataset, cells, k, j, check) for j in cell.needs]
+            step = partial(classify_cell, sweep, prepared, cfg, dataset, cells, cell, synth)
+        return "failed" if attempt(cell.run, step) is None else "done"
+
+
+def classify_cell(
+    sweep: Sweep,
+    prepared: Prepared,
+    cfg: dict,
+    dataset: str,
+    cells: list[Cell],
+    cell: Cell,
+    synth: list[Path],
+) -> Path:
+    """Train (or reuse, or resume) one classifier of the sweep and write its record."""
+    c = {**cfg, "classify": {**cfg["classify"], "seed": cell.seed}}
+    resume = (cell.run / "checkpoints" / "last.ckpt").exists()
+    train_classifier(
+        prepared,
+        c,
+        cell.run,
+        fraction=cell.fraction,
+        arm=cell.arm,
+        classes=sweep.classes,
+        synth=synth,
+        opts=RunOptions(resume=resume, redo=sweep.redo, progress=sweep.progress),
+    )
+    return record_cell(sweep, cfg, dataset, cells, cell)

@@ -1,0 +1,203 @@
+"""The plan of a sweep: what to run and the cells that make it up, in a stable order.
+
+`Sweep` names the classes, fractions, arms and seeds and the run folders they map to; `cell_plan`
+lists its cells by index K: every GAN unit (class set, fraction, seed, filter variant), then every
+classifier (arm, fraction, seed) with the indices of the GAN units it needs. Here too are a cell's
+status (done, failed or pending), the `--list-cells` listing, and finding a cell by K or id;
+nothing here trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.errors import RareganError
+from pipelines.experiment.records import read_record
+from pipelines.gan.run import class_tag
+from pipelines.runs import run_path
+
+ERROR = "ERROR"
+# the GAN variant each synthetic-data arm trains on: after the filter bank, or without it
+GAN_VARIANT = {"gan": "filters", "gan_standard": "filters", "gan_nofilter": "nofilter"}
+
+
+def variant_config(cfg: dict, variant: str) -> dict:
+    """The config of a GAN variant: "nofilter" empties the filter bank (originals only)."""
+    if variant == "nofilter":
+        return {**cfg, "filters": {**cfg["filters"], "names": []}}
+    return cfg
+
+
+@dataclass
+class Sweep:
+    """What to run: classes, fractions (%), arms, classifier seeds, and where."""
+
+    classes: list[str]
+    fractions: list[float]
+    arms: list[str]
+    seeds: list[int]
+    runs: Path
+    model: str
+    name: str = "sweep"
+    progress: bool = False
+    conditional: bool = False
+    redo: bool = False
+    log: list[str] = field(default_factory=list)
+    results: Path | None = None  # where cell records, tables and report go (default: out_dir)
+
+    def gan_units(self) -> list[list[str]]:
+        """The class sets that get a GAN: each class alone, or all together (conditional)."""
+        if self.conditional and len(self.classes) > 1:
+            return [list(self.classes)]
+        return [[cls] for cls in self.classes]
+
+    def classify_dir(self, dataset: str, arm: str, fraction: float, seed: int) -> Path:
+        """Run folder of one classifier."""
+        return run_path(
+            self.runs, dataset, "classify", f"{self.name}-{self.model}-{arm}-f{fraction:g}-s{seed}"
+        )
+
+    def gan_variants(self) -> list[str]:
+        """The GAN variants the arms need: "filters" (after the filter bank) and/or "nofilter"."""
+        need = {GAN_VARIANT[a] for a in self.arms if a in GAN_VARIANT}
+        return [v for v in ("filters", "nofilter") if v in need]
+
+    def gan_dir(
+        self, dataset: str, classes: list[str], fraction: float, seed: int, variant: str = "filters"
+    ) -> Path:
+        """Run folder of a GAN: class set, fraction, seed (the classifier's) and filter variant."""
+        tag = f"{self.name}-{class_tag(classes)}-f{fraction:g}-seed{seed}"
+        return run_path(
+            self.runs, dataset, "gan", tag + ("-nofilter" if variant == "nofilter" else "")
+        )
+
+    def out_dir(self, dataset: str) -> Path:
+        """The sweep's folder among the runs (its locks; its results unless `results` is given)."""
+        return run_path(self.runs, dataset, "compare", self.name)
+
+    def results_dir(self, dataset: str) -> Path:
+        """Where the cell records (`cells/`), the tables and the report go."""
+        return Path(self.results) if self.results else self.out_dir(dataset)
+
+    def records_dir(self, dataset: str) -> Path:
+        """The folder of the cell records."""
+        return self.results_dir(dataset) / "cells"
+
+    def lock(self, dataset: str, name: str) -> Path:
+        """A lock file of this sweep, beside its runs (never among the results a user commits)."""
+        return self.out_dir(dataset) / "locks" / f"{name}.lock"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One piece of a sweep's work: a GAN unit (class set, fraction, seed, filter variant) or a
+    classifier (arm, fraction, seed); its run folder and the plan indices of the GANs it needs."""
+
+    kind: str  # "gan" or "classify"
+    id: str
+    fraction: float
+    seed: int
+    run: Path
+    arm: str = ""
+    unit: tuple[str, ...] = ()
+    variant: str = ""
+    needs: tuple[int, ...] = ()
+
+
+def classify_id(arm: str, fraction: float, seed: int) -> str:
+    """The id (and record name) of a classifier cell."""
+    return f"classify-{arm}-f{fraction:g}-s{seed}"
+
+
+def cell_plan(sweep: Sweep, dataset: str) -> list[Cell]:
+    """Every cell of the sweep in a stable order, K = position: all GAN units, then the classifiers."""
+    gans = [
+        Cell(
+            "gan",
+            f"gan-{class_tag(unit)}-f{f:g}-s{s}" + ("-nofilter" if v == "nofilter" else ""),
+            f,
+            s,
+            sweep.gan_dir(dataset, unit, f, s, v),
+            unit=tuple(unit),
+            variant=v,
+        )
+        for f in sweep.fractions
+        for v in sweep.gan_variants()
+        for unit in sweep.gan_units()
+        for s in sweep.seeds
+    ]
+    classifiers = [
+        Cell(
+            "classify",
+            classify_id(arm, f, s),
+            f,
+            s,
+            sweep.classify_dir(dataset, arm, f, s),
+            arm=arm,
+            needs=tuple(
+                k
+                for k, g in enumerate(gans)
+                if (g.fraction, g.seed, g.variant) == (f, s, GAN_VARIANT.get(arm))
+            ),
+        )
+        for f in sweep.fractions
+        for s in sweep.seeds
+        for arm in sweep.arms
+    ]
+    return gans + classifiers
+
+
+def plan(sweep: Sweep, dataset: str) -> pd.DataFrame:
+    """One row per (class, fraction, arm, seed) with its classifier cell's id and run folder."""
+    rows = [
+        {
+            "class": cls,
+            "fraction": f,
+            "arm": arm,
+            "seed": s,
+            "cell": classify_id(arm, f, s),
+            "run": str(sweep.classify_dir(dataset, arm, f, s)),
+        }
+        for f in sweep.fractions
+        for cls in sweep.classes
+        for arm in sweep.arms
+        for s in sweep.seeds
+    ]
+    return pd.DataFrame(rows)
+
+
+def status_of(cell: Cell, record: dict | None) -> tuple[str, str]:
+    """done (its record is there) / failed (with its error, read from the run folder) / pending."""
+    if record is not None:
+        return "done", ""
+    if (cell.run / ERROR).is_file():
+        return "failed", (cell.run / ERROR).read_text().strip().splitlines()[0]
+    return "pending", ""
+
+
+def cell_lines(sweep: Sweep, dataset: str) -> list[str]:
+    """The plan for --list-cells: per cell its index K, status, id and the cells it needs."""
+    cells, folder = cell_plan(sweep, dataset), sweep.records_dir(dataset)
+    width = max(len(c.id) for c in cells)
+    lines = [f"{'# K':>5}  {'status':<8} {'cell':<{width}}  needs"]
+    for k, cell in enumerate(cells):
+        status, error = status_of(cell, read_record(folder, cell.id))
+        needs = ",".join(map(str, cell.needs)) or "-"
+        lines.append(f"{k:>5}  {status:<8} {cell.id:<{width}}  {needs}")
+        lines[-1] += f"  ({error})" if error else ""
+    return lines
+
+
+def find_cell(cells: list[Cell], which: str) -> int:
+    """The index of a cell given as K or as its id; a user error naming the valid range."""
+    ids = [c.id for c in cells]
+    if which in ids:
+        return ids.index(which)
+    if which.isdigit() and int(which) < len(cells):
+        return int(which)
+    raise RareganError(
+        f"no cell {which!r}: this sweep has cells 0 to {len(cells) - 1} (see --list-cells)"
+    )
