@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -111,6 +112,8 @@ class PGGAN(pl.LightningModule):
         self.images_seen = 0  # real images shown so far, all ranks together
         self.steps = 0
         self.opt_level = 0  # the level the optimizer state belongs to
+        self.train_seconds_before = 0.0  # wall seconds of training in earlier fits (resumes)
+        self._fit_start: float | None = None
 
     # ---- optimizers and checkpoint state -------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -128,6 +131,7 @@ class PGGAN(pl.LightningModule):
             "steps": self.steps,
             "opt_level": self.opt_level,
             "augment": None if self.ada is None else self.ada.state_dict(),
+            "train_seconds": self.train_seconds,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -135,8 +139,19 @@ class PGGAN(pl.LightningModule):
         state = checkpoint[_STATE_KEY]
         self.images_seen, self.steps = state["images_seen"], state["steps"]
         self.opt_level = state["opt_level"]
+        self.train_seconds_before = state.get("train_seconds", 0.0)
         if self.ada is not None and state.get("augment"):
             self.ada.load_state_dict(state["augment"])
+
+    def on_train_start(self) -> None:
+        """Start the wall clock of this fit (train_seconds adds it to earlier fits')."""
+        self._fit_start = time.perf_counter()
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall seconds spent training so far, over every fit of a resumed run."""
+        now = 0.0 if self._fit_start is None else time.perf_counter() - self._fit_start
+        return self.train_seconds_before + now
 
     # ---- training -----------------------------------------------------------------------
     @property

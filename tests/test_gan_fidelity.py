@@ -210,6 +210,35 @@ def test_gan_eval_without_enough_heldout_images(rich_run, capsys):
     assert "--val/--test" in err[0] and "--no-heldout" in err[0]
 
 
+def test_gan_eval_of_a_checkpoint_samples_that_checkpoints_generator(rich_run, capsys):
+    from pggan import generate
+    from pipelines.gan.synth import load_generator
+
+    tmp, _, run = rich_run
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["train_minutes"] > 0
+    # the oldest kept stamped checkpoint is from before the final 16 px stable phase: refused
+    early = sorted((run / "checkpoints").glob("kimg*.ckpt"))[0]
+    assert gan_eval_cli(run, tmp / "eval-early", tmp / "store", "--checkpoint", early.name) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and early.name in err[0]
+    assert "only checkpoints of the final 16 px stable phase" in err[0]
+    assert gan_eval_cli(run, tmp / "eval-x", tmp / "store", "--checkpoint", "nope.ckpt") == 2
+    assert "last.ckpt" in capsys.readouterr().err  # the message lists what the run holds
+    # the final checkpoint holds the finished EMA generator: the very same samples
+    G_last, at = load_generator(run, checkpoint=run / "checkpoints" / "last.ckpt")
+    G, _ = load_generator(run)
+    assert torch.equal(generate(G_last, 8, seed=3), generate(G, 8, seed=3))
+    assert at["checkpoint"]["kimg"] == pytest.approx(summary["kimg"])
+    assert 0 < at["checkpoint"]["train_minutes"] <= summary["train_minutes"]
+    assert gan_eval_cli(run, tmp / "eval-last", tmp / "store", "--checkpoint", "last.ckpt") == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"at {summary['kimg']:g} kimg (last.ckpt)" in line and "C2ST AUC" in line
+    report = json.loads((tmp / "eval-last" / "eval.json").read_text())
+    assert report["checkpoint"]["name"] == "last.ckpt" and report["c2st"] is not None
+    assert "-last-n48-s0" in report["synthetic"]
+
+
 # -- synth_only: train on synthetic, test on real ---------------------------------------------
 
 

@@ -56,7 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the comparisons with held-out real images (C2ST, precision/recall, baselines)",
     )
-    parser.add_argument("--out", type=Path, help="output folder (default <run>/eval)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="evaluate this checkpoint of the run (a file, or its name in <run>/checkpoints) "
+        "instead of the finished generator; it must be in the final stable phase",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default <run>/eval, <run>/eval-<checkpoint>)"
+    )
     parser.add_argument(
         "--cache", type=Path, default=Path("runs/store"), help="where decoded stores live"
     )
@@ -89,13 +97,16 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         args.cache,
         heldout="skip" if args.no_heldout else "require",
+        checkpoint=args.checkpoint,
     )
     skipped = report.get("heldout", {}).get("skipped")
     if skipped:
         print(f"raregan: note: {skipped}")
     n_copies = int(nearest["near_copy"].sum())
+    at = report.get("checkpoint")
+    where = f" at {at['kimg']:g} kimg ({at['name']})" if at else ""
     print(
-        f"{report['class']}: {c2st_text(report)}; {space_label(report['feature_space'])} FID "
+        f"{report['class']}{where}: {c2st_text(report)}; {space_label(report['feature_space'])} FID "
         f"{report['fid']:.4g}, KID {report['kid']:.3g} against the GAN's training images; "
         f"{n_copies} of {len(nearest)} samples flagged as near-copies of a training image; written to {out}"
     )

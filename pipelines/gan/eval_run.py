@@ -143,6 +143,7 @@ def evaluate_gan_run(
     out: Path | None = None,
     cache: Path = Path("runs/store"),
     heldout: str = "auto",
+    checkpoint: Path | None = None,
 ) -> tuple[dict, pd.DataFrame, Path]:
     """Write eval.json, nearest.csv, closest_pairs.png and real_vs_synthetic.png; return report, table, folder.
 
@@ -152,15 +153,17 @@ def evaluate_gan_run(
     with the reason in the report, "require" raises, "skip" never makes them. A run without
     heldout.csv (made before raregan wrote it) skips them, saying a rerun of the GAN would add
     them. A label-conditional GAN gets them for its classes pooled and under per_class.
+    `checkpoint` evaluates one of the run's final-phase checkpoints (default folder
+    <run>/eval-<checkpoint name>): the same figures at an earlier point of training.
     """
     if heldout not in HELDOUT_MODES:
         raise ValueError(f"heldout must be one of {HELDOUT_MODES}, got {heldout!r}")
     run = Path(run)
-    G, summary = load_generator(run)
+    G, summary = load_generator(run, checkpoint=checkpoint)
     positives = pd.read_csv(run / POSITIVES)
     originals = stored_images(positives, G.resolution, cache)
     real, _ = expand(originals, yaml.safe_load((run / "config.yaml").read_text()))
-    synth_dir = synth_dir or synthesize(run, n=n, seed=seed)
+    synth_dir = synth_dir or synthesize(run, n=n, seed=seed, checkpoint=checkpoint)
     rows, fake = load_synthetic(synth_dir, summary["label_names"])
     if len(fake) > MAX_EVAL_IMAGES:  # paper scale: a seeded subsample keeps memory bounded
         pick = np.sort(np.random.default_rng(seed).choice(len(fake), MAX_EVAL_IMAGES, False))
@@ -173,7 +176,10 @@ def evaluate_gan_run(
     report, nearest = gan_eval(real, fake, net=net, seed=seed, inception_weights=inception_weights)
     report.update({"run": str(run), "synthetic": str(synth_dir), "class": summary["class"]})
     report.update(fidelity)
-    out = Path(out) if out else run / "eval"
+    at = summary.get("checkpoint")
+    if at:
+        report["checkpoint"] = at
+    out = Path(out) if out else run / ("eval" if not at else f"eval-{Path(at['name']).stem}")
     with staged_dir(out, "gan-eval") as tmp:
         write_json(tmp / "eval.json", report)
         nearest.to_csv(tmp / "nearest.csv", index=False)

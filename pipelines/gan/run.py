@@ -577,6 +577,7 @@ def finish(
         "training_images": len(images),
         "kimg": module.images_seen / 1000,
         "steps": module.steps,
+        "train_minutes": round(module.train_seconds / 60, 2),
         "label_names": label_names,
         "task": task,
     }

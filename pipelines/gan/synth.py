@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pggan import Generator, generate
+from pggan import Generator, Schedule, generate
 from pipelines.data.synthetic import SYNTH_CSV
 from pipelines.errors import RareganError
 from pipelines.gan.run import class_tag, condition_labels
@@ -30,8 +30,11 @@ from pipelines.runs import (
 LABEL_ROWS = ("gan", "copy_real")
 
 
-def load_generator(run: Path, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
-    """The EMA generator of a finished GAN run on `device`, and the run's summary."""
+def load_generator(
+    run: Path, device: torch.device | str = "cpu", checkpoint: Path | None = None
+) -> tuple[Generator, dict]:
+    """The EMA generator of a finished GAN run on `device` (or the one stored in `checkpoint`, see
+    checkpoint_generator), and the run's summary (with a "checkpoint" entry for a checkpoint)."""
     run = Path(run)
     if not run.exists():
         raise RareganError(f"GAN run folder {run} does not exist; check the --run path")
@@ -39,19 +42,73 @@ def load_generator(run: Path, device: torch.device | str = "cpu") -> tuple[Gener
         raise RareganError(
             f"GAN run {run} is not finished (no DONE marker); train or resume it first"
         )
+    summary = json.loads((run / "summary.json").read_text())
+    if checkpoint is not None:
+        G, summary["checkpoint"] = checkpoint_generator(run, checkpoint)
+        return G.to(device).eval(), summary
     try:
         saved = torch.load(run / "generator_ema.pt", map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many kinds for a damaged file
         raise RareganError(
             f"cannot read {run / 'generator_ema.pt'} ({type(err).__name__}); retrain the GAN"
         ) from None
-    hp = saved["hparams"]
+    return _generator(saved["hparams"], saved["state_dict"]).to(device).eval(), summary
+
+
+def _generator(hp: dict, state: dict) -> Generator:
+    """A Generator built from a PGGAN module's hyperparameters, with `state` loaded."""
     G = Generator(
         hp["resolution"], hp["channels"], hp["latent_dim"], hp["label_dim"], hp["img_channels"]
     )
-    G.load_state_dict(saved["state_dict"])
-    summary = json.loads((run / "summary.json").read_text())
-    return G.to(device).eval(), summary
+    G.load_state_dict(state)
+    return G
+
+
+def checkpoint_path(run: Path, checkpoint: Path | str) -> Path:
+    """A checkpoint file as given, or by its name in the run's checkpoints folder."""
+    path = Path(checkpoint)
+    if not path.is_file() and (Path(run) / "checkpoints" / path.name).is_file():
+        path = Path(run) / "checkpoints" / path.name
+    if not path.is_file():
+        have = sorted(q.name for q in (Path(run) / "checkpoints").glob("*.ckpt"))
+        raise RareganError(
+            f"checkpoint {checkpoint} not found; {run}/checkpoints holds {', '.join(have) or 'none'}"
+        )
+    return path
+
+
+def checkpoint_generator(run: Path, checkpoint: Path | str) -> tuple[Generator, dict]:
+    """The EMA generator stored in a training checkpoint of `run`, and where it was: name, kimg
+    and training minutes. Only a checkpoint of the final stable phase (full resolution, no fade)
+    samples images like the finished run's; any other is a user error naming its phase."""
+    path = checkpoint_path(run, checkpoint)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        hp, state = saved["hyper_parameters"], saved["pggan_state"]
+        weights = {k[6:]: v for k, v in saved["state_dict"].items() if k.startswith("G_ema.")}
+    except Exception as err:  # a damaged or foreign file: many kinds of error
+        raise RareganError(
+            f"cannot read the GAN checkpoint {path} ({type(err).__name__}); give a .ckpt from "
+            f"{run}/checkpoints"
+        ) from None
+    schedule = Schedule(
+        hp["resolution"], hp["kimg_per_phase"], dict(hp["batch_per_resolution"] or {}),
+        hp["default_batch"], hp["final_kimg"],
+    )  # fmt: skip
+    seen = state["images_seen"]
+    phase = schedule.at(seen)
+    if not phase.done and (phase.level < schedule.n_levels - 1 or phase.name != "stable"):
+        raise RareganError(
+            f"checkpoint {path.name} is at {seen / 1000:g} kimg, in the {phase.name} phase at "
+            f"{phase.resolution} px; only checkpoints of the final {hp['resolution']} px stable "
+            f"phase (from {schedule.phase_start(schedule.n_phases - 1) / 1000:g} kimg) can be sampled"
+        )
+    where = {
+        "name": path.name,
+        "kimg": seen / 1000,
+        "train_minutes": round(state.get("train_seconds", float("nan")) / 60, 2),
+    }
+    return _generator(hp, weights), where
 
 
 def synthesize(
@@ -63,6 +120,7 @@ def synthesize(
     only: str | None = None,
     label_rows: str = "gan",
     redo: bool = False,
+    checkpoint: Path | None = None,
 ) -> Path:
     """Write n synthetic images (or `ratio` per real positive) and their label rows; returns the folder.
 
@@ -71,13 +129,15 @@ def synthesize(
     says what the written row holds: "gan" (default) only what the GAN knows, i.e. its class(es)
     (1, or the conditioning 1/0 of a conditional GAN) and every other label unknown (NaN, masked
     in the loss; 0 for single-label tasks, where the class excludes the others); "copy_real" the
-    drawn real positive's whole row, as Sundaram & Hulkund (2021) did.
+    drawn real positive's whole row, as Sundaram & Hulkund (2021) did. `checkpoint` samples the
+    generator of one of the run's final-phase checkpoints instead of the finished one.
     """
     if label_rows not in LABEL_ROWS:
         raise RareganError(
             f"unknown label rows {label_rows!r}; choose one of {', '.join(LABEL_ROWS)}"
         )
-    G, summary = load_generator(run, run_device())
+    G, summary = load_generator(run, run_device(), checkpoint)
+    at = summary.get("checkpoint")
     positives = pd.read_csv(Path(run) / "positives.csv")
     label_names = summary["label_names"]
     classes = summary.get("classes", [summary["class"]])
@@ -91,10 +151,11 @@ def synthesize(
         n = int(round((ratio if ratio is not None else 1.0) * len(positives)))
     if n < 1:
         raise RareganError(f"asked for {n} synthetic images; give --n ≥ 1 or a positive --ratio")
-    tag = f"-{class_tag([only])}" if only else ""
+    tag = (f"-{class_tag([only])}" if only else "") + (f"-{Path(at['name']).stem}" if at else "")
     out = Path(out) if out else Path(run) / f"synth{tag}-n{n}-s{seed}"
     check_replaceable(out, "synth")
-    fp = fingerprint(gan=run_id(run), n=n, seed=seed, only=only or "", labels=label_rows)
+    which = {"checkpoint": f"{at['name']}@{at['kimg']}"} if at else {}
+    fp = fingerprint(gan=run_id(run), n=n, seed=seed, only=only or "", labels=label_rows, **which)
     if check_fingerprint(out, fp, redo) and is_done(out):
         return out
     rng = np.random.default_rng(seed)
@@ -138,6 +199,7 @@ def synthesize(
                 "class": only or summary["class"],
                 "label_names": label_names,
                 "label_rows": label_rows,
+                **({"checkpoint": at} if at else {}),
             },
         )
         write_fingerprint(tmp, fp)
