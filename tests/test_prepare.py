@@ -51,3 +51,27 @@ def test_val_is_carved_from_train_when_the_official_val_lacks_the_studied_class(
     assert np.isin(
         plain.records.frame.loc[official, "image_id"], carved.records.frame["image_id"]
     ).all()
+
+
+def test_data_id_is_the_same_for_a_copy_elsewhere_and_changes_with_the_files(
+    phantom_root, tmp_path
+):
+    """Run fingerprints hold data_id: a copy of the data in another folder, with other file times
+    (another machine, another day), must give the same id; a changed image file must not."""
+    import os
+    import shutil
+
+    here = prepare(DataSpec(phantom_root, size=16, cache_dir=tmp_path / "a"), progress=False)
+    copy = tmp_path / "copy" / phantom_root.name
+    shutil.copytree(phantom_root, copy)
+    images = sorted(p for p in copy.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    assert len(images) == 400
+    for path in images:
+        os.utime(path, ns=(10**18, 10**18))
+    there = prepare(DataSpec(copy, size=16, cache_dir=tmp_path / "b"), progress=False)
+    assert there.store.key != here.store.key  # the cache key still tells the two apart
+    assert there.data_id == here.data_id
+    victim = images[0]
+    victim.write_bytes(victim.read_bytes() + b"\0")  # one more byte
+    changed = prepare(DataSpec(copy, size=16, cache_dir=tmp_path / "c"), progress=False)
+    assert changed.data_id != here.data_id

@@ -226,7 +226,7 @@ def test_concurrent_builds_decode_once_and_spare_other_machines_temps(shared_dat
     cache.mkdir()
     from pipelines.data.store import store_key
 
-    key, _ = store_key(paths, 32, "pad")
+    key, _, _ = store_key(paths, 32, "pad")
     foreign = cache / f"{key}.u8.tmp-999999.abcd0123.{'0' * 8}"  # pid 999999 is dead here
     foreign.write_bytes(b"")
     args = [sys.executable, "-c", textwrap.dedent(BUILDER), str(cache), *paths]

@@ -58,9 +58,11 @@ class Prepared:
 
     @property
     def data_id(self) -> str:
-        """A content id of the prepared data: the store's key, every image's split and labels."""
+        """A content id of the prepared data: the store's content key (file byte sizes, image size,
+        resize policy), every image's split and labels. Not where the files are nor their times, so
+        a copy of the data on another machine gives the same id (and run fingerprints)."""
         cols = ["image_id", "split", *self.records.label_names]
-        return f"{self.store.key}:{frame_id(self.records.frame, cols)}"
+        return f"{self.store.content_key}:{frame_id(self.records.frame, cols)}"
 
     def split(self, name: str) -> Records:
         """The records of one split."""

@@ -132,6 +132,7 @@ class Store:
         self.paths: list[str] = list(meta["paths"])
         self.created: str = meta["created"]
         self.built = built  # True when this call decoded the images (False: reopened from cache)
+        self.content_key: str = ""  # set by build_store: the key of the files' content (store_key)
         self._array: np.memmap | None = None
         self._view: np.ndarray | None = None  # plain-ndarray view of the memmap: faster indexing
         self._index: dict[str, int] | None = None
@@ -176,8 +177,11 @@ class Store:
         return f"Store(n={len(self)}, size={self.size}, resize={self.resize!r}, key={self.key!r})"
 
 
-def store_key(paths: Sequence[str], size: int, resize: str) -> tuple[str, list[str]]:
-    """Cache key of (file list in order, each file's size and mtime, R, policy) and the abs paths."""
+def store_key(paths: Sequence[str], size: int, resize: str) -> tuple[str, list[str], str]:
+    """Cache key of (file list in order, each file's size and mtime, R, policy), the abs paths, and
+    a content key that stays the same for a copy of the files elsewhere (the files' byte sizes in
+    order, R, policy): the cache key finds a store on this machine, the content key goes into run
+    fingerprints, so that a run or a sweep's cell records stay current on another machine."""
     abspaths = [os.path.abspath(p) for p in paths]
     files = []
     for p in abspaths:
@@ -188,8 +192,14 @@ def store_key(paths: Sequence[str], size: int, resize: str) -> tuple[str, list[s
                 f"image file {p} does not exist; restore it or remove its row"
             ) from None
         files.append((p, st.st_size, st.st_mtime_ns))
-    blob = json.dumps({"v": FORMAT_VERSION, "size": size, "resize": resize, "files": files})
-    return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest(), abspaths
+    head = {"v": FORMAT_VERSION, "size": size, "resize": resize}
+    blob = json.dumps({**head, "files": files})
+    content = json.dumps({**head, "bytes": [f[1] for f in files]})
+    return _digest(blob), abspaths, _digest(content)
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 def _open_cached(cache_dir: Path, key: str, n: int, size: int) -> Store | None:
@@ -311,7 +321,22 @@ def build_store(
     if len(paths) == 0:
         raise ValueError("build_store needs at least one image path")
     cache_dir = Path(cache_dir)
-    key, abspaths = store_key(paths, size, resize)
+    key, abspaths, content = store_key(paths, size, resize)
+    store = _open_or_build(cache_dir, key, abspaths, size, resize, workers, progress)
+    store.content_key = content
+    return store
+
+
+def _open_or_build(
+    cache_dir: Path,
+    key: str,
+    abspaths: list[str],
+    size: int,
+    resize: str,
+    workers: int,
+    progress: bool,
+) -> Store:
+    """The cached store of `key`, or one built now (once, under a lock, across processes)."""
     n = len(abspaths)
     cached = _open_cached(cache_dir, key, n, size)
     if cached is not None:
