@@ -361,6 +361,15 @@ def write_fingerprint(run: Path, fp: dict) -> None:
     write_json(Path(run) / FINGERPRINT, fp)
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def frame_id(frame, columns: list[str] | None = None) -> str:
     """A short content hash of (some columns of) a table, row order included."""
     import pandas as pd

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,10 +16,12 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from pipelines.experiment.records import read_record
+from pipelines.experiment.execute import eval_current
+from pipelines.experiment.records import read_record, remove_record
 from pipelines.experiment.stats import auc_table
 from pipelines.experiment.tables import write_tables
-from pipelines.runs import file_lock
+from pipelines.gan.distances import space_label
+from pipelines.runs import file_lock, file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -192,8 +195,10 @@ def test_one_gan_per_seed_and_a_failing_evaluation_fails_only_its_cells(sweep, m
     argv[argv.index("--arms") + 1 : argv.index("--seeds")] = ["gan"]
     argv[argv.index("--seeds") + 1 : argv.index("--config")] = ["0", "1"]
     real_eval = execute_module.evaluate_gan_run
+    spaces = []
 
     def flaky_eval(gdir, synth, seed=0, **kw):
+        spaces.append(kw.get("classifier"))
         if seed == 1:
             raise RuntimeError("evaluation blew up")
         return real_eval(gdir, synth, seed=seed, **kw)
@@ -206,6 +211,9 @@ def test_one_gan_per_seed_and_a_failing_evaluation_fails_only_its_cells(sweep, m
     assert "evaluation blew up" in (gans / "seeds-Fracture-f100-seed1" / "ERROR").read_text()
     cells = pd.read_csv(tmp / "runs/phantoms/compare/seeds/cells.csv").set_index("seed")
     assert cells.loc[0, "status"] == "done" and cells.loc[1, "status"] == "failed"
+    assert spaces == [None, None], "no `none` arm: the random-feature fallback"
+    gan = read_record(tmp / "runs/phantoms/compare/seeds/cells", "gan-Fracture-f100-s0")
+    assert gan["needs"] == [] and space_label(gan["eval"]["feature_space"]) == "random-feature"
 
 
 def test_every_arm_in_one_sweep_with_equal_steps_and_both_gan_variants(sweep):
@@ -275,11 +283,12 @@ def piecewise(phantom_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("piecewise")
     argv = tiny_argv(phantom_root, tmp, "cells", ["none", "gan"])
     steps = {"list before": main_output([*argv, "--list-cells"])}
-    steps["gan cell first"] = main_output([*argv, "--cell", "2"])
+    steps["gan cell first"] = main_output([*argv, "--cell", "1"])
+    steps["gan classifier first"] = main_output([*argv, "--cell", "2"])
     steps["out of range"] = main_output([*argv, "--cell", "3"])
-    with file_lock(tmp / "runs/phantoms/compare/cells/locks/gan-Fracture-f100-s0.lock"):
+    with file_lock(tmp / "runs/phantoms/compare/cells/locks/classify-none-f100-s0.lock"):
         steps["busy"] = main_output([*argv, "--cell", "0"])  # as if another process ran it
-    for which in ("0", "classify-gan-f100-s0", "1"):
+    for which in ("0", "gan-Fracture-f100-s0", "2"):
         steps[which] = main_output([*argv, "--cell", which])
     steps["list after"] = main_output([*argv, "--list-cells"])
     runs = tmp / "runs/phantoms"
@@ -291,25 +300,30 @@ def piecewise(phantom_root, tmp_path_factory):
 
 
 def test_cells_listed_and_run_one_at_a_time(piecewise):
-    """--list-cells numbers GAN units first; --cell K refuses a cell whose GAN is not done."""
+    """--list-cells numbers the `none` classifier, then the GAN unit that is evaluated in its
+    features, then the GAN classifier; --cell K refuses a cell whose needed cell is not done."""
     tmp, _, steps = piecewise
     code, out, _ = steps["list before"]
     head, *rows = [line.split() for line in out.splitlines()]
     assert code == 0 and head == ["#", "K", "status", "cell", "needs"]
     assert rows == [
-        ["0", "pending", "gan-Fracture-f100-s0", "-"],
-        ["1", "pending", "classify-none-f100-s0", "-"],
-        ["2", "pending", "classify-gan-f100-s0", "0"],
+        ["0", "pending", "classify-none-f100-s0", "-"],
+        ["1", "pending", "gan-Fracture-f100-s0", "0"],
+        ["2", "pending", "classify-gan-f100-s0", "1"],
     ]
     code, _, err = steps["gan cell first"]
-    assert code == 2 and "needs GAN unit 0 (gan-Fracture-f100-s0), which is not done" in err
+    need = "cell 1 (gan-Fracture-f100-s0) needs classifier cell 0 (classify-none-f100-s0)"
+    assert code == 2 and f"{need}, which is not done; run --cell 0 first" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = steps["gan classifier first"]
+    assert code == 2 and "needs GAN unit 1 (gan-Fracture-f100-s0), which is not done" in err
     assert len(err.strip().splitlines()) == 1
     code, _, err = steps["out of range"]
     assert code == 2 and "no cell '3': this sweep has cells 0 to 2" in err
     code, _, err = steps["busy"]
-    assert code == 2 and "cell 0 (gan-Fracture-f100-s0) is being run by another process" in err
-    assert [steps[w][0] for w in ("0", "classify-gan-f100-s0", "1")] == [0, 0, 0]
-    assert "cell 2 (classify-gan-f100-s0): done" in steps["classify-gan-f100-s0"][1]
+    assert code == 2 and "cell 0 (classify-none-f100-s0) is being run by another process" in err
+    assert [steps[w][0] for w in ("0", "gan-Fracture-f100-s0", "2")] == [0, 0, 0]
+    assert "cell 1 (gan-Fracture-f100-s0): done" in steps["gan-Fracture-f100-s0"][1]
     code, out, _ = steps["list after"]
     assert [line.split()[1] for line in out.splitlines()[-3:]] == ["done"] * 3
     assert not steps["tables before whole"], "--cell writes its record, not the tables"
@@ -319,6 +333,12 @@ def test_cells_listed_and_run_one_at_a_time(piecewise):
     cells = tmp / "runs/phantoms/compare/cells/cells"
     gan = read_record(cells, "gan-Fracture-f100-s0")
     assert {"fid", "kid"} <= set(gan["eval"]) and gan["settings"]["classes"] == ["Fracture"]
+    # measured in the domain features of the `none` classifier it needs, not random features
+    assert gan["needs"] == ["classify-none-f100-s0"]
+    assert gan["eval"]["feature_space"] == "classifier:cnn5"
+    assert space_label(gan["eval"]["feature_space"]) == "classifier-feature"
+    none_ckpt = tmp / "runs/phantoms/classify/cells-cnn5-none-f100-s0/checkpoints/best.ckpt"
+    assert gan["eval"]["feature_classifier"]["sha256"] == file_sha256(none_ckpt)
     assert sorted(gan["files"]) == ["-closest_pairs.png", "-real_vs_synthetic.png"]
     clf = read_record(cells, "classify-gan-f100-s0")
     assert clf["needs"] == ["gan-Fracture-f100-s0"] and clf["settings"]["arm"] == "gan"
@@ -354,6 +374,49 @@ def test_collect_rebuilds_identical_tables_from_records_alone(piecewise, tmp_pat
     assert code == 2 and "classify-none-f100-s0.csv.gz: missing or not the file" in err
     code, _, err = main_output([*argv, "--collect", "--results", str(tmp_path / "empty")])
     assert code == 2 and "no cell records in" in err
+
+
+def test_gan_unit_refused_without_its_classifier_checkpoint(piecewise):
+    """A GAN unit whose `none` classifier has a record here but not its run folder's checkpoint is
+    refused with one line saying what to do (no training)."""
+    tmp, argv, _ = piecewise
+    ckpt = tmp / "runs/phantoms/classify/cells-cnn5-none-f100-s0/checkpoints/best.ckpt"
+    ckpt.unlink(missing_ok=True)  # as on a machine the classifier's run folder was not copied to
+    remove_record(tmp / "runs/phantoms/compare/cells/cells", "gan-Fracture-f100-s0")
+    code, _, err = main_output([*argv, "--cell", "1"])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"its checkpoint {ckpt} is not; copy its run folder here" in err
+    assert "classify-none-f100-s0.json and run --cell 0 again" in err
+
+
+def test_sweep_without_none_arm_plans_gan_units_on_random_features(piecewise, phantom_root):
+    """Without a `none` arm the GAN units need no cell (their evaluation falls back to random
+    features); the classifiers of the other arms still come first."""
+    argv = tiny_argv(phantom_root, piecewise[0], "nonone", ["standard", "gan"])  # its store
+    code, out, _ = main_output([*argv, "--list-cells"])
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert code == 0 and rows == [
+        ["0", "pending", "classify-standard-f100-s0", "-"],
+        ["1", "pending", "gan-Fracture-f100-s0", "-"],
+        ["2", "pending", "classify-gan-f100-s0", "1"],
+    ]
+
+
+def test_gan_eval_reused_only_in_the_feature_space_asked_for(tmp_path):
+    """A GAN's eval.json is current for random features when it was made in them, and for a
+    classifier only when it was made with that very checkpoint (by content, not file time)."""
+    path, ckpt = tmp_path / "eval.json", tmp_path / "best.ckpt"
+    assert not eval_current(path, None)
+    path.write_text(json.dumps({"feature_space": "random-conv(size=32, seed=0, dim=256)"}))
+    ckpt.write_bytes(b"weights")
+    assert eval_current(path, None) and not eval_current(path, ckpt)
+    made = {"path": str(ckpt), "sha256": file_sha256(ckpt)}
+    path.write_text(json.dumps({"feature_space": "classifier:cnn5", "feature_classifier": made}))
+    assert eval_current(path, ckpt) and not eval_current(path, None)
+    os.utime(path, ns=(1, 1))  # a copied folder's file times say nothing
+    assert eval_current(path, ckpt)
+    ckpt.write_bytes(b"weights trained again")
+    assert not eval_current(path, ckpt)
 
 
 def test_two_processes_run_two_cells_of_one_sweep_at_once(phantom_root, tmp_path):

@@ -1,10 +1,11 @@
 """Running one cell of a sweep: a GAN unit or a classifier, under a lock, leaving its record.
 
-A GAN unit trains its GAN, synthesizes its set and evaluates it; a classifier trains on real rows
-plus the synthetic sets of the GAN units it needs, and is refused while one of them is not done
-(`DependencyError`). A cell another process holds the lock of is refused too (`CellBusy`). A
-failure is written to the run folder's ERROR and fails only that cell (`attempt`); a finished cell
-leaves its record (`cell_records.py`).
+A GAN unit trains its GAN, synthesizes its set and evaluates it in the feature space of its
+fraction and seed's `none` classifier (seeded random features when the sweep has no `none` arm); a
+classifier trains on real rows plus the synthetic sets of the GAN units it needs. A cell is refused
+while a cell it needs is not done (`DependencyError`), and while another process holds its lock
+(`CellBusy`). A failure is written to the run folder's ERROR and fails only that cell (`attempt`);
+a finished cell leaves its record (`cell_records.py`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,20 @@ from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
 from pipelines.experiment.cell_records import record_cell
 from pipelines.experiment.plan import ERROR, Cell, Sweep, variant_config
-from pipelines.experiment.records import read_record, record_path, remove_record
+from pipelines.experiment.records import read_json, read_record, record_path, remove_record
 from pipelines.gan.eval_run import evaluate_gan_run
 from pipelines.gan.run import CKPT, train_gan
 from pipelines.gan.synth import synthesize
-from pipelines.runs import RunOptions, StaleRunError, atomic_write_text, file_lock, is_done
+from pipelines.runs import (
+    RunOptions,
+    StaleRunError,
+    atomic_write_text,
+    file_lock,
+    file_sha256,
+    is_done,
+)
+
+BEST = "checkpoints/best.ckpt"  # a classifier run's checkpoint whose features evaluate its GANs
 
 
 def attempt(run: Path, fn):
@@ -53,9 +63,11 @@ def gan_unit(
     fraction: float,
     seed: int,
     gdir: Path,
+    classifier: Path | None = None,
 ) -> Path:
     """One GAN of the sweep (its seed drives init, latents and synthesis), its synthetic set and
-    its evaluation; returns the synthetic set. Any failure here fails only this unit's cells."""
+    its evaluation in `classifier`'s feature space (None: random features); returns the synthetic
+    set. Any failure here fails only this unit's cells."""
     g = {**cfg, "gan": {**cfg["gan"], "seed": seed}}  # variant_config applied by the caller
     opts = RunOptions(resume=(gdir / CKPT).exists(), redo=sweep.redo, progress=sweep.progress)
     train_gan(prepared, unit, fraction, g, gdir, opts)
@@ -63,13 +75,26 @@ def gan_unit(
     synth = synthesize(
         gdir, ratio=c["synth_ratio"], seed=seed, label_rows=c["label_rows"], redo=sweep.redo
     )
-    if not (gdir / "eval" / "eval.json").is_file():
-        evaluate_gan_run(gdir, synth, seed=seed, cache=prepared.store.data_path.parent)
+    if not eval_current(gdir / "eval" / "eval.json", classifier):
+        cache = prepared.store.data_path.parent
+        evaluate_gan_run(gdir, synth, seed=seed, classifier=classifier, cache=cache)
     return synth
 
 
+def eval_current(eval_json: Path, classifier: Path | None) -> bool:
+    """Whether a GAN's eval.json was made in the feature space asked for: random features without
+    a classifier; with one, that very checkpoint (eval.json holds its SHA-256)."""
+    if not eval_json.is_file():
+        return False
+    made = read_json(eval_json).get("feature_classifier")
+    if classifier is None:
+        return made is None and "feature_space" in read_json(eval_json)
+    return made is not None and made.get("sha256") == file_sha256(classifier)
+
+
 class DependencyError(RareganError):
-    """A classifier cell whose GAN units are not done; `failed` when one of them failed."""
+    """A cell whose needed cells are not done here; `failed` when one of them failed, or when its
+    run folder lacks what its record says is there."""
 
     def __init__(self, message: str, failed: bool) -> None:
         super().__init__(message)
@@ -80,31 +105,59 @@ class CellBusy(RareganError):
     """A cell that another process is running now."""
 
 
+def needed_record(
+    sweep: Sweep, dataset: str, cells: list[Cell], k: int, j: int, check
+) -> tuple[dict, str]:
+    """The record of cell `j` that cell `k` needs, checked as current, and the start of a message
+    about it; DependencyError when that cell is not done (`failed` when it failed)."""
+    need, folder = cells[j], sweep.records_dir(dataset)
+    record = read_record(folder, need.id)
+    what = "GAN unit" if need.kind == "gan" else "classifier cell"
+    head = f"cell {k} ({cells[k].id}) needs {what} {j} ({need.id})"
+    if record is None:
+        failed = (need.run / ERROR).is_file()
+        state = "failed (see its run folder's ERROR)" if failed else "is not done"
+        raise DependencyError(f"{head}, which {state}; run --cell {j} first", failed)
+    check(need, record, record_path(folder, need.id))
+    return record, head
+
+
+def missing(head: str, what: str, record: Path, j: int) -> DependencyError:
+    """The error of a needed cell whose record is here but whose run folder's `what` is not."""
+    return DependencyError(
+        f"{head}: its record is here but its {what} not; copy its run folder here, or delete "
+        f"{record} and run --cell {j} again",
+        failed=True,
+    )
+
+
 def needed_synth(sweep: Sweep, dataset: str, cells: list[Cell], k: int, j: int, check) -> Path:
     """The synthetic set of GAN unit `j` that cell `k` needs; DependencyError when not done here."""
-    gan, folder = cells[j], sweep.records_dir(dataset)
-    record = read_record(folder, gan.id)
-    head = f"cell {k} ({cells[k].id}) needs GAN unit {j} ({gan.id})"
-    if record is None:
-        failed = (gan.run / ERROR).is_file()
-        what = "failed (see its run folder's ERROR)" if failed else "is not done"
-        raise DependencyError(f"{head}, which {what}; run --cell {j} first", failed)
-    check(gan, record, record_path(folder, gan.id))
+    gan = cells[j]
+    record, head = needed_record(sweep, dataset, cells, k, j, check)
     synth = gan.run / record["synthetic"]
     if not (is_done(gan.run) and is_done(synth)):
-        raise DependencyError(
-            f"{head}: its record is here but its synthetic images {synth} are not; copy its run "
-            f"folder here, or delete {record_path(folder, gan.id)} and run --cell {j} again",
-            failed=True,
-        )
+        where = record_path(sweep.records_dir(dataset), gan.id)
+        raise missing(head, f"synthetic images {synth} are", where, j)
     return synth
+
+
+def needed_classifier(sweep: Sweep, dataset: str, cells: list[Cell], k: int, j: int, check) -> Path:
+    """The checkpoint of classifier cell `j` whose features GAN unit `k` is evaluated in;
+    DependencyError when that cell is not done here."""
+    _, head = needed_record(sweep, dataset, cells, k, j, check)
+    ckpt = cells[j].run / BEST
+    if not ckpt.is_file():
+        where = record_path(sweep.records_dir(dataset), cells[j].id)
+        raise missing(head, f"checkpoint {ckpt} is", where, j)
+    return ckpt
 
 
 def run_cell(
     sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str, cells: list[Cell], k: int, check
 ) -> str:
     """Run cell `k` and leave its record: "done" (also when its record, made by these settings, was
-    there) or "failed" (its ERROR written). Refuses a cell whose GANs are not done
+    there) or "failed" (its ERROR written). Refuses a cell whose needed cells are not done
     (DependencyError) or that another process is running (CellBusy)."""
     cell, folder = cells[k], sweep.records_dir(dataset)
     with file_lock(sweep.lock(dataset, cell.id), wait=False) as mine:
@@ -119,17 +172,28 @@ def run_cell(
                 if not sweep.redo:
                     raise
                 remove_record(folder, cell.id)
-        if cell.kind == "gan":
-            vcfg = variant_config(cfg, cell.variant)
-            args = (sweep, prepared, vcfg, list(cell.unit), cell.fraction, cell.seed, cell.run)
-
-            def step() -> Path:
-                return record_cell(sweep, cfg, dataset, cells, cell, gan_unit(*args))
-
-        else:
-            synth = [needed_synth(sweep, dataset, cells, k, j, check) for j in cell.needs]
-            step = partial(classify_cell, sweep, prepared, cfg, dataset, cells, cell, synth)
+        step = cell_step(sweep, prepared, cfg, dataset, cells, k, check)
         return "failed" if attempt(cell.run, step) is None else "done"
+
+
+def cell_step(
+    sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str, cells: list[Cell], k: int, check
+):
+    """What running cell `k` does, once the cells it needs are found done (else DependencyError):
+    a callable that trains (or reuses) its run and writes its record."""
+    cell = cells[k]
+    if cell.kind == "classify":
+        synth = [needed_synth(sweep, dataset, cells, k, j, check) for j in cell.needs]
+        return partial(classify_cell, sweep, prepared, cfg, dataset, cells, cell, synth)
+    ckpt = [needed_classifier(sweep, dataset, cells, k, j, check) for j in cell.needs]
+    vcfg = variant_config(cfg, cell.variant)
+    args = (sweep, prepared, vcfg, list(cell.unit), cell.fraction, cell.seed, cell.run)
+
+    def step() -> Path:
+        synth = gan_unit(*args, classifier=ckpt[0] if ckpt else None)
+        return record_cell(sweep, cfg, dataset, cells, cell, synth)
+
+    return step
 
 
 def classify_cell(

@@ -1,15 +1,17 @@
 """The plan of a sweep: what to run and the cells that make it up, in a stable order.
 
 `Sweep` names the classes, fractions, arms and seeds and the run folders they map to; `cell_plan`
-lists its cells by index K: every GAN unit (class set, fraction, seed, filter variant), then every
-classifier (arm, fraction, seed) with the indices of the GAN units it needs. Here too are a cell's
-status (done, failed or pending), the `--list-cells` listing, and finding a cell by K or id;
-nothing here trains.
+lists its cells by index K, each with the indices of the cells it needs: the classifiers (arm,
+fraction, seed) of the arms without a GAN; every GAN unit (class set, fraction, seed, filter
+variant), which needs its fraction and seed's `none` classifier (the feature space of its
+evaluation) when the sweep has that arm; then the classifiers of the GAN arms, which need their GAN
+units. Here too are a cell's status (done, failed or pending), the `--list-cells` listing, and
+finding a cell by K or id; nothing here trains.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -94,7 +96,8 @@ class Sweep:
 @dataclass(frozen=True)
 class Cell:
     """One piece of a sweep's work: a GAN unit (class set, fraction, seed, filter variant) or a
-    classifier (arm, fraction, seed); its run folder and the plan indices of the GANs it needs."""
+    classifier (arm, fraction, seed); its run folder and the plan indices of the cells it needs
+    (a GAN unit: its `none` classifier; a GAN arm's classifier: its GAN units)."""
 
     kind: str  # "gan" or "classify"
     id: str
@@ -112,9 +115,22 @@ def classify_id(arm: str, fraction: float, seed: int) -> str:
     return f"classify-{arm}-f{fraction:g}-s{seed}"
 
 
-def cell_plan(sweep: Sweep, dataset: str) -> list[Cell]:
-    """Every cell of the sweep in a stable order, K = position: all GAN units, then the classifiers."""
-    gans = [
+def classifier_cells(sweep: Sweep, dataset: str, gan_arms: bool) -> list[Cell]:
+    """The classifier cells of the arms that train on a GAN's images (`gan_arms`) or of the others,
+    by fraction, seed and arm; no needs yet."""
+    return [
+        Cell("classify", classify_id(a, f, s), f, s, sweep.classify_dir(dataset, a, f, s), arm=a)
+        for f in sweep.fractions
+        for s in sweep.seeds
+        for a in sweep.arms
+        if (a in GAN_VARIANT) == gan_arms
+    ]
+
+
+def gan_cells(sweep: Sweep, dataset: str, none: dict[tuple[float, int], int]) -> list[Cell]:
+    """The GAN units by fraction, variant, class set and seed; each needs the K of its fraction and
+    seed's `none` classifier (`none`), whose features its evaluation uses, when there is one."""
+    return [
         Cell(
             "gan",
             f"gan-{class_tag(unit)}-f{f:g}-s{s}" + ("-nofilter" if v == "nofilter" else ""),
@@ -123,31 +139,35 @@ def cell_plan(sweep: Sweep, dataset: str) -> list[Cell]:
             sweep.gan_dir(dataset, unit, f, s, v),
             unit=tuple(unit),
             variant=v,
+            needs=(none[f, s],) if (f, s) in none else (),
         )
         for f in sweep.fractions
         for v in sweep.gan_variants()
         for unit in sweep.gan_units()
         for s in sweep.seeds
     ]
-    classifiers = [
-        Cell(
-            "classify",
-            classify_id(arm, f, s),
-            f,
-            s,
-            sweep.classify_dir(dataset, arm, f, s),
-            arm=arm,
+
+
+def cell_plan(sweep: Sweep, dataset: str) -> list[Cell]:
+    """Every cell of the sweep in a stable order, K = position: the classifiers of the arms without
+    a GAN, then the GAN units (each needing its fraction and seed's `none` classifier, when the
+    sweep has that arm), then the classifiers of the GAN arms (each needing its GAN units)."""
+    plain = classifier_cells(sweep, dataset, gan_arms=False)
+    none = {(c.fraction, c.seed): k for k, c in enumerate(plain) if c.arm == "none"}
+    gans = gan_cells(sweep, dataset, none)
+    first = len(plain)  # the K of the first GAN unit
+    synthetic = [
+        replace(
+            c,
             needs=tuple(
-                k
+                first + k
                 for k, g in enumerate(gans)
-                if (g.fraction, g.seed, g.variant) == (f, s, GAN_VARIANT.get(arm))
+                if (g.fraction, g.seed, g.variant) == (c.fraction, c.seed, GAN_VARIANT[c.arm])
             ),
         )
-        for f in sweep.fractions
-        for s in sweep.seeds
-        for arm in sweep.arms
+        for c in classifier_cells(sweep, dataset, gan_arms=True)
     ]
-    return gans + classifiers
+    return plain + gans + synthetic
 
 
 def plan(sweep: Sweep, dataset: str) -> pd.DataFrame:

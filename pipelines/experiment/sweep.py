@@ -7,13 +7,15 @@ synthesis), on that fraction's train positives (the classifier's own fraction ma
 arm of a (fraction, seed) trains one classifier on real rows plus the synthetic rows of that seed's
 GANs; with `conditional` one label-conditional GAN per fraction and seed learns all rare classes.
 
-The work is a plan of cells in a stable order (index K): every GAN unit, then every classifier
-(arm, fraction, seed), which needs its fraction and seed's GAN units when its arm uses synthetic
-images. `run_cell` runs one cell, under a lock so that two processes never run the same one, and
-leaves its record (`records.py`) in the sweep's results folder when it is done; the full sweep is
-that, cell by cell. Every run is a folder with DONE when finished and ERROR when it failed;
-re-running skips cells whose record is there and resumes unfinished runs from their last
-checkpoint. Tables are collected from the records alone.
+The work is a plan of cells in a stable order (index K): the classifiers (arm, fraction, seed) of
+the arms that need no GAN, then every GAN unit, which needs its fraction and seed's `none`
+classifier (its samples are evaluated in that classifier's feature space; in seeded random
+features, labelled so, when the sweep has no `none` arm), then the classifiers of the GAN arms,
+which need their fraction and seed's GAN units. `run_cell` runs one cell, under a lock so that two
+processes never run the same one, and leaves its record (`records.py`) in the sweep's results
+folder when it is done; the full sweep is that, cell by cell. Every run is a folder with DONE when
+finished and ERROR when it failed; re-running skips cells whose record is there and resumes
+unfinished runs from their last checkpoint. Tables are collected from the records alone.
 
 Where it lives: the plan (`Sweep`, its cells, their status and listing) in `plan.py`; running one
 cell (`run_cell`) in `execute.py`; what a cell's record says and the check that it is current in
@@ -55,8 +57,9 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
 
 
 def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.DataFrame:
-    """Run every cell without a record, each fraction and seed's GANs before its classifiers, then
-    the cells table. A cell another process is running stays pending here."""
+    """Run every cell without a record, fraction and seed by fraction and seed, each in plan order
+    (its `none` classifier, its GANs, its GAN classifiers), then the cells table. A cell another
+    process is running stays pending here, and so do the cells that need it."""
     cells = cell_plan(sweep, dataset)
     check = record_checker(sweep, prepared, cfg)
     for k in sorted(range(len(cells)), key=lambda k: (cells[k].fraction, cells[k].seed)):

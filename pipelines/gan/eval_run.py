@@ -25,7 +25,7 @@ from pipelines.gan.metrics import (
 from pipelines.gan.run import HELDOUT, POSITIVES
 from pipelines.gan.synth import load_generator, synthesize
 from pipelines.images import save_grid
-from pipelines.runs import staged_dir, write_json
+from pipelines.runs import file_sha256, staged_dir, write_json
 
 
 def feature_net(path: Path | None):
@@ -175,6 +175,9 @@ def evaluate_gan_run(
     )
     report, nearest = gan_eval(real, fake, net=net, seed=seed, inception_weights=inception_weights)
     report.update({"run": str(run), "synthetic": str(synth_dir), "class": summary["class"]})
+    report["feature_classifier"] = (
+        {"path": str(classifier), "sha256": file_sha256(classifier)} if classifier else None
+    )
     report.update(fidelity)
     at = summary.get("checkpoint")
     if at:
