@@ -14,7 +14,6 @@ SEED     ?= 0
 SYNTH    ?=
 ARGS     ?=
 SHARED   ?= ../shared/data
-NIH_MAP  := Lung Lesion=Nodule|Mass;Pleural Other=Pleural_Thickening
 # the embedded phantoms are written on first use when DATA is left at its default
 DATA_DEP := $(if $(filter $(PHANTOMS),$(DATA)),$(PHANTOMS)/CheXpert-v1.0-small/train.csv)
 
@@ -72,11 +71,11 @@ compare: setup $(DATA_DEP)
 RESULTS_RUN = $(if $(filter all,$(CELLS)),,--collect)
 results: setup
 	$(BIN)/raregan compare --data $(SHARED)/chest_xray --rarefy viral=0.05 --classes viral \
-	  --fractions 25 50 100 --arms none standard gan --seeds 0 1 2 --config cpu-results --name kermany-viral \
-	  --results docs/results/kermany-viral $(RESULTS_RUN) $(ARGS)
-	$(BIN)/raregan compare --data $(SHARED)/nih_chestxray14_1000 --label-map "$(NIH_MAP)" --val 0.2 --test 0.3 \
-	  --classes "Lung Lesion" "Pleural Other" --fractions 50 100 --arms none standard gan --seeds 0 1 2 \
-	  --config cpu-results --name nih --results docs/results/nih $(RESULTS_RUN) $(ARGS)
+	  --config cpu-results --name kermany-viral --results docs/results/kermany-viral-densenet121 \
+	  $(RESULTS_RUN) $(ARGS)
+	$(BIN)/raregan compare --data $(SHARED)/knee_kl --classes 4 --fractions 100 \
+	  --config cpu-results --name knee-kl4 --results docs/results/knee-kl4-densenet121 \
+	  $(RESULTS_RUN) $(ARGS)
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done

@@ -4,7 +4,8 @@ Trains (or reuses, or resumes) a GAN with `raregan gan` and the arguments after 
 `raregan gan-eval --checkpoint` on every kept checkpoint of its final stable phase, plus the
 finished generator, and prints one table line per checkpoint: kimg, training minutes on this
 machine, C2ST AUC with its fold t-interval beside real-vs-real, held-out FID, precision and recall
-beside their real baselines, MS-SSIM. The table is also written to <run>/budget.md and budget.csv.
+beside their real baselines, MS-SSIM. The table is also written to <run>/budget.md and budget.csv,
+and C2ST and FID against kimg are drawn in <run>/budget.png.
 Give the run a config with a long final phase (gan.final_kimg), frequent checkpoints and a large
 gan.keep_checkpoints so that there are several points to compare, e.g.
 
@@ -80,6 +81,30 @@ def budget_table(
     return pd.DataFrame(rows)
 
 
+def budget_plot(table: pd.DataFrame, path: Path) -> None:
+    """C2ST AUC with its interval and the real-vs-real line, and held-out FID beside its real
+    baseline, against kimg."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    k = table["kimg"]
+    err = [table["c2st_auc"] - table["c2st_low"], table["c2st_high"] - table["c2st_auc"]]
+    left.errorbar(k, table["c2st_auc"], yerr=err, marker="o", capsize=3, label="GAN samples")
+    left.axhline(table["c2st_real"].iloc[0], color="gray", ls="--", label="real vs real")
+    left.set(xlabel="kimg", ylabel="C2ST AUC (95 % CI)", ylim=(0.4, 1.02), title="C2ST")
+    right.plot(k, table["fid_heldout"], marker="o", label="GAN samples")
+    right.axhline(table["fid_real"].iloc[0], color="gray", ls="--", label="real vs real")
+    right.set(xlabel="kimg", ylabel="FID vs held-out reals", title="held-out FID")
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main_bench(argv: list[str]) -> int:
     """Parse, train or reuse the run, evaluate its checkpoints, print and write the table."""
     ours, gan_args = (
@@ -116,6 +141,7 @@ def main_bench(argv: list[str]) -> int:
     print(text)
     table.to_csv(where.out / "budget.csv", index=False)
     (where.out / "budget.md").write_text(text, encoding="utf-8")
+    budget_plot(table, where.out / "budget.png")
     print(f"written to {where.out / 'budget.md'}; feature space: {table['feature_space'].iloc[0]}")
     return 0
 
