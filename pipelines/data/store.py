@@ -322,36 +322,21 @@ def build_store(
         raise ValueError("build_store needs at least one image path")
     cache_dir = Path(cache_dir)
     key, abspaths, content = store_key(paths, size, resize)
-    store = _open_or_build(cache_dir, key, abspaths, size, resize, workers, progress)
+    n = len(abspaths)
+    store = _open_cached(cache_dir, key, n, size)
+    if store is None:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _unwritable(cache_dir, e) from None
+        # processes asking for the same store at once (a sweep's cells, on one or several
+        # machines) decode it once: the others wait here, then reopen what the first committed
+        with file_lock(cache_dir / f"{key}.lock"):
+            store = _open_cached(cache_dir, key, n, size)
+            if store is None:
+                store = _build(cache_dir, key, abspaths, size, resize, workers, progress)
     store.content_key = content
     return store
-
-
-def _open_or_build(
-    cache_dir: Path,
-    key: str,
-    abspaths: list[str],
-    size: int,
-    resize: str,
-    workers: int,
-    progress: bool,
-) -> Store:
-    """The cached store of `key`, or one built now (once, under a lock, across processes)."""
-    n = len(abspaths)
-    cached = _open_cached(cache_dir, key, n, size)
-    if cached is not None:
-        return cached
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _unwritable(cache_dir, e) from None
-    # processes asking for the same store at once (a sweep's cells, on one or several machines)
-    # decode it once: the others wait here, then reopen what the first one committed
-    with file_lock(cache_dir / f"{key}.lock"):
-        cached = _open_cached(cache_dir, key, n, size)
-        if cached is not None:
-            return cached
-        return _build(cache_dir, key, abspaths, size, resize, workers, progress)
 
 
 def _build(
