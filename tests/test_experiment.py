@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from pipelines.experiment.execute import eval_current
 from pipelines.experiment.records import read_record, remove_record
 from pipelines.experiment.stats import auc_table
 from pipelines.experiment.tables import write_tables
 from pipelines.gan.distances import space_label
+from pipelines.gan.eval_run import eval_current
 from pipelines.runs import file_lock, file_sha256
 
 REPO = Path(__file__).resolve().parents[1]

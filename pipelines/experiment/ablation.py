@@ -24,7 +24,7 @@ from pipelines.experiment.records import read_json
 from pipelines.experiment.report import data_citation
 from pipelines.gan.c2st import t_interval
 from pipelines.gan.distances import space_label
-from pipelines.gan.eval_run import evaluate_gan_run
+from pipelines.gan.eval_run import eval_current, evaluate_gan_run
 from pipelines.gan.run import CKPT, augment_on, train_gan
 from pipelines.runs import RunOptions, atomic_write_text, is_done, write_json
 
@@ -96,7 +96,7 @@ def train_one(ab: Ablation, prepared: Prepared, cfg: dict, variant: str, seed: i
         write_json(
             run / TIMING, {"minutes": (time.perf_counter() - start) / 60, "resumed": resumed}
         )
-    if not (run / "eval" / "eval.json").is_file():
+    if not eval_current(run / "eval" / "eval.json", ab.classifier):
         cache = prepared.store.data_path.parent
         evaluate_gan_run(
             run, n=ab.n, seed=seed, classifier=ab.classifier, cache=cache, heldout="require"

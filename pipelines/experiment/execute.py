@@ -19,8 +19,8 @@ from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
 from pipelines.experiment.cell_records import record_cell
 from pipelines.experiment.plan import ERROR, Cell, Sweep, variant_config
-from pipelines.experiment.records import read_json, read_record, record_path, remove_record
-from pipelines.gan.eval_run import evaluate_gan_run
+from pipelines.experiment.records import read_record, record_path, remove_record
+from pipelines.gan.eval_run import eval_current, evaluate_gan_run
 from pipelines.gan.run import CKPT, train_gan
 from pipelines.gan.synth import synthesize
 from pipelines.runs import (
@@ -28,7 +28,6 @@ from pipelines.runs import (
     StaleRunError,
     atomic_write_text,
     file_lock,
-    file_sha256,
     is_done,
 )
 
@@ -79,17 +78,6 @@ def gan_unit(
         cache = prepared.store.data_path.parent
         evaluate_gan_run(gdir, synth, seed=seed, classifier=classifier, cache=cache)
     return synth
-
-
-def eval_current(eval_json: Path, classifier: Path | None) -> bool:
-    """Whether a GAN's eval.json was made in the feature space asked for: random features without
-    a classifier; with one, that very checkpoint (eval.json holds its SHA-256)."""
-    if not eval_json.is_file():
-        return False
-    made = read_json(eval_json).get("feature_classifier")
-    if classifier is None:
-        return made is None and "feature_space" in read_json(eval_json)
-    return made is not None and made.get("sha256") == file_sha256(classifier)
 
 
 class DependencyError(RareganError):

@@ -3,6 +3,7 @@ held-out real images (C2ST, FID/KID, precision/recall beside real baselines), in
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,18 @@ def heldout_fidelity(
             for c in classes
         }
     return out
+
+
+def eval_current(eval_json: Path, classifier: Path | None) -> bool:
+    """Whether a GAN's eval.json was made in the feature space asked for: random features without
+    a classifier; with one, that very checkpoint (eval.json holds its SHA-256)."""
+    if not eval_json.is_file():
+        return False
+    report = json.loads(eval_json.read_text())
+    made = report.get("feature_classifier")
+    if classifier is None:
+        return made is None and "feature_space" in report
+    return made is not None and made.get("sha256") == file_sha256(classifier)
 
 
 def evaluate_gan_run(
