@@ -19,7 +19,9 @@ gan.keep_checkpoints so that there are several points to compare, e.g.
 from __future__ import annotations
 
 import argparse
+import atexit
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from pipelines.cli import main  # noqa: E402
 from pipelines.errors import RareganError  # noqa: E402
 from pipelines.experiment.ablation import markdown, row_of  # noqa: E402
-from pipelines.gan.eval_run import evaluate_gan_run  # noqa: E402
+from pipelines.gan.eval_run import eval_current, evaluate_gan_run  # noqa: E402
 from pipelines.gan.synth import checkpoint_generator  # noqa: E402
 
 QUICK_CONFIG = """
@@ -72,7 +74,7 @@ def budget_table(
     rows = []
     for ckpt in final_phase_checkpoints(run, every):
         folder = f"eval-{ckpt.stem}"
-        if not (run / folder / "eval.json").is_file():
+        if not eval_current(run / folder / "eval.json", classifier):
             evaluate_gan_run(
                 run, n=n, classifier=classifier, cache=cache, heldout="require", checkpoint=ckpt
             )
@@ -118,11 +120,11 @@ def main_bench(argv: list[str]) -> int:
     parser.add_argument("--n", type=int, default=256, help="samples per evaluation")
     parser.add_argument("--classifier", type=Path, help="classifier checkpoint for FID features")
     args = parser.parse_args(ours)
-    tmp = None
     if args.quick:
         from pipelines.data.phantoms import write_phantoms
 
         tmp = Path(tempfile.mkdtemp(prefix="bench-gan-budget-"))
+        atexit.register(shutil.rmtree, tmp, True)
         root = write_phantoms(
             tmp / "phantoms", n=400, size=64, seed=1, prevalence={"Fracture": 0.4}
         )
