@@ -111,7 +111,8 @@ def row_of(run: Path, variant: str, seed: int, eval_dir: str = "eval") -> dict:
     ev, summary = read_json(run / eval_dir / "eval.json"), read_json(run / "summary.json")
     timing = read_json(run / TIMING) if (run / TIMING).is_file() else {}
     at = ev.get("checkpoint") or {}
-    c2st, base, pr = ev["c2st"], ev["c2st_real_baseline"], ev["pr_real_baseline"]
+    c2st, base = ev["c2st"], ev["c2st_real_baseline"] or {"auc": np.nan}
+    pr = ev["pr_real_baseline"] or {"precision": np.nan, "recall": np.nan}  # None: too few to test
     return {
         "variant": variant,
         "seed": seed,

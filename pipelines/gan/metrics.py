@@ -18,7 +18,7 @@ from torch import nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from pipelines.errors import RareganError
-from pipelines.gan.c2st import c2st
+from pipelines.gan.c2st import MIN_PER_SIDE, c2st
 from pipelines.gan.distances import (
     check_same_size,
     fid_kid_from_features,
@@ -234,35 +234,46 @@ def heldout_report(
     """Synthetic images vs held-out real images, beside the real baseline: the GAN's own training
     originals vs the same held-out images (C2ST, FID/KID, k-NN precision/recall, in `net`'s space).
 
-    Both sides are compared at one size: a seeded subsample of min(N_train, N_fake) of each.
-    `kid`: KID's (subsets, subset size).
+    Both sides are compared at one size: a seeded subsample of min(N_train, N_fake) of each. A GAN
+    trained on fewer than MIN_PER_SIDE originals (a small fraction of a rare class) has no usable
+    real-vs-real baseline: the synthetic images are then compared whole, the baseline keys are None
+    and "heldout" says why. `kid`: KID's (subsets, subset size).
     """
     held = as_images(heldout, "held-out real images")
     train_t = as_images(train_real, "GAN-train real images")
     fake_t = as_images(fake, "synthetic images")
     check_same_size(held, fake_t)
     check_same_size(held, train_t)
-    n = min(len(train_t), len(fake_t))
+    with_baseline = len(train_t) >= MIN_PER_SIDE
+    n = min(len(train_t), len(fake_t)) if with_baseline else len(fake_t)
     rng = np.random.default_rng(seed)
-    train_t = train_t[np.sort(rng.choice(len(train_t), n, replace=False))]
+    train_t = train_t[np.sort(rng.choice(len(train_t), min(n, len(train_t)), replace=False))]
     fake_t = fake_t[np.sort(rng.choice(len(fake_t), n, replace=False))]
     net = random_feature_net(held.shape[-1], seed) if net is None else net
     f_held = features(net, held)
-    ours, base = (
-        _versus_heldout(held, f_held, x, net, name, seed, k, kid)
-        for x, name in ((fake_t, "synthetic images"), (train_t, "GAN-train real images"))
-    )
+    ours = _versus_heldout(held, f_held, fake_t, net, "synthetic images", seed, k, kid)
+    info = {"n_heldout": len(held), "n_compared": n, "pr_k": k}
+    if with_baseline:
+        base = _versus_heldout(held, f_held, train_t, net, "GAN-train real images", seed, k, kid)
+    else:
+        base = dict.fromkeys(("c2st", "precision", "recall", "fid", "kid", "kid_std"))
+        info["baseline_skipped"] = (
+            f"the GAN learned from {len(train_t)} real images, fewer than the {MIN_PER_SIDE} a "
+            "two-sample test needs per side: no real-vs-real baseline"
+        )
     return {
         "c2st": ours["c2st"],
         "c2st_real_baseline": base["c2st"],
         "precision": ours["precision"],
         "recall": ours["recall"],
-        "pr_real_baseline": {"precision": base["precision"], "recall": base["recall"]},
+        "pr_real_baseline": None
+        if base["precision"] is None
+        else {"precision": base["precision"], "recall": base["recall"]},
         "fid_heldout": ours["fid"],
         "kid_heldout": ours["kid"],
         "kid_heldout_std": ours["kid_std"],
         "fid_real_baseline": base["fid"],
         "kid_real_baseline": base["kid"],
         "kid_real_baseline_std": base["kid_std"],
-        "heldout": {"n_heldout": len(held), "n_compared": n, "pr_k": k},
+        "heldout": info,
     }
