@@ -1,7 +1,8 @@
-"""DenseNet-121 training img/s on the CPU: fp32 vs bf16 autocast (and bf16 + channels_last), side by side.
+"""DenseNet-121 training img/s on the CPU: fp32 vs bf16 autocast, NCHW vs channels_last, side by side.
 
-Target (issue: DenseNet-121 fast enough on CPU): bf16 ≥ 1.8× fp32 where the CPU computes bf16 natively
-(AVX512-BF16 or AMX). The script says whether this CPU does; without it oneDNN emulates bf16 and the
+The Classifier trains channels_last (its default since bf16 came in); the NCHW variants convert it
+back, so "fp32 NCHW" is the training step as it was before. Target (issue: DenseNet-121 fast enough
+on CPU): the default bf16 step ≥ 1.8× fp32 NCHW where the CPU computes bf16 natively (AVX512-BF16 or AMX). The script says whether this CPU does; without it oneDNN emulates bf16 and the
 ratio falls far below 1, which is why `classify.precision: auto` trains in fp32 there. The loss is
 computed in fp32 in every variant. Random 1-channel images (the speed does not depend on content).
 """
@@ -30,9 +31,9 @@ def img_per_s(variant: str, size: int, batch: int, steps: int) -> float:
     module = Classifier("densenet121", ["a", "b"], "multilabel")
     x = torch.rand(batch, 1, size, size)
     y = (torch.rand(batch, 2) > 0.5).float()
-    if variant.endswith("channels_last"):
-        module = module.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    nchw = variant.endswith("NCHW")
+    if nchw:
+        module.model = module.model.to(memory_format=torch.contiguous_format)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
     cast = torch.autocast("cpu", torch.bfloat16) if variant.startswith("bf16") else nullcontext()
     module.train()
@@ -41,7 +42,8 @@ def img_per_s(variant: str, size: int, batch: int, steps: int) -> float:
         if i == 2:
             start = time.perf_counter()
         with cast:
-            logits = module.model(module.preprocess(x, augment=False))
+            z = module.preprocess(x, augment=False)  # channels_last
+            logits = module.model(z.contiguous() if nchw else z)
         loss = module.task.loss(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -53,7 +55,7 @@ def main() -> None:
     """Print img/s per variant and the ratios to fp32 (interleaved rounds, median of rounds)."""
     args = bench_args(__doc__, size=64, batch=32)
     steps, rounds = (2, 1) if args.quick else (8, 2)
-    variants = ["fp32", "bf16", "bf16+channels_last"]
+    variants = ["fp32 NCHW", "fp32 channels_last", "bf16 NCHW", "bf16 channels_last"]
     print(
         f"CPU native bf16 (AVX512-BF16 or AMX): {cpu_bf16()}; torch threads {torch.get_num_threads()}"
     )
@@ -62,10 +64,11 @@ def main() -> None:
         for v in variants:
             seen[v].append(img_per_s(v, args.size, args.batch, steps))
     med = {v: sorted(r)[len(r) // 2] for v, r in seen.items()}
+    base = med["fp32 NCHW"]
     for v in variants:
         runs = ", ".join(f"{r:.1f}" for r in seen[v])
-        print(f"{v:>20}: {med[v]:7.1f} img/s (rounds: {runs}); × {med[v] / med['fp32']:.2f} fp32")
-    print("target: bf16 ≥ 1.8× fp32 where the CPU has native bf16")
+        print(f"{v:>20}: {med[v]:7.1f} img/s (rounds: {runs}); × {med[v] / base:.2f} fp32 NCHW")
+    print("target: bf16 channels_last (the training default) ≥ 1.8× fp32 NCHW where bf16 is native")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO))
 from classify import Classifier  # noqa: E402
 from pipelines.data import load_records  # noqa: E402
 from pipelines.data.store import StoreDataset, build_store  # noqa: E402
+from pipelines.runs import mixed_precision  # noqa: E402
 
 
 def steps_per_second(
@@ -67,9 +68,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "32"])
     ap.add_argument("--quick", action="store_true", help="fewer steps")
     args = ap.parse_args()
     steps = 4 if args.quick else args.steps
+    bf16 = mixed_precision("cpu", args.precision, "--precision") == "bf16"  # as training resolves it
     rec = load_records(args.data)
     n = (steps + 2) * args.batch
     store = build_store(
@@ -91,7 +94,7 @@ def main() -> None:
         num_workers=args.workers,
         persistent_workers=args.workers > 0,
     )
-    real = steps_per_second(make(), iter(loader), steps)
+    real = steps_per_second(make(), iter(loader), steps, bf16=bf16)
 
     images = torch.from_numpy(np.ascontiguousarray(store.view[rows]))
     targets = torch.from_numpy(labels)
@@ -100,10 +103,11 @@ def main() -> None:
         (images[order[i : i + args.batch]], targets[order[i : i + args.batch]])
         for i in range(0, len(images), args.batch)
     )
-    memory = steps_per_second(make(), mem_batches, steps)
+    memory = steps_per_second(make(), mem_batches, steps, bf16=bf16)
     cost = 1 - real / memory
     print(
-        f"{args.model} at {args.size} px, batch {args.batch}, {steps} steps, {torch.get_num_threads()} threads"
+        f"{args.model} at {args.size} px, batch {args.batch}, {steps} steps, "
+        f"{torch.get_num_threads()} threads, {'bf16 autocast' if bf16 else 'fp32'}"
     )
     print(f"in-memory tensor          : {memory:6.1f} img/s")
     print(f"store + augment + loader  : {real:6.1f} img/s ({args.workers} workers)")

@@ -11,6 +11,7 @@ from conftest import quiet_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from classify.module import Classifier, warmup_cosine
+from pipelines.runs import cpu_bf16
 
 
 def _squares(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,6 +99,41 @@ def test_warmup_cosine_schedule() -> None:
     assert warmup_cosine(9, 0, 10) < warmup_cosine(5, 0, 10) < warmup_cosine(0, 0, 10) == 1.0
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
         Classifier("cnn5", ["a"], optimizer="sgd")
+
+
+def test_trains_channels_last_with_the_logits_of_the_nchw_model() -> None:
+    """The model and its input batches are NHWC (oneDNN's and tensor cores' fast layout); the
+    layout changes no number beyond float rounding."""
+    torch.manual_seed(0)
+    module = Classifier("densenet121", ["a", "b"]).eval()
+    x = torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8)
+    z = module.preprocess(x)
+    assert z.is_contiguous(memory_format=torch.channels_last)
+    conv = next(p for p in module.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    with torch.no_grad():
+        nhwc = module(x)
+        module.model.to(memory_format=torch.contiguous_format)
+        nchw = module.model(z.contiguous())
+    torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not cpu_bf16(), reason="needs a CPU with native bf16 (AVX512-BF16 or AMX)")
+def test_bf16_fit_on_cpu_learns_like_fp32() -> None:
+    """Lightning's bf16-mixed on a bf16 CPU (what classify.precision auto picks there) learns the
+    squares, with the loss computed in fp32."""
+    pl.seed_everything(0, verbose=False)
+    xt, yt = _squares(64, seed=1)
+    xv, yv = _squares(48, seed=2)
+    module = Classifier("cnn5", ["bright"], lr=3e-3, max_epochs=4, augment={})
+    trainer = quiet_trainer(max_epochs=4, devices=1, precision="bf16-mixed")
+    trainer.fit(
+        module,
+        DataLoader(TensorDataset(xt, yt), batch_size=16, shuffle=True),
+        DataLoader(TensorDataset(xv, yv), batch_size=16),
+    )
+    assert trainer.callback_metrics["train_loss"].dtype == torch.float32
+    assert trainer.callback_metrics["val_auc"].item() > 0.9
 
 
 @pytest.mark.gpu

@@ -376,6 +376,24 @@ def test_collect_rebuilds_identical_tables_from_records_alone(piecewise, tmp_pat
     assert code == 2 and "no cell records in" in err
 
 
+def test_records_collect_on_a_machine_of_the_other_precision(piecewise, tmp_path):
+    """A GAN record made where `auto` resolved to bf16 collects on an fp32 machine and the other way
+    round: the resolved precision is the machine's, not a setting of the sweep."""
+    tmp, argv, _ = piecewise
+    elsewhere = tmp_path / "results"
+    shutil.copytree(tmp / "runs/phantoms/compare/cells/cells", elsewhere / "cells")
+    path = elsewhere / "cells" / "gan-Fracture-f100-s0.json"
+    record = json.loads(path.read_text())
+    for made_in in ("bf16", None):  # as made on a bf16 CPU or GPU, then on an fp32 machine
+        settings = record["fingerprint"]["settings"]
+        settings.pop("gan.precision", None)
+        settings.update({"gan.precision": made_in} if made_in else {})
+        path.write_text(json.dumps(record))
+        code, _, err = main_output([*argv, "--collect", "--results", str(elsewhere)])
+        assert code == 0, f"{made_in}: {err}"
+        assert (elsewhere / "auc_table.csv").is_file()
+
+
 def test_gan_unit_refused_without_its_classifier_checkpoint(piecewise):
     """A GAN unit whose `none` classifier has a record here but not its run folder's checkpoint is
     refused with one line saying what to do (no training)."""

@@ -307,6 +307,7 @@ def train_classifier(
             "optimizer_steps": int(trainer.global_step),
             "selection_metric": monitor,
             "steps_per_epoch_limit": steps,
+            "precision": str(trainer.precision),  # resolved: auto is bf16 only where native
         }
     )
     preds.to_csv(run / "predictions.csv", index=False)

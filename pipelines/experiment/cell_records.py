@@ -87,7 +87,8 @@ def record_checker(
     sweep: Sweep, prepared: Prepared, cfg: dict
 ) -> Callable[[Cell, dict, Path], None]:
     """A check that raises StaleRunError when a cell's record was made by other settings than this
-    sweep's now (a classifier's synthetic-set ids are not compared: their GANs' records are)."""
+    sweep's now (a classifier's synthetic-set ids are not compared: their GANs' records are; nor
+    the precision a machine resolved `auto` to)."""
     seed = cfg["data"]["seed"]
     rows = cache(lambda f: train_rows(prepared, f, seed, sweep.classes))
     positives = cache(lambda unit, f: gan_rows(prepared, unit, f, seed))
@@ -107,6 +108,10 @@ def record_checker(
         )
         synth_now = {f"synth.{k}": cfg["compare"][k] for k in ("synth_ratio", "label_rows")}
         synth_then = {f"synth.{k}": v for k, v in record["settings"].get("synth", {}).items()}
-        refuse_stale(path, before | synth_then, now["settings"] | synth_now)
+        # gan.precision is the machine's (bf16 where native): a record from a bf16 CPU or GPU
+        # stands on an fp32 machine and the other way round, and says which one made it
+        refuse_stale(
+            path, before | synth_then, now["settings"] | synth_now, ignore=("gan.precision",)
+        )
 
     return check
