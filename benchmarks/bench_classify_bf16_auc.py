@@ -57,7 +57,7 @@ def main() -> None:
     print(f"CPU native bf16 (AVX512-BF16 or AMX): {cpu_bf16()}")
     with tempfile.TemporaryDirectory() as tmp:
         runs = {p: train(args.data, p, Path(tmp), args) for p in ("32", "bf16")}
-    for p, (m, seconds) in runs.items():
+    for m, seconds in runs.values():
         a, v = m["auc"]["macro"], m["auc"]["viral"]
         print(
             f"{m['precision']:>10}: viral AUC {v['auc']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}], "

@@ -72,7 +72,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer steps")
     args = ap.parse_args()
     steps = 4 if args.quick else args.steps
-    bf16 = mixed_precision("cpu", args.precision, "--precision") == "bf16"  # as training resolves it
+    # bf16 where the CPU has it, as training resolves classify.precision
+    bf16 = mixed_precision("cpu", args.precision, "--precision") == "bf16"
     rec = load_records(args.data)
     n = (steps + 2) * args.batch
     store = build_store(

@@ -109,7 +109,9 @@ def test_trains_channels_last_with_the_logits_of_the_nchw_model() -> None:
     x = torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8)
     z = module.preprocess(x)
     assert z.is_contiguous(memory_format=torch.channels_last)
-    conv = next(p for p in module.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1)
+    conv = next(
+        p for p in module.model.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[2] > 1
+    )
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     with torch.no_grad():
         nhwc = module(x)
