@@ -7,10 +7,17 @@ straightforward port of the same algorithm (separate real/fake passes, upsample-
 NCHW, D weight gradients in the G step) under the same load, for an honest speed-up figure.
 
     python benchmarks/bench_pggan_speed.py [--quick] [--steps N] [--baseline] [--threads N] [--nchw]
-        [--bf16]
+        [--bf16] [--zoo PATH]
 
 ``--bf16`` also times the module under bf16 autocast (gan.precision bf16) where the CPU has native
 bf16; elsewhere it says so and measures nothing (emulated bf16 is many times slower).
+
+``--zoo PATH`` also times, in the same run, the PGAN of facebookresearch/pytorch_GAN_zoo (a checkout
+at PATH, outside this project; nothing of it is copied here) at the same config: its
+``ProgressiveGAN.optimizeParameters`` with WGAN-GP, epsilon-drift, minibatch stddev and its EMA,
+grown to 64 px with alpha 0 (its convention for "fully grown"). Its Adam betas are passed as a tuple
+of floats (current torch refuses its list), nothing else of it is changed. The ratios printed are
+this project's median img/s over the zoo's (the issue's target: bf16 >= 2.0x the zoo).
 
 OpenMP threads that spin while waiting starve each other when other processes share the cores
 (a 2.3M-parameter Adam step took 0.9 s instead of 12 ms here), so this script sets
@@ -24,7 +31,10 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the torch import
 import statistics
+import sys
 import time
+import warnings
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -155,8 +165,46 @@ def bench_baseline(steps: int, warmup: int) -> tuple[list[float], int]:
     return times, counter.flops
 
 
-def report(name: str, times: list[float], flops: int, peak: float) -> None:
-    """Print throughput and utilization figures."""
+def bench_zoo(path: Path, steps: int, warmup: int) -> tuple[list[float], int]:
+    """Per-step seconds and FLOPs of pytorch_GAN_zoo's PGAN step at the reference config."""
+    sys.path.insert(0, str(path))
+    from models.progressive_gan import ProgressiveGAN  # the zoo checkout's, not ours
+
+    class ZooPGAN(ProgressiveGAN):  # its optimizers with betas as a tuple of floats
+        def getOptimizerD(self):  # noqa: N802
+            params = [p for p in self.netD.parameters() if p.requires_grad]
+            return torch.optim.Adam(params, betas=(0.0, 0.99), lr=self.config.learningRate)
+
+        def getOptimizerG(self):  # noqa: N802
+            params = [p for p in self.netG.parameters() if p.requires_grad]
+            return torch.optim.Adam(params, betas=(0.0, 0.99), lr=self.config.learningRate)
+
+    torch.manual_seed(0)
+    gan = ZooPGAN(dimLatentVector=LATENT, depthScale0=CHANNELS[0], miniBatchStdDev=True,
+                  lambdaGP=10.0, epsilonD=0.001, dimOutput=1, useGPU=False)  # fmt: skip
+    for depth in CHANNELS[1:]:
+        gan.addScale(depth)
+    for net in (gan.getOriginalG(), gan.getOriginalD(), gan.avgG):  # its updateAlpha needs a GPU
+        net.setNewAlpha(0.0)
+    assert gan.getSize() == (RES, RES)
+    times, counter = [], FlopCount()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its deprecated add_(Number, Tensor) in the EMA
+        for i in range(steps + warmup + 1):
+            reals = torch.rand(BATCH, 1, RES, RES) * 2 - 1
+            if i == warmup:
+                counter.__enter__()
+            t = time.perf_counter()
+            gan.optimizeParameters(reals)
+            if i == warmup:
+                counter.__exit__(None, None, None)
+            elif i > warmup:
+                times.append(time.perf_counter() - t)
+    return times, counter.flops
+
+
+def report(name: str, times: list[float], flops: int, peak: float) -> float:
+    """Print throughput and utilization figures; return the median img/s."""
     best, med = min(times), statistics.median(times)
     line = f"{name:<28} best {BATCH / best:6.2f} img/s ({best * 1e3:7.1f} ms/step)"
     line += f"  median {BATCH / med:6.2f} img/s ({med * 1e3:7.1f} ms/step)"
@@ -166,6 +214,7 @@ def report(name: str, times: list[float], flops: int, peak: float) -> None:
             f"  {flops / 1e9:.1f} GFLOP/step, {gfs:.1f} GFLOP/s = {100 * gfs / peak:.0f}% of peak"
         )
     print(line, flush=True)
+    return BATCH / med
 
 
 def main() -> None:
@@ -179,7 +228,14 @@ def main() -> None:
     ap.add_argument(
         "--bf16", action="store_true", help="also time the module under bf16 autocast (native only)"
     )
+    ap.add_argument(
+        "--zoo", type=Path, default=None, help="a pytorch_GAN_zoo checkout: time its PGAN step too"
+    )
     args = ap.parse_args()
+    if args.zoo is not None and not (args.zoo / "models" / "progressive_gan.py").is_file():
+        ap.error(
+            f"--zoo {args.zoo}: no models/progressive_gan.py there (a pytorch_GAN_zoo checkout)"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     steps = args.steps or (5 if args.quick else 20)
@@ -192,14 +248,25 @@ def main() -> None:
     mm, conv = peak_gflops()
     peak = max(mm, conv)
     print(f"measured peak fp32: matmul {mm:.1f}, conv3x3 {conv:.1f} GFLOP/s (using the larger)")
+    medians = {}
+    if args.zoo is not None:
+        medians["zoo"] = report("pytorch_GAN_zoo PGAN", *bench_zoo(args.zoo, steps, warmup), peak)
     times, flops = bench_module(steps, warmup, channels_last=not args.nchw)
-    report("pggan module", times, flops, peak)
+    medians["fp32"] = report("pggan module", times, flops, peak)
     if args.bf16 and cpu_bf16():
-        report("pggan module, bf16", *bench_module(steps, warmup, not args.nchw, "bf16"), peak)
+        medians["bf16"] = report(
+            "pggan module, bf16", *bench_module(steps, warmup, not args.nchw, "bf16"), peak
+        )
     elif args.bf16:  # emulated bf16 is many times slower than fp32 (bench_classify_bf16.py)
         print("pggan module, bf16: not measured: this CPU has no native bf16 (AVX512-BF16/AMX)")
     if args.baseline:
         report("straightforward port", *bench_baseline(steps, warmup), peak)
+    if "zoo" in medians:
+        for name in ("fp32", "bf16"):
+            if name in medians:
+                print(
+                    f"pggan module {name} / zoo (median img/s): {medians[name] / medians['zoo']:.2f}x"
+                )
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 
