@@ -271,3 +271,21 @@ def test_bank_mixes_fused_and_registered_filters(
     assert torch.equal(out[4:8], gaussian_blur(x))
     assert torch.equal(out[8:12], 255 - x)
     assert torch.equal(out[12:], minimum_filter(x))
+
+
+def test_expand_takes_a_read_only_array_without_warning_and_leaves_it_alone() -> None:
+    """The stores hand the GAN read-only memory-mapped images: the bank copies, never warns."""
+    import warnings
+
+    from pipelines.config import load_config
+    from pipelines.data.prefilter import expand
+
+    images = (np.arange(2 * 16 * 16) % 251).astype(np.uint8).reshape(2, 1, 16, 16)
+    before = images.copy()
+    images.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, names = expand(images, load_config("cpu-demo"))
+    assert out.shape[1:] == (1, 16, 16) and out.shape[0] == len(names) > 2
+    np.testing.assert_array_equal(images, before)
+    np.testing.assert_array_equal(out[:2], before)

@@ -22,5 +22,6 @@ def bank_params(cfg: dict) -> dict:
 
 def expand(images: np.ndarray, cfg: dict) -> tuple[np.ndarray, list[str]]:
     """Originals plus each filter's output (uint8, N·(1+F) images) and which filter made each."""
-    out, names = filter_bank(torch.from_numpy(np.ascontiguousarray(images)), **bank_params(cfg))
+    images = np.require(images, requirements=["C", "W"])  # stores hand out read-only memmaps
+    out, names = filter_bank(torch.from_numpy(images), **bank_params(cfg))
     return out.numpy(), list(names)
