@@ -187,7 +187,7 @@ def test_bad_inputs(phantom_root, tmp_path, capsys, finished_run):
 
 def test_out_of_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path):
     from pipelines.errors import RareganError
-    from pipelines.gan.run import save_checkpoint_atomic
+    from pipelines.runs import save_checkpoint_atomic
 
     class FullDisk:  # stands in for Lightning's Trainer: writes half a file, then the disk is full
         is_global_zero = True
@@ -241,9 +241,9 @@ def synth_pixels(run, out):
 def test_resume_after_a_crash_equals_the_uninterrupted_run(
     phantom_root, tmp_path, finished_run, monkeypatch
 ):
-    from pipelines.gan import run as gan_run
+    from pipelines.gan import outputs
 
-    save = gan_run.save_checkpoint_atomic
+    save = outputs.save_checkpoint_atomic
 
     def save_then_crash(trainer, path):
         save(trainer, path)
@@ -251,7 +251,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
 
     out = tmp_path / "crashed"
     cfg = tiny_config(tmp_path, kimg=0.1, every=0.15)  # finished_run's settings, but the interval
-    monkeypatch.setattr(gan_run, "save_checkpoint_atomic", save_then_crash)
+    monkeypatch.setattr(outputs, "save_checkpoint_atomic", save_then_crash)
     with pytest.raises(RuntimeError, match="crashed"):
         main(gan_argv(phantom_root, tmp_path, out, cfg, "--checkpoint-every", "0.15"))
     monkeypatch.undo()
@@ -300,22 +300,22 @@ def test_progress_bar_shows_the_schedule(phantom_root, tmp_path, capsys):
 
 
 def test_sampler_passes_are_seeded_ranks_get_disjoint_slices_and_resume_continues(monkeypatch):
-    from pipelines.gan import run as gan_run
+    from pipelines.gan import data_order
 
     def take(sampler, k):
         it = iter(sampler)
         return [next(it) for _ in range(k)]
 
-    sampler = gan_run.ResumableSampler(10, batch=4, seed=3)
+    sampler = data_order.ResumableSampler(10, batch=4, seed=3)
     stream = take(sampler, 40)
     assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
     assert stream[:10] != stream[10:20] and stream[:10] == sampler.order(0)
     # resumed at a saved position: the same stream from there on
-    resumed = gan_run.ResumableSampler(10, batch=4, seed=3)
+    resumed = data_order.ResumableSampler(10, batch=4, seed=3)
     resumed.load_state(sampler.state(12))
     assert resumed.state(12) == {"epoch": 1, "index": 2} and take(resumed, 20) == stream[12:32]
     # two ranks: rank r takes the r-th batch of each pair, so together they read the one stream
-    monkeypatch.setattr(gan_run, "rank_and_world", lambda: (1, 2))
+    monkeypatch.setattr(data_order, "rank_and_world", lambda: (1, 2))
     assert take(sampler, 8) == stream[4:8] + stream[12:16]
 
 
