@@ -19,6 +19,11 @@ grown to 64 px with alpha 0 (its convention for "fully grown"). Its Adam betas a
 of floats (current torch refuses its list), nothing else of it is changed. The ratios printed are
 this project's median img/s over the zoo's (the issue's target: bf16 >= 2.0x the zoo).
 
+The raregan CLI keeps freed blocks of up to 32 MiB in glibc's heap (``pipelines/machine.py``); this
+script does the same before timing the module. With ``--zoo`` the zoo is timed twice, with glibc's
+default allocator (as its own scripts run) and with the CLI's setting, so the ratios say how much is
+the setting and how much the step.
+
 OpenMP threads that spin while waiting starve each other when other processes share the cores
 (a 2.3M-parameter Adam step took 0.9 s instead of 12 ms here), so this script sets
 OMP_WAIT_POLICY=PASSIVE unless the environment already sets it (ACTIVE to compare).
@@ -46,6 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pggan.ema import update_ema
 from pggan.module import PGGAN
 from pggan.networks import Discriminator, Generator
+from pipelines.machine import reuse_freed_memory
 from pipelines.runs import cpu_bf16
 
 CHANNELS, RES, BATCH, LATENT = [128, 128, 128, 64, 32], 64, 16, 128
@@ -167,7 +173,8 @@ def bench_baseline(steps: int, warmup: int) -> tuple[list[float], int]:
 
 def bench_zoo(path: Path, steps: int, warmup: int) -> tuple[list[float], int]:
     """Per-step seconds and FLOPs of pytorch_GAN_zoo's PGAN step at the reference config."""
-    sys.path.insert(0, str(path))
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
     from models.progressive_gan import ProgressiveGAN  # the zoo checkout's, not ours
 
     class ZooPGAN(ProgressiveGAN):  # its optimizers with betas as a tuple of floats
@@ -249,8 +256,12 @@ def main() -> None:
     peak = max(mm, conv)
     print(f"measured peak fp32: matmul {mm:.1f}, conv3x3 {conv:.1f} GFLOP/s (using the larger)")
     medians = {}
-    if args.zoo is not None:
+    if args.zoo is not None:  # before the allocator setting, as the zoo's own scripts run
         medians["zoo"] = report("pytorch_GAN_zoo PGAN", *bench_zoo(args.zoo, steps, warmup), peak)
+    print(f"glibc keeps freed blocks up to 32 MiB (as the raregan CLI): {reuse_freed_memory()}")
+    if args.zoo is not None:
+        times, flops = bench_zoo(args.zoo, steps, warmup)
+        medians["zoo, same allocator"] = report("pytorch_GAN_zoo PGAN, same", times, flops, peak)
     times, flops = bench_module(steps, warmup, channels_last=not args.nchw)
     medians["fp32"] = report("pggan module", times, flops, peak)
     if args.bf16 and cpu_bf16():

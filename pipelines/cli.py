@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pipelines.errors import RareganError
+from pipelines.machine import reuse_freed_memory
 
 # Each module defines `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`.
 COMMAND_MODULES = [
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         args.command_line = shlex.join(["raregan", *map(str, argv)])  # for reports: how to redo
+        reuse_freed_memory()  # +14-21 % on a CPU training step (pipelines/machine.py)
         return int(modules[args.command].run(args) or 0)
     except RareganError as err:
         one_line = re.sub(r"\s*\n\s*", " ", str(err).strip())

@@ -19,7 +19,17 @@ GROUPS = [
     ("gan", 4, ("pipelines.gan",)),
     ("classifier", 4, ("pipelines.classifier",)),
     ("data", 3, ("pipelines.data",)),
-    ("base", 2, ("pipelines.errors", "pipelines.runs", "pipelines.config", "pipelines.images")),
+    (
+        "base",
+        2,
+        (
+            "pipelines.errors",
+            "pipelines.runs",
+            "pipelines.config",
+            "pipelines.images",
+            "pipelines.machine",
+        ),
+    ),
     ("package", 2.5, ("pipelines",)),  # pipelines/__init__ re-exports the error type
     *[(leaf, 1, (leaf,)) for leaf in LEAVES],
 ]
