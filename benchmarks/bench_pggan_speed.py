@@ -272,12 +272,11 @@ def main() -> None:
         print("pggan module, bf16: not measured: this CPU has no native bf16 (AVX512-BF16/AMX)")
     if args.baseline:
         report("straightforward port", *bench_baseline(steps, warmup), peak)
-    if "zoo" in medians:
+    for zoo in ("zoo", "zoo, same allocator"):
         for name in ("fp32", "bf16"):
-            if name in medians:
-                print(
-                    f"pggan module {name} / zoo (median img/s): {medians[name] / medians['zoo']:.2f}x"
-                )
+            if zoo in medians and name in medians:
+                ratio = medians[name] / medians[zoo]
+                print(f"pggan module {name} / {zoo} (median img/s): {ratio:.2f}x")
     print(f"load average after {os.getloadavg()[0]:.2f}")
 
 
