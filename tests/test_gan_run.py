@@ -89,6 +89,30 @@ def test_synthetic_rows_say_only_what_the_gan_knows(finished_run, tmp_path):
     )
 
 
+def test_a_synthetic_set_moved_with_its_run_still_loads_and_a_lost_image_is_named(
+    finished_run, tmp_path
+):
+    """Sets record absolute image paths; a runs/ folder moved to another place or machine (the
+    sweep's records travel, GAN runs may too) must not turn gan-eval or a gan arm into a traceback."""
+    import shutil
+
+    from pipelines.data.synthetic import load_synthetic
+    from pipelines.errors import RareganError
+
+    made = tmp_path / "made"
+    assert main(["synth", "--run", str(finished_run), "--n", "6", "--out", str(made)]) == 0
+    labels = list(pd.read_csv(finished_run / "positives.csv").columns[3:])
+    rows, images = load_synthetic(made, labels)
+    moved = tmp_path / "elsewhere" / "set"
+    shutil.move(made, moved)
+    rows_moved, images_moved = load_synthetic(moved, labels)
+    assert images_moved.shape == (6, 1, 16, 16) and (images_moved == images).all()
+    assert rows_moved.equals(rows)
+    (moved / "images" / "synth_000003.png").unlink()
+    with pytest.raises(RareganError, match="synth_000003.png is missing"):
+        load_synthetic(moved, labels)
+
+
 def test_gan_eval_writes_report(finished_run, tmp_path, capsys):
     out = tmp_path / "eval"
     assert (

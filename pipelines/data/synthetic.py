@@ -29,5 +29,23 @@ def load_synthetic(folder: Path, label_names: list[str]) -> tuple[pd.DataFrame, 
         )
     if not rows["synthetic"].astype(bool).all():
         raise RareganError(f"{folder / SYNTH_CSV} has rows not marked synthetic")
-    images = np.stack([np.asarray(Image.open(p).convert("L"))[None] for p in rows["path"]])
+    images = np.stack(
+        [np.asarray(Image.open(p).convert("L"))[None] for p in image_paths(folder, rows)]
+    )
     return rows, images
+
+
+def image_paths(folder: Path, rows: pd.DataFrame) -> list[Path]:
+    """Where each row's image is now: in the set's own images/ (so a set, or the GAN run holding it,
+    may move to another folder or machine), else at its recorded path."""
+    paths = []
+    for recorded in map(Path, rows["path"]):
+        here = folder / "images" / recorded.name
+        path = here if here.is_file() else recorded
+        if not path.is_file():
+            raise RareganError(
+                f"synthetic set {folder}: image {recorded.name} is missing (not in {folder / 'images'} "
+                f"nor at {recorded}); delete {folder} and make the set again with raregan synth"
+            )
+        paths.append(path)
+    return paths
