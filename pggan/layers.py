@@ -117,7 +117,9 @@ class MinibatchStd(nn.Module):
         if n % n_segments:
             raise ValueError(f"batch of {n} does not split into {n_segments} equal segments")
         g = _largest_divisor_at_most(n // n_segments, self.group_size)
-        y = x.reshape(n // g, g, c, h, w)
+        # fp32 even under bf16 autocast: x - mean cancels the leading bits of nearly equal features,
+        # and bf16 keeps 8 of them, so the spread D sees (its cue against collapse) would be noise
+        y = x.float().reshape(n // g, g, c, h, w)
         y = (y - y.mean(dim=1, keepdim=True)).square().mean(dim=1)
         y = (y + self.eps).sqrt().mean(dim=(1, 2, 3))  # (n // g,)
         y = y.repeat_interleave(g).reshape(n, 1, 1, 1).expand(n, 1, h, w)

@@ -92,3 +92,20 @@ def test_fused_upsample_conv_equals_upsample_then_conv(size):
 def test_fused_upsample_needs_3x3():
     with pytest.raises(ValueError, match="3x3"):
         EqualConv2d(4, 4, 1, up=True)
+
+
+def test_minibatch_std_of_bf16_features_is_the_fp32_stddev_of_those_values() -> None:
+    """Under bf16 autocast D's features arrive in bf16; their spread must not drown in bf16 rounding.
+
+    Features near 10 differ by about 0.1 while bf16 steps by 0.0625 there: a mean and difference
+    taken in bf16 miss by a good part of the spread, which is D's only cue against collapse.
+    """
+    torch.manual_seed(0)
+    x = (10 + 0.1 * torch.randn(8, 16, 4, 4)).bfloat16()
+    layer = MinibatchStd(group_size=4)
+    want = layer(x.float())[:, -1]  # the same bf16 values, statistics in fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(x)
+    assert got.dtype == torch.bfloat16 and got.shape == (8, 17, 4, 4)
+    assert torch.equal(got[:, :-1], x)
+    torch.testing.assert_close(got[:, -1].float(), want, rtol=8e-3, atol=0)
