@@ -37,7 +37,7 @@ def test_unknown_key_names_the_key_and_file(tmp_path):
 
 def test_augment_and_precision_settings_load_and_yaml_32_is_a_precision(tmp_path):
     cfg = load_config("cpu-demo")
-    assert cfg["gan"]["augment"]["policy"] == "" and cfg["gan"]["precision"] == "auto"
+    assert cfg["gan"]["augment"]["policy"] == "" and cfg["gan"]["precision"] == "32"
     preset = tmp_path / "aug.yaml"
     preset.write_text(
         "gan:\n  precision: 32\n  augment:\n    policy: translation,cutout\n    p: 1\n"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipelines.cli import main
 from pipelines.experiment.records import read_record, remove_record
@@ -376,22 +377,36 @@ def test_collect_rebuilds_identical_tables_from_records_alone(piecewise, tmp_pat
     assert code == 2 and "no cell records in" in err
 
 
-def test_records_collect_on_a_machine_of_the_other_precision(piecewise, tmp_path):
-    """A GAN record made where `auto` resolved to bf16 collects on an fp32 machine and the other way
-    round: the resolved precision is the machine's, not a setting of the sweep."""
+def test_gan_records_of_the_other_precision_are_stale_unless_the_sweep_says_auto(
+    piecewise, tmp_path
+):
+    """gan.precision 32 (the default) or bf16 is a setting: a GAN record of the other precision is
+    refused, naming the key. `auto` is the machine's: a record made where it resolved to bf16
+    collects on an fp32 machine and the other way round."""
     tmp, argv, _ = piecewise
     elsewhere = tmp_path / "results"
     shutil.copytree(tmp / "runs/phantoms/compare/cells/cells", elsewhere / "cells")
     path = elsewhere / "cells" / "gan-Fracture-f100-s0.json"
     record = json.loads(path.read_text())
+    config = argv[argv.index("--config") + 1]
+    auto = tmp_path / "auto.yaml"
+    cfg = yaml.safe_load(Path(config).read_text())
+    cfg["gan"]["precision"] = "auto"
+    auto.write_text(yaml.safe_dump(cfg))
+    argv_auto = [str(auto) if a == config else a for a in argv]
     for made_in in ("bf16", None):  # as made on a bf16 CPU or GPU, then on an fp32 machine
         settings = record["fingerprint"]["settings"]
         settings.pop("gan.precision", None)
         settings.update({"gan.precision": made_in} if made_in else {})
         path.write_text(json.dumps(record))
-        code, _, err = main_output([*argv, "--collect", "--results", str(elsewhere)])
+        code, _, err = main_output([*argv_auto, "--collect", "--results", str(elsewhere)])
         assert code == 0, f"{made_in}: {err}"
         assert (elsewhere / "auc_table.csv").is_file()
+        code, _, err = main_output([*argv, "--collect", "--results", str(elsewhere)])
+        if made_in:
+            assert code == 2 and "gan.precision" in err, err
+        else:
+            assert code == 0, err
 
 
 def test_gan_unit_refused_without_its_classifier_checkpoint(piecewise):

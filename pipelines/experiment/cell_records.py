@@ -88,7 +88,7 @@ def record_checker(
 ) -> Callable[[Cell, dict, Path], None]:
     """A check that raises StaleRunError when a cell's record was made by other settings than this
     sweep's now (a classifier's synthetic-set ids are not compared: their GANs' records are; nor
-    the precision a machine resolved `auto` to)."""
+    the precision a machine resolved gan.precision `auto` to)."""
     seed = cfg["data"]["seed"]
     rows = cache(lambda f: train_rows(prepared, f, seed, sweep.classes))
     positives = cache(lambda unit, f: gan_rows(prepared, unit, f, seed))
@@ -103,15 +103,18 @@ def record_checker(
             return
         vcfg = variant_config(cfg, cell.variant)
         g = {**vcfg, "gan": {**vcfg["gan"], "seed": cell.seed}}
+        # gan.precision `auto` is the machine's (bf16 where native): a record from a bf16 CPU or GPU
+        # stands on an fp32 machine and the other way round, and says which one made it. An explicit
+        # 32 or bf16 is a setting like any other: a GAN of the other precision is stale.
+        setting = vcfg["gan"]["precision"]
+        precision = "bf16" if setting == "bf16" else "32"
         now = gan_fingerprint(
-            prepared, g, list(cell.unit), cell.fraction, positives(cell.unit, cell.fraction)
-        )
+            prepared, g, list(cell.unit), cell.fraction, positives(cell.unit, cell.fraction),
+            precision,
+        )  # fmt: skip
         synth_now = {f"synth.{k}": cfg["compare"][k] for k in ("synth_ratio", "label_rows")}
         synth_then = {f"synth.{k}": v for k, v in record["settings"].get("synth", {}).items()}
-        # gan.precision is the machine's (bf16 where native): a record from a bf16 CPU or GPU
-        # stands on an fp32 machine and the other way round, and says which one made it
-        refuse_stale(
-            path, before | synth_then, now["settings"] | synth_now, ignore=("gan.precision",)
-        )
+        ignore = ("gan.precision",) if setting == "auto" else ()
+        refuse_stale(path, before | synth_then, now["settings"] | synth_now, ignore=ignore)
 
     return check
