@@ -41,11 +41,13 @@ def image_paths(folder: Path, rows: pd.DataFrame) -> list[Path]:
     paths = []
     for recorded in map(Path, rows["path"]):
         here = folder / "images" / recorded.name
-        path = here if here.is_file() else recorded
-        if not path.is_file():
+        if here.is_file():
+            paths.append(here)
+            continue
+        if not recorded.is_file():
             raise RareganError(
                 f"synthetic set {folder}: image {recorded.name} is missing (not in {folder / 'images'} "
                 f"nor at {recorded}); delete {folder} and make the set again with raregan synth"
             )
-        paths.append(path)
+        paths.append(recorded)
     return paths
