@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 from cli_args import bench_args  # noqa: E402
 
 from classify import Classifier  # noqa: E402
-from pipelines.runs import cpu_bf16  # noqa: E402
+from pipelines.machine import cpu_bf16  # noqa: E402
 
 
 def img_per_s(variant: str, size: int, batch: int, steps: int) -> float:

@@ -23,7 +23,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.runs import cpu_bf16  # noqa: E402
+from pipelines.machine import cpu_bf16  # noqa: E402
 
 
 def train(data: Path, precision: str, tmp: Path, args: argparse.Namespace) -> tuple[dict, float]:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from classify import Classifier  # noqa: E402
 from pipelines.data import load_records  # noqa: E402
 from pipelines.data.store import StoreDataset, build_store  # noqa: E402
-from pipelines.runs import mixed_precision  # noqa: E402
+from pipelines.machine import mixed_precision  # noqa: E402
 
 
 def steps_per_second(

@@ -31,7 +31,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.runs import cpu_bf16  # noqa: E402
+from pipelines.machine import cpu_bf16  # noqa: E402
 
 
 def raregan(*args: str) -> None:

@@ -51,8 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pggan.ema import update_ema
 from pggan.module import PGGAN
 from pggan.networks import Discriminator, Generator
-from pipelines.machine import reuse_freed_memory
-from pipelines.runs import cpu_bf16
+from pipelines.machine import cpu_bf16, reuse_freed_memory
 
 CHANNELS, RES, BATCH, LATENT = [128, 128, 128, 64, 32], 64, 16, 128
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.errors import RareganError
+from pipelines.machine import PRECISIONS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -165,9 +166,6 @@ def _check_value(key: str, value, source: str) -> None:
     bound = " > 0" if kind == "optional number" else bound
     what = f"{shape} of {plural}{bound}" if shape else f"{singular}{bound}"
     raise RareganError(f"{source}: config key '{key}' must be {what}, not {value!r}")
-
-
-PRECISIONS = ("auto", "bf16", "32")
 
 
 def _check_choices(cfg: dict, source: str) -> None:

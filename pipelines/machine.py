@@ -1,9 +1,16 @@
-"""Process-wide settings of the machine's C library that training speed depends on."""
+"""What this machine offers a run: its device, native bf16, and the C library settings speed depends on."""
 
 from __future__ import annotations
 
 import ctypes
 import platform
+import sys
+from typing import TYPE_CHECKING
+
+from pipelines.errors import RareganError
+
+if TYPE_CHECKING:
+    import torch
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
@@ -29,3 +36,51 @@ def reuse_freed_memory() -> bool:
         return False
     ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1
     return libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
+
+
+def run_device() -> torch.device:
+    """The device inference runs on: CUDA when torch sees a GPU, else the CPU."""
+    import torch  # imported here: the CLI checks its arguments before torch loads
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+PRECISIONS = ("auto", "bf16", "32")  # what classify.precision and gan.precision may say
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): only then is bf16 faster.
+
+    Without it oneDNN emulates bf16 convolutions, measured here 36× slower than fp32.
+    """
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def mixed_precision(accelerator: str, setting: str, key: str, gpu_auto: str = "16") -> str:
+    """The autocast dtype a run trains in: "16", "bf16" or "32" (no autocast).
+
+    "32" is fp32 everywhere. On a GPU "auto" gives `gpu_auto` and "bf16" bf16; on the CPU bf16
+    only where it is native ("auto" or "bf16"), else fp32, with a one-line warning when bf16 was
+    asked for. `key` (e.g. "gan.precision") names the setting in the error for an unknown value.
+    """
+    if setting not in PRECISIONS:
+        raise RareganError(f"{key} {setting!r}: use auto, bf16 or 32")
+    import torch
+
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if setting == "32":
+        return "32"
+    if gpu:
+        return "bf16" if setting == "bf16" else gpu_auto
+    if cpu_bf16():
+        return "bf16"
+    if setting == "bf16":
+        print(
+            f"raregan: warning: {key} bf16 asked for, but this CPU has no native bf16 "
+            "(AVX512-BF16/AMX); training in fp32",
+            file=sys.stderr,
+        )
+    return "32"

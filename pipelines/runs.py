@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from pipelines.errors import RareganError
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
-    import torch
 
 DONE = "DONE"
 
@@ -208,54 +206,6 @@ def staged_dir(out: Path, kind: str) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
-
-
-def run_device() -> torch.device:
-    """The device inference runs on: CUDA when torch sees a GPU, else the CPU."""
-    import torch  # imported here: the CLI checks its arguments before torch loads
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-PRECISIONS = ("auto", "bf16", "32")  # what classify.precision and gan.precision may say
-
-
-def cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): only then is bf16 faster.
-
-    Without it oneDNN emulates bf16 convolutions, measured here 36× slower than fp32.
-    """
-    import torch
-
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
-def mixed_precision(accelerator: str, setting: str, key: str, gpu_auto: str = "16") -> str:
-    """The autocast dtype a run trains in: "16", "bf16" or "32" (no autocast).
-
-    "32" is fp32 everywhere. On a GPU "auto" gives `gpu_auto` and "bf16" bf16; on the CPU bf16
-    only where it is native ("auto" or "bf16"), else fp32, with a one-line warning when bf16 was
-    asked for. `key` (e.g. "gan.precision") names the setting in the error for an unknown value.
-    """
-    if setting not in PRECISIONS:
-        raise RareganError(f"{key} {setting!r}: use auto, bf16 or 32")
-    import torch
-
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if setting == "32":
-        return "32"
-    if gpu:
-        return "bf16" if setting == "bf16" else gpu_auto
-    if cpu_bf16():
-        return "bf16"
-    if setting == "bf16":
-        print(
-            f"raregan: warning: {key} bf16 asked for, but this CPU has no native bf16 "
-            "(AVX512-BF16/AMX); training in fp32",
-            file=sys.stderr,
-        )
-    return "32"
 
 
 def run_path(root: Path, dataset: str, stage: str, name: str) -> Path:

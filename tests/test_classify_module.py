@@ -11,7 +11,7 @@ from conftest import quiet_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from classify.module import Classifier, warmup_cosine
-from pipelines.runs import cpu_bf16
+from pipelines.machine import cpu_bf16
 
 
 def _squares(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -256,12 +256,12 @@ def test_balanced_weights_favour_rare_positives_and_amp_only_on_gpu():
 
 
 def test_bf16_on_the_cpu_only_where_it_is_native(monkeypatch, capsys):
-    from pipelines import runs
+    from pipelines import machine
     from pipelines.classifier import run as run_module
 
-    monkeypatch.setattr(runs, "cpu_bf16", lambda: True)
+    monkeypatch.setattr(machine, "cpu_bf16", lambda: True)
     assert run_module.precision("cpu") == "bf16-mixed" == run_module.precision("cpu", "bf16")
-    monkeypatch.setattr(runs, "cpu_bf16", lambda: False)
+    monkeypatch.setattr(machine, "cpu_bf16", lambda: False)
     assert run_module.precision("cpu") == "32-true" and not capsys.readouterr().err
     assert run_module.precision("cpu", "bf16") == "32-true"  # asked for, not there: fp32 + warning
     err = capsys.readouterr().err

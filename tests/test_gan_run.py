@@ -389,18 +389,18 @@ def test_augment_settings_change_the_fingerprint_only_when_they_augment():
 
 
 def test_gan_precision_bf16_only_where_native_and_wired_into_the_module(monkeypatch, capsys):
-    from pipelines import runs
+    from pipelines import machine
     from pipelines.config import load_config
     from pipelines.gan.run import gan_module, gan_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(runs, "cpu_bf16", lambda: False)  # as on this machine's CPU
+    monkeypatch.setattr(machine, "cpu_bf16", lambda: False)  # as on this machine's CPU
     assert gan_precision("cpu", "auto") == "32" and not capsys.readouterr().err
     assert gan_precision("auto", "bf16") == "32"
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("raregan: warning: gan.precision bf16"), err
     assert "no native bf16" in err[0] and "fp32" in err[0]
-    monkeypatch.setattr(runs, "cpu_bf16", lambda: True)
+    monkeypatch.setattr(machine, "cpu_bf16", lambda: True)
     assert gan_precision("cpu", "auto") == "bf16" == gan_precision("cpu", "bf16")
     assert gan_precision("cpu", "32") == "32"
     over = {"gan": {"resolution": 16, "channels": [16, 16, 8], "latent_dim": 16, "precision": "32",

@@ -27,16 +27,15 @@ from pipelines.classifier.arms import (
 from pipelines.classifier.evaluation import N_BINS, evaluate, seen_images
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
+from pipelines.machine import mixed_precision, run_device
 from pipelines.runs import (
     RunOptions,
     fingerprint,
     frame_id,
     loggers,
     mark_done,
-    mixed_precision,
     open_run,
     reuse_or_start,
-    run_device,
     run_id,
     save_checkpoint_atomic,
     write_json,

@@ -18,7 +18,8 @@ from pipelines.commands.common import DATA_OPTIONS, spec_from_args
 from pipelines.data.prepare import prepare, unknown_if_uncertain_outside_train
 from pipelines.data.store import StoreDataset
 from pipelines.errors import RareganError
-from pipelines.runs import mark_done, run_device, staged_dir, write_json
+from pipelines.machine import run_device
+from pipelines.runs import mark_done, staged_dir, write_json
 
 NAME = "evaluate"
 HELP = "evaluate a finished classifier run on another dataset with the same labels (all its images are the test set)"

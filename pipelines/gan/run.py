@@ -18,6 +18,7 @@ from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
 from pipelines.gan.data_order import DataOrder, loader
 from pipelines.gan.outputs import CKPT, PhaseLines, RunOutputs, ScheduleBar, loss_curve, sample_grid
+from pipelines.machine import mixed_precision
 from pipelines.runs import (
     RunOptions,
     fingerprint,
@@ -25,7 +26,6 @@ from pipelines.runs import (
     loggers,
     mark_done,
     merged_logs,
-    mixed_precision,
     open_run,
     reuse_or_start,
     write_json,

@@ -14,13 +14,13 @@ from pipelines.data.synthetic import SYNTH_CSV
 from pipelines.errors import RareganError
 from pipelines.gan.run import class_tag, condition_labels
 from pipelines.images import save_png
+from pipelines.machine import run_device
 from pipelines.runs import (
     check_fingerprint,
     check_replaceable,
     fingerprint,
     is_done,
     mark_done,
-    run_device,
     run_id,
     staged_dir,
     write_fingerprint,
