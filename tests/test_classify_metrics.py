@@ -143,7 +143,7 @@ def test_classification_report_counts() -> None:
 
 
 def test_brier_reliability_bins_and_ece_hand_example() -> None:
-    from classify.metrics import brier_score, expected_calibration_error, reliability_bins
+    from classify.calibration import brier_score, expected_calibration_error, reliability_bins
 
     y = np.array([0, 0, 1, 1, np.nan])
     s = np.array([0.1, 0.4, 0.35, 0.8, 0.5])  # the NaN label's score is dropped
@@ -165,7 +165,7 @@ def test_brier_reliability_bins_and_ece_hand_example() -> None:
 def test_ece_matches_torchmetrics_on_random_scores() -> None:
     from torchmetrics.functional.classification import binary_calibration_error
 
-    from classify.metrics import expected_calibration_error
+    from classify.calibration import expected_calibration_error
 
     rng = np.random.default_rng(3)
     s = rng.random(500)
@@ -175,7 +175,7 @@ def test_ece_matches_torchmetrics_on_random_scores() -> None:
 
 
 def test_youden_threshold_and_metrics_at_a_threshold() -> None:
-    from classify.metrics import threshold_metrics, youden_threshold
+    from classify.calibration import threshold_metrics, youden_threshold
 
     y = np.array([0, 0, 1, 1, np.nan])
     s = np.array([0.1, 0.4, 0.35, 0.8, 0.9])

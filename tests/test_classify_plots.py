@@ -185,7 +185,7 @@ def test_label_distribution_png(tmp_path) -> None:
 
 
 def test_reliability_figure_shows_the_bins_ece_and_brier(tmp_path) -> None:
-    from classify.metrics import brier_score, expected_calibration_error, reliability_bins
+    from classify.calibration import brier_score, expected_calibration_error, reliability_bins
 
     rng = np.random.default_rng(1)
     s = rng.random((300, 3))

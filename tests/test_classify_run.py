@@ -286,7 +286,7 @@ def evaluate_cli(run, data, cache, *extra) -> int:
 def test_classify_writes_calibration_thresholds_and_train_val_ids(phantom_run):
     import hashlib
 
-    from classify.metrics import brier_score, expected_calibration_error, threshold_metrics
+    from classify.calibration import brier_score, expected_calibration_error, threshold_metrics
 
     metrics = json.loads((phantom_run / "metrics.json").read_text())
     preds = pd.read_csv(phantom_run / "predictions.csv")

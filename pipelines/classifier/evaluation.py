@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from classify import Classifier, classification_report, per_label_report
-from classify.metrics import (
+from classify.calibration import (
     brier_score,
     expected_calibration_error,
     threshold_metrics,

@@ -16,8 +16,9 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from classify.calibration import brier_score, expected_calibration_error, reliability_bins
 from classify.gradcam import gradcam, overlay
-from classify.metrics import auc, brier_score, expected_calibration_error, reliability_bins
+from classify.metrics import auc
 from pipelines.errors import RareganError
 from pipelines.images import save_figure
 
