@@ -17,8 +17,9 @@ import numpy as np
 from cli_args import bench_args  # benchmarks/ is on the path when a script runs
 from PIL import Image
 
+from pipelines.data.decode import decode_image
 from pipelines.data.leakage import find_cross_split_duplicates, phash, pixel_digest
-from pipelines.data.store import StoreDataset, build_store, decode_image
+from pipelines.data.store import StoreDataset, build_store
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RAREGAN_SHARED_DATA", REPO.parent / "shared" / "data"))
