@@ -104,3 +104,35 @@ def finished_run(phantom_root, tmp_path_factory):
     out = tmp / "run"
     assert main(gan_argv(phantom_root, tmp, out, tiny_config(tmp, kimg=0.1, every=0.1))) == 0
     return out
+
+
+def classify_cnn5(tmp_path, data, out, *extra):
+    """`raregan classify` of a 2-epoch cnn5 (the suite's small classifier); its exit code."""
+    from pipelines.cli import main
+
+    return main(
+        [
+            "classify",
+            "--data",
+            str(data),
+            "--model",
+            "cnn5",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "store"),
+            "--no-progress",
+            *extra,
+        ]
+    )
+
+
+@pytest.fixture(scope="session")
+def phantom_run(phantom_root, tmp_path_factory):
+    """A finished one-epoch cnn5 run on the phantoms at 32 px (multilabel)."""
+    tmp = tmp_path_factory.mktemp("evalrun")
+    out = tmp / "run"
+    assert classify_cnn5(tmp, phantom_root, out, "--size", "32", "--epochs", "1") == 0
+    return out

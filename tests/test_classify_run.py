@@ -1,38 +1,17 @@
-"""Classifier runs end to end on real data and phantoms: metrics, outputs, external evaluation, bad input."""
+"""Classifier runs end to end on real data and phantoms: metrics, outputs, resume, DDP, bad input."""
 
 from __future__ import annotations
 
 import json
-import re
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import classify_cnn5 as classify
 
 from pipelines.classifier.arms import assert_no_synthetic
 from pipelines.cli import main
 from pipelines.errors import RareganError
-
-
-def classify(tmp_path, data, out, *extra):
-    return main(
-        [
-            "classify",
-            "--data",
-            str(data),
-            "--model",
-            "cnn5",
-            "--epochs",
-            "2",
-            "--out",
-            str(out),
-            "--cache",
-            str(tmp_path / "store"),
-            "--no-progress",
-            *extra,
-        ]
-    )
 
 
 def test_kermany_three_class_learns_well_above_chance(shared_data, tmp_path, capsys):
@@ -186,23 +165,6 @@ def test_cross_validation_and_resume(phantom_root, tmp_path, capsys):
     assert "train:" in capsys.readouterr().err
 
 
-def test_evaluate_refuses_a_different_label_space(shared_data, phantom_root, tmp_path, capsys):
-    out = tmp_path / "p"
-    assert classify(tmp_path, phantom_root, out, "--size", "32", "--epochs", "1") == 0
-    code = main(
-        [
-            "evaluate",
-            "--run",
-            str(out),
-            "--data",
-            str(shared_data / "chest_xray"),
-            "--cache",
-            str(tmp_path / "store"),
-        ]
-    )
-    assert code == 2 and "lacks labels" in capsys.readouterr().err
-
-
 def test_ddp_with_two_cpu_processes(phantom_root, tmp_path):
     """Lightning DDP (gloo) with 2 CPU processes trains and evaluates like one process would."""
     import subprocess
@@ -268,21 +230,6 @@ def test_bf16_on_the_cpu_only_where_it_is_native(monkeypatch, capsys):
     assert err.startswith("raregan: warning:") and "no native bf16" in err
 
 
-@pytest.fixture(scope="module")
-def phantom_run(phantom_root, tmp_path_factory):
-    """A finished one-epoch cnn5 run on the phantoms at 32 px (multilabel)."""
-    tmp = tmp_path_factory.mktemp("evalrun")
-    out = tmp / "run"
-    assert classify(tmp, phantom_root, out, "--size", "32", "--epochs", "1") == 0
-    return out
-
-
-def evaluate_cli(run, data, cache, *extra) -> int:
-    """`raregan evaluate` of a run on a data folder."""
-    argv = ["evaluate", "--run", str(run), "--data", str(data), "--cache", str(cache)]
-    return main([*argv, *extra])
-
-
 def test_classify_writes_calibration_thresholds_and_train_val_ids(phantom_run):
     import hashlib
 
@@ -309,91 +256,6 @@ def test_classify_writes_calibration_thresholds_and_train_val_ids(phantom_run):
     assert not set(ids["patient"]) & set(preds["patient"].astype(str))  # test patients are apart
     assert ids["pixel_sha1"].str.fullmatch(r"[0-9a-f]{40}").all()
     assert hashlib.sha1(b"").hexdigest() not in set(ids["pixel_sha1"])
-
-
-def test_evaluate_refuses_the_runs_own_train_and_val_images(
-    phantom_run, phantom_root, tmp_path, capsys
-):
-    code = evaluate_cli(phantom_run, phantom_root, tmp_path / "store")
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("raregan: error:"), err
-    assert "pixel-identical to the run's train/val images" in err
-    assert "train/val patients of the run" in err and "--allow-overlap" in err
-    assert not list(phantom_run.glob("external-*"))
-
-
-def test_evaluate_one_folder_per_data_set_rounded_aucs_calibration(phantom_run, tmp_path, capsys):
-    """Two external sets in folders of the same name get two output folders; AUCs print as
-    `classify` prints them, with ECE, Brier and sensitivity / specificity at the val thresholds."""
-    from pipelines.data.phantoms import write_phantoms
-
-    sets = [write_phantoms(tmp_path / side / "ext", n=60, size=32, seed=5) for side in "ab"]
-    for data in sets:
-        assert evaluate_cli(phantom_run, data, tmp_path / "store", "--allow-overlap") == 0
-        out, err = capsys.readouterr()
-        assert "patients are train/val patients of the run" in err and "no external test" in err
-        assert re.search(r"\n  macro\s+0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\]\n", out), out
-        assert re.search(r"\n  Fracture\s+ECE 0\.\d{3}, Brier 0\.\d{3}\n", out), out
-        assert "sensitivity" in out and "10 equal-width bins" in out
-        assert not re.search(r"\d\.\d{5,}", out), "unrounded numbers printed"
-    folders = sorted(phantom_run.glob("external-phantoms-*"))
-    assert len(folders) == 2, folders
-    for folder in folders:
-        ext = json.loads((folder / "metrics.json").read_text())
-        assert ext["overlap"] == {
-            "checked": True,
-            "images": 0,
-            "patients": ext["overlap"]["patients"],
-        }
-        assert ext["overlap"]["patients"] > 0
-        assert set(ext["calibration"]["per_label"]) >= {"Fracture", "Lung Lesion"}
-        run_t = json.loads((phantom_run / "metrics.json").read_text())["thresholds"]["per_label"]
-        for name, t in ext["thresholds"]["per_label"].items():
-            assert t["threshold"] == run_t[name]["threshold"]  # the run's val thresholds
-        for name in ("calibration.png", "roc_curves.png", "DONE"):
-            assert (folder / name).is_file(), name
-    other = {json.loads((f / "metrics.json").read_text())["external_data"] for f in folders}
-    assert other == {str(s) for s in sets}
-
-
-def test_evaluate_an_older_run_warns_and_goes_on(phantom_run, tmp_path, capsys):
-    from pipelines.data.phantoms import write_phantoms
-
-    old = tmp_path / "old"
-    shutil.copytree(
-        phantom_run, old, ignore=shutil.ignore_patterns("train_val_ids.csv", "external-*")
-    )
-    metrics = json.loads((old / "metrics.json").read_text())
-    metrics.pop("thresholds")
-    (old / "metrics.json").write_text(json.dumps(metrics))
-    data = write_phantoms(tmp_path / "ext", n=60, size=32, seed=6)
-    assert evaluate_cli(old, data, tmp_path / "store") == 0
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert any("no train_val_ids.csv" in ln and ln.startswith("raregan: warning:") for ln in err)
-    assert any("no val thresholds" in ln for ln in err)
-    (folder,) = old.glob("external-phantoms-*")
-    ext = json.loads((folder / "metrics.json").read_text())
-    assert ext["overlap"] == {"checked": False} and "thresholds" not in ext
-
-
-def test_evaluate_help_lists_only_the_options_that_apply(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["evaluate", "--help"])
-    out = capsys.readouterr().out
-    assert exit_.value.code == 0
-    for flag in ("--run", "--data", "--format", "--all-views", "--label-map", "--allow-overlap"):
-        assert flag in out, flag
-    for flag in (
-        "--uncertainty",
-        "--rarefy",
-        "--val",
-        "--test",
-        "--seed",
-        "--resplit",
-        "--size",
-        "--allow-duplicates",
-    ):
-        assert not re.search(rf"{flag}\b", out), flag
 
 
 def test_last_checkpoint_every_epoch_and_one_line_per_epoch(
