@@ -76,23 +76,27 @@ def tiny_config(tmp_path, kimg=0.12, every=0.1):
     return path
 
 
-def gan_argv(phantom_root, tmp_path, out, cfg, *extra):
-    """`raregan gan` for Fracture on the phantoms with a config, output and store folder."""
+def cli_argv(command, data, out, tmp_path, *extra):
+    """argv of `raregan COMMAND` reading `data` into `out`, its store under tmp_path/store, no bars."""
+    cache = str(tmp_path / "store")
     return [
-        "gan",
+        command,
         "--data",
-        str(phantom_root),
-        "--class",
-        "Fracture",
-        "--config",
-        str(cfg),
+        str(data),
         "--out",
         str(out),
         "--cache",
-        str(tmp_path / "store"),
+        cache,
         "--no-progress",
         *extra,
     ]
+
+
+def gan_argv(phantom_root, tmp_path, out, cfg, *extra):
+    """`raregan gan` for Fracture on the phantoms with a config, output and store folder."""
+    return cli_argv(
+        "gan", phantom_root, out, tmp_path, "--class", "Fracture", "--config", str(cfg), *extra
+    )
 
 
 @pytest.fixture(scope="session")
@@ -111,21 +115,7 @@ def classify_cnn5(tmp_path, data, out, *extra):
     from pipelines.cli import main
 
     return main(
-        [
-            "classify",
-            "--data",
-            str(data),
-            "--model",
-            "cnn5",
-            "--epochs",
-            "2",
-            "--out",
-            str(out),
-            "--cache",
-            str(tmp_path / "store"),
-            "--no-progress",
-            *extra,
-        ]
+        cli_argv("classify", data, out, tmp_path, "--model", "cnn5", "--epochs", "2", *extra)
     )
 
 
