@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 from conftest import tiny_config
@@ -21,7 +23,7 @@ def test_variant_names_of_the_command_are_the_ablations():
 def test_ablation_config_switches_only_the_filter_bank_and_the_augmentation():
     cfg = load_config("cpu-demo")
     bank = cfg["filters"]["names"]
-    for variant, (filters, augment) in VARIANTS.items():
+    for variant, (filters, augment, _) in VARIANTS.items():
         v = ablation_config(cfg, variant, seed=3)
         assert v["filters"]["names"] == (bank if filters else [])
         assert augment_on(v["gan"]["augment"]) == augment
@@ -43,7 +45,8 @@ def test_ablation_config_switches_only_the_filter_bank_and_the_augmentation():
 
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory):
-    """Two variants of a tiny Fracture GAN on 400 phantoms with 40 % Fracture (enough held out)."""
+    """Three variants of a tiny Fracture GAN on 400 phantoms with 40 % Fracture (enough held out),
+    one of them conditioned on Lung Lesion."""
     from pipelines.data.phantoms import write_phantoms
 
     tmp = tmp_path_factory.mktemp("ablation")
@@ -51,7 +54,7 @@ def ablation(tmp_path_factory):
     argv = [
         "gan-ablation", "--data", root, "--class", "Fracture", "--config",
         tiny_config(tmp, kimg=0.06, every=0.1), "--variants", "filters+augment", "plain",
-        "--n", "48", "--out", tmp / "out", "--cache", tmp / "store", "--runs", tmp / "runs",
+        "plain+conditional", "--condition-on", "Lung Lesion", "--n", "48", "--out", tmp / "out", "--cache", tmp / "store", "--runs", tmp / "runs",
     ]  # fmt: skip
     argv = [str(a) for a in argv]
     assert main(argv) == 0
@@ -61,7 +64,7 @@ def ablation(tmp_path_factory):
 def test_ablation_writes_one_table_of_every_variant_with_real_baselines(ablation):
     out, _ = ablation
     table = pd.read_csv(out / "table.csv")
-    assert table["variant"].tolist() == ["filters+augment", "plain"]
+    assert table["variant"].tolist() == ["filters+augment", "plain", "plain+conditional"]
     assert (table["seeds"] == 1).all()
     for col in ("c2st_auc", "c2st_real", "fid_heldout", "fid_real", "precision", "recall"):
         assert table[col].notna().all(), col
@@ -85,6 +88,29 @@ def test_ablation_writes_one_table_of_every_variant_with_real_baselines(ablation
         json.loads((runs / f"{v}-seed0" / "summary.json").read_text()) for v in table["variant"]
     ]
     assert summaries[0]["training_images"] == 4 * summaries[1]["training_images"]
+    assert [s.get("conditional", False) for s in summaries] == [False, False, True]
+    assert summaries[2]["classes"] == ["Fracture", "Lung Lesion"]
+
+
+def test_a_conditional_variant_is_measured_on_the_rare_class_alone(ablation):
+    """Its row holds the Fracture figures of its eval (not the pooled ones), drawn from enough
+    samples that about --n are Fracture."""
+    import json
+
+    out, _ = ablation
+    run = out / "runs" / "plain+conditional-seed0"
+    ev = json.loads((run / "eval" / "eval.json").read_text())
+    positives = pd.read_csv(run / "positives.csv")
+    share = (positives["Fracture"] > 0.5).mean()
+    assert 0 < share < 1 and ev["n_fake"] == math.ceil(48 / share)
+    row = pd.read_csv(out / "runs.csv").set_index("variant").loc["plain+conditional"]
+    fracture = ev["per_class"]["Fracture"]
+    assert row["c2st_auc"] == pytest.approx(fracture["c2st"]["auc"])
+    assert row["recall"] == pytest.approx(fracture["recall"])
+    held = (pd.read_csv(run / "heldout.csv")["Fracture"] > 0.5).sum()
+    per_side = min(held, (positives["Fracture"] > 0.5).sum())
+    assert row["c2st_n_per_side"] == per_side  # the Fracture test
+    assert "label-conditional GAN on Fracture and Lung Lesion" in (out / "README.md").read_text()
 
 
 def test_ablation_rerun_reuses_every_gan_and_gives_the_same_table(ablation):
@@ -103,3 +129,23 @@ def test_unknown_variant_is_one_line(ablation, capsys):
     bad[i + 1 : i + 3] = ["filters", "dropout"]
     code, err = run_cli(capsys, *bad)
     assert_one_line_error(code, err, "'dropout'", "filters+augment")
+
+
+@pytest.mark.parametrize(
+    "variants, condition_on, needle",
+    [
+        (["plain+conditional"], [], "--condition-on"),
+        (["plain+conditional"], ["Fracture"], "the class itself"),
+        (["plain+conditional"], ["Edema"], "'Edema'"),
+    ],
+)
+def test_bad_conditional_variants_are_one_line(ablation, capsys, variants, condition_on, needle):
+    _, argv = ablation
+    bad = [*argv]
+    i = bad.index("--variants")
+    j = bad.index("--n")
+    bad[i:j] = ["--variants", *variants] + (
+        ["--condition-on", *condition_on] if condition_on else []
+    )
+    code, err = run_cli(capsys, *bad)
+    assert_one_line_error(code, err, needle)

@@ -1,4 +1,5 @@
-"""`raregan gan-ablation`: filter bank on/off × differentiable augmentation on/off for one class."""
+"""`raregan gan-ablation`: filter bank on/off × differentiable augmentation on/off for one class,
+and GANs conditioned on other classes of the data."""
 
 from __future__ import annotations
 
@@ -17,7 +18,16 @@ from pipelines.config import load_config
 
 NAME = "gan-ablation"
 HELP = "train GANs with the filter bank on/off × augmentation on/off at one budget and seeds; one table of their fidelity (C2ST, FID, precision/recall) and a grid per variant"
-VARIANT_NAMES = ("filters+augment", "filters", "augment", "plain")  # pipelines.experiment.ablation
+# pipelines.experiment.ablation's VARIANTS (not imported here: torch loads only when a run starts)
+VARIANT_NAMES = (
+    "filters+augment",
+    "filters",
+    "augment",
+    "plain",
+    "filters+conditional",
+    "plain+conditional",
+)
+DEFAULT_VARIANTS = VARIANT_NAMES[:4]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,10 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants",
         nargs="+",
-        default=list(VARIANT_NAMES),
+        default=list(DEFAULT_VARIANTS),
         metavar="VARIANT",
-        help="among filters+augment, filters, augment, plain (default: all four); augment uses the "
-        "config's gan.augment policy, or every op with p 0.5 when the config has none",
+        help="among filters+augment, filters, augment, plain (default: these four) and "
+        "filters+conditional, plain+conditional; augment uses the config's gan.augment policy, or "
+        "every op with p 0.5 when the config has none; conditional trains one label-conditional "
+        "GAN on the class and the --condition-on classes and measures the class alone",
+    )
+    parser.add_argument(
+        "--condition-on",
+        nargs="+",
+        default=[],
+        metavar="CLASS",
+        help="the other classes a conditional variant learns beside the rare one (e.g. the "
+        "abundant classes of the same data)",
     )
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=[0], help="GAN seeds, the same for every variant"
@@ -57,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.experiment.ablation import Ablation, check_variants, run_ablation
 
     cfg = load_config(args.config, config_overrides(args, {"kimg": ("gan", "kimg_per_phase")}))
-    variants = check_variants(args.variants)
+    variants = check_variants(args.variants, args.condition_on)
     if not args.size:
         args.size = cfg["gan"]["resolution"]
     spec = spec_from_args(args, cfg)
@@ -75,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         args.classifier,
         args.progress,
         args.redo,
+        tuple(dict.fromkeys(args.condition_on)),
     )
     table = run_ablation(ab, prepared, cfg, args.command_line)
     print((out / "table.md").read_text(encoding="utf-8"), end="")

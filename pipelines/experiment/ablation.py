@@ -1,5 +1,8 @@
 """The GAN ablation: filter bank on/off × differentiable augmentation on/off, at one budget and
 the same seeds, each GAN measured against real images it never saw (pipelines.gan.eval_run).
+Conditional variants train one label-conditional GAN on the rare class and the classes named by
+`condition_on` (the abundant classes of the same data set lend it their anatomy) and are measured
+on the rare class alone.
 
 This is the direct test of the filter claim at the GAN level (does filter pre-augmentation give a
 better GAN?) and of data-efficient training, before any classifier is involved. Every GAN is a
@@ -9,6 +12,7 @@ piecewise; the table is rebuilt from the runs' eval.json files.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,15 +29,17 @@ from pipelines.experiment.report import data_citation
 from pipelines.gan.c2st import t_interval
 from pipelines.gan.distances import space_label
 from pipelines.gan.eval_run import eval_current, evaluate_gan_run
-from pipelines.gan.run import CKPT, augment_on, train_gan
+from pipelines.gan.run import CKPT, POSITIVES, augment_on, train_gan
 from pipelines.runs import RunOptions, atomic_write_text, is_done, write_json
 
-# variant → (filter bank, differentiable augmentation)
+# variant → (filter bank, differentiable augmentation, conditioned on other classes)
 VARIANTS = {
-    "filters+augment": (True, True),
-    "filters": (True, False),
-    "augment": (False, True),
-    "plain": (False, False),
+    "filters+augment": (True, True, False),
+    "filters": (True, False, False),
+    "augment": (False, True, False),
+    "plain": (False, False, False),
+    "filters+conditional": (True, False, True),
+    "plain+conditional": (False, False, True),
 }
 # the augmentation a variant gets when the config sets none: every op, each with p = 0.5 per image.
 # Fixed, not adaptive: with this WGAN-GP critic (one D step per G step) the overfitting signal
@@ -56,24 +62,35 @@ class Ablation:
     classifier: Path | None = None
     progress: bool = False
     redo: bool = False
+    condition_on: tuple[str, ...] = ()  # the other classes of the conditional variants
+
+    def classes(self, variant: str) -> list[str]:
+        """The classes one GAN of `variant` learns: the rare one, then those it is conditioned on."""
+        return [self.cls, *self.condition_on] if VARIANTS[variant][2] else [self.cls]
 
     def run_dir(self, variant: str, seed: int) -> Path:
         """Run folder of one GAN of the ablation."""
         return self.out / "runs" / f"{variant}-seed{seed}"
 
 
-def check_variants(names: list[str]) -> list[str]:
-    """The variant names, refused (one line) when one is unknown."""
+def check_variants(names: list[str], condition_on: list[str] | tuple = ()) -> list[str]:
+    """The variant names, refused (one line) when one is unknown or a conditional one has no
+    classes to be conditioned on."""
     for name in names:
         if name not in VARIANTS:
             raise RareganError(f"unknown GAN variant {name!r}; use {', '.join(VARIANTS)}")
+        if VARIANTS[name][2] and not condition_on:
+            raise RareganError(
+                f"GAN variant {name!r} conditions on other classes: name them with --condition-on "
+                "(e.g. the abundant classes of the same data)"
+            )
     return list(dict.fromkeys(names))
 
 
 def ablation_config(cfg: dict, variant: str, seed: int) -> dict:
     """The config of one variant and seed: the filter bank emptied or kept, the augmentation set
     off or on (the config's own policy when it has one, else DEFAULT_AUGMENT)."""
-    filters, augment = VARIANTS[variant]
+    filters, augment, _ = VARIANTS[variant]
     out = variant_config(cfg, "filters" if filters else "nofilter")
     aug = dict(cfg["gan"]["augment"])
     if augment and not augment_on(aug):
@@ -90,7 +107,7 @@ def train_one(ab: Ablation, prepared: Prepared, cfg: dict, variant: str, seed: i
     opts = RunOptions(resume=(run / CKPT).exists(), redo=ab.redo, progress=ab.progress)
     trained = not is_done(run)
     start = time.perf_counter()
-    train_gan(prepared, [ab.cls], ab.fraction, vcfg, run, opts)
+    train_gan(prepared, ab.classes(variant), ab.fraction, vcfg, run, opts)
     if trained:
         resumed = opts.resume
         write_json(
@@ -98,37 +115,56 @@ def train_one(ab: Ablation, prepared: Prepared, cfg: dict, variant: str, seed: i
         )
     if not eval_current(run / "eval" / "eval.json", ab.classifier):
         cache = prepared.store.data_path.parent
+        n = samples_for(run, ab.cls, ab.n)
         evaluate_gan_run(
-            run, n=ab.n, seed=seed, classifier=ab.classifier, cache=cache, heldout="require"
+            run, n=n, seed=seed, classifier=ab.classifier, cache=cache, heldout="require"
         )
-    return row_of(run, variant, seed)
+    return row_of(run, variant, seed, cls=ab.cls)
 
 
-def row_of(run: Path, variant: str, seed: int, eval_dir: str = "eval") -> dict:
+def samples_for(run: Path, cls: str, n: int) -> int:
+    """Samples to draw so that about `n` are of `cls`: a conditional GAN draws its classes in the
+    proportions of its training positives, so its rare class gets n / (its share) draws."""
+    if not read_json(run / "summary.json").get("conditional"):
+        return n
+    share = float((pd.read_csv(run / POSITIVES)[cls] > 0.5).mean())
+    return math.ceil(n / share)
+
+
+def row_of(
+    run: Path, variant: str, seed: int, eval_dir: str = "eval", cls: str | None = None
+) -> dict:
     """One GAN's figures from its run folder (its gan-eval output in `eval_dir`): budget, C2ST and
     its real baseline, held-out FID/KID and precision/recall beside their real baselines, near
-    copies, diversity. An evaluated checkpoint gives its own kimg and training minutes."""
+    copies, diversity. An evaluated checkpoint gives its own kimg and training minutes. Of a
+    conditional GAN the held-out figures are those of `cls` alone (near copies and diversity are
+    over all its samples)."""
     ev, summary = read_json(run / eval_dir / "eval.json"), read_json(run / "summary.json")
     timing = read_json(run / TIMING) if (run / TIMING).is_file() else {}
     at = ev.get("checkpoint") or {}
-    c2st, base = ev["c2st"], ev["c2st_real_baseline"] or {"auc": np.nan}
-    pr = ev["pr_real_baseline"] or {"precision": np.nan, "recall": np.nan}  # None: too few to test
+    held = ev["per_class"][cls] if summary.get("conditional") else ev
+    if held["c2st"] is None:
+        raise RareganError(f"{run}: no held-out figures for {cls}: {held['heldout']['skipped']}")
+    c2st, base = held["c2st"], held["c2st_real_baseline"] or {"auc": np.nan}
+    pr = held["pr_real_baseline"] or {"precision": np.nan, "recall": np.nan}  # None: too few
     return {
         "variant": variant,
         "seed": seed,
         "kimg": at.get("kimg", summary["kimg"]),
-        "train_minutes": at.get("train_minutes", timing.get("minutes", np.nan)),
+        "train_minutes": at.get(
+            "train_minutes", timing.get("minutes", summary.get("train_minutes", np.nan))
+        ),
         "c2st_auc": c2st["auc"],
         "c2st_low": c2st["ci_low"],
         "c2st_high": c2st["ci_high"],
         "c2st_real": base["auc"],
         "c2st_n_per_side": c2st["n_per_side"],
-        "fid_heldout": ev["fid_heldout"],
-        "fid_real": ev["fid_real_baseline"],
-        "kid_heldout": ev["kid_heldout"],
-        "kid_real": ev["kid_real_baseline"],
-        "precision": ev["precision"],
-        "recall": ev["recall"],
+        "fid_heldout": held["fid_heldout"],
+        "fid_real": held["fid_real_baseline"],
+        "kid_heldout": held["kid_heldout"],
+        "kid_real": held["kid_real_baseline"],
+        "precision": held["precision"],
+        "recall": held["recall"],
         "precision_real": pr["precision"],
         "recall_real": pr["recall"],
         "near_copy_fraction": ev["memorization"]["frac_near_copies"],
@@ -179,16 +215,24 @@ NOTE = (
     "(k = 3, Kynkäänniemi et al. 2019) in {space} space, held-out reals as reference, "
     "real-vs-real in brackets. Near copies: samples closer to a training image than real images "
     "are to each other. MS-SSIM: mean pairwise similarity of samples (higher: less diverse). "
-    "min: wall minutes of training on this machine (NaN where the run was reused)."
+    "min: wall minutes of training on this machine (summed over resumes)."
+)
+CONDITIONAL_NOTE = (
+    " A `+conditional` variant is one label-conditional GAN on {cls} and {others} (their positives "
+    "pooled, drawn in their proportions); its held-out figures are those of its {cls} samples "
+    "alone, its near copies and MS-SSIM are over all its samples."
 )
 
 
 def run_ablation(ab: Ablation, prepared: Prepared, cfg: dict, command: str) -> pd.DataFrame:
     """Train and evaluate every variant × seed (reusing finished runs), then write table.csv,
     runs.csv, table.md, one grid per variant and README.md into the ablation's folder."""
-    if ab.cls not in prepared.records.label_names:
-        names = ", ".join(prepared.records.label_names)
-        raise RareganError(f"unknown class {ab.cls!r}; this data has {names}")
+    names = prepared.records.label_names
+    for cls in (ab.cls, *ab.condition_on):
+        if cls not in names:
+            raise RareganError(f"unknown class {cls!r}; this data has {', '.join(names)}")
+    if ab.cls in ab.condition_on:
+        raise RareganError(f"--condition-on names {ab.cls!r}, the class itself: name the others")
     rows = [
         train_one(ab, prepared, cfg, variant, seed) for variant in ab.variants for seed in ab.seeds
     ]
@@ -205,12 +249,16 @@ def run_ablation(ab: Ablation, prepared: Prepared, cfg: dict, command: str) -> p
         if src.is_file():
             shutil.copyfile(src, ab.out / f"grid-{variant}.png")
             grids.append(f"![{variant}](grid-{variant}.png)")
+    others = ", ".join(ab.condition_on)
+    conditional_note = CONDITIONAL_NOTE.format(cls=ab.cls, others=others)
     dataset = prepared.dataset_name
     source = "phantoms" if dataset == "phantoms" else prepared.records.source
     citation = data_citation({"source": source})
     readme = (
         f"# GAN ablation: {ab.cls}, {ab.fraction:g} % of train\n\n"
-        f"Made by `{command}`.\n\n{md}\n{NOTE.format(space=table['feature_space'].iloc[0])}\n\n"
+        f"Made by `{command}`.\n\n{md}\n{NOTE.format(space=table['feature_space'].iloc[0])}"
+        + (conditional_note if any(VARIANTS[v][2] for v in ab.variants) else "")
+        + "\n\n"
         + (f"Data: {citation}\n\n" if citation else "")
         + f"Final sample grid of each variant (seed {ab.seeds[0]}):\n\n"
         + "\n\n".join(grids)
