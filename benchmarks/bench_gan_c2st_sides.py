@@ -1,0 +1,139 @@
+"""How many images a side the two-sample test needs, and whose images a GAN's samples resemble.
+
+`gan-eval`'s C2ST uses as many images a side as the GAN had training originals (52 for Kermany viral
+at 100 %): the small CNN then learns from about 83 images per fold and misses differences it finds
+with more. This script repeats the C2ST of finished GAN runs at a chosen number per side, and sets
+the samples of the rare class against held-out real images of another class as well, beside the same
+test between the two real classes: a label-conditional GAN whose rare-class samples only looked like
+the abundant class would pass the first test more easily and fail to separate from that class.
+
+Each run must have sampled images (`gan-eval` leaves `synth-n*`; a conditional run's rows say the
+class) and a `heldout.csv`; `--other-from RUN` takes the other class's held-out images from a run that
+lists them (a conditional run on both classes). Same seed and subsampling for every run, so the rows
+are comparable; the intervals are the C2ST folds' 95 % t-intervals (Lopez-Paz & Oquab 2017).
+
+    python benchmarks/bench_gan_c2st_sides.py --runs RUN [RUN …] --cls viral --other bacterial
+        --other-from RUN [--per-side 100]
+
+`--quick` without runs is a smoke run of the script: a tiny conditional GAN (16 px, Fracture and
+Lung Lesion) on phantoms in a temporary folder, 20 a side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines.data.synthetic import load_synthetic  # noqa: E402
+from pipelines.gan.c2st import c2st  # noqa: E402
+from pipelines.gan.eval_run import stored_images  # noqa: E402
+
+
+def heldout(run: Path, cls: str, size: int, cache: Path) -> np.ndarray:
+    """The held-out real images of `cls` a run lists (val/test positives of patients it never saw)."""
+    rows = pd.read_csv(run / "heldout.csv")
+    if cls not in rows:
+        sys.exit(
+            f"{run / 'heldout.csv'} has no column {cls!r}: use --other-from a run that lists it"
+        )
+    return stored_images(rows[rows[cls] > 0.5], size, cache)
+
+
+def samples(run: Path, cls: str) -> np.ndarray:
+    """The run's sampled images of `cls` (all of them for an unconditional run)."""
+    synth = sorted(run.glob("synth-n*"))
+    if not synth:
+        sys.exit(f"{run} has no sampled set (synth-n*): run `raregan gan-eval --run {run}` first")
+    rows, images = load_synthetic(synth[-1], [])
+    return images[(rows[cls] > 0.5).to_numpy()] if cls in rows else images
+
+
+TINY_GAN = """gan:
+  resolution: 16
+  channels: [16, 16, 8]
+  latent_dim: 16
+  kimg_per_phase: 0.06
+  batch_per_resolution: {4: 8, 8: 8, 16: 8}
+"""
+
+
+def smoke_run(tmp: Path) -> Path:
+    """A tiny finished and sampled conditional GAN (Fracture + Lung Lesion) on fresh phantoms."""
+    from pipelines.data.phantoms import write_phantoms
+
+    root = write_phantoms(
+        tmp / "phantoms", n=300, size=32, seed=1, prevalence={"Fracture": 0.4, "Lung Lesion": 0.4}
+    )
+    (tmp / "tiny.yaml").write_text(TINY_GAN)
+    run, raregan = tmp / "gan", [sys.executable, "-m", "pipelines"]
+    common = ["--cache", str(tmp / "store")]
+    gan = ["gan", "--data", str(root), "--class", "Fracture", "Lung Lesion", "--no-progress"]
+    gan += ["--config", str(tmp / "tiny.yaml"), "--out", str(run), *common]
+    for cmd in (gan, ["gan-eval", "--run", str(run), "--n", "120", "--no-heldout", *common]):
+        subprocess.run([*raregan, *cmd], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    return run
+
+
+def take(images: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` images drawn without replacement (all when there are fewer)."""
+    return images[np.sort(rng.choice(len(images), min(n, len(images)), replace=False))]
+
+
+def line(name: str, a: np.ndarray, b: np.ndarray, n: int, seed: int) -> str:
+    """One C2ST at up to n a side, as a printed line."""
+    rng = np.random.default_rng(seed)
+    r = c2st(take(a, n, rng), take(b, n, rng), seed=seed)
+    return f"  {name:<44} {r['auc']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  n = {r['n_per_side']}"
+
+
+def main() -> None:
+    """Print, per run, its samples against both classes' held-out images; then the real baseline."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, nargs="+", help="finished GAN runs")
+    ap.add_argument("--cls", help="the rare class the GANs learned")
+    ap.add_argument("--other", help="another class of the data")
+    ap.add_argument("--other-from", type=Path, help="a run whose heldout.csv lists --other")
+    ap.add_argument("--per-side", type=int, default=100, help="images a side (default 100)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="20 a side: a smoke run of the script")
+    args = ap.parse_args()
+    n = 20 if args.quick else args.per_side
+    if args.quick and not args.runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            args.runs, args.cls, args.other = [smoke_run(Path(tmp))], "Fracture", "Lung Lesion"
+            measure(args, n, Path(tmp) / "store")
+        return
+    if not (args.runs and args.cls and args.other):
+        ap.error("--runs, --cls and --other are needed (or --quick alone for a smoke run)")
+    measure(args, n, REPO / "runs" / "store")
+
+
+def measure(args: argparse.Namespace, n: int, cache: Path) -> None:
+    """The C2ST lines of every run and the real-vs-real line."""
+    first = samples(args.runs[0], args.cls)
+    size = first.shape[-1]
+    held = heldout(args.runs[0], args.cls, size, cache)
+    other = heldout(args.other_from or args.runs[0], args.other, size, cache)
+    print(
+        f"C2ST AUC [95 % CI over 5 folds], up to {n} a side, seed {args.seed} (0.5: indistinguishable)"
+    )
+    for run in args.runs:
+        fake = samples(run, args.cls)
+        print(f"{run.name} ({len(fake)} samples of {args.cls}):")
+        print(line(f"samples vs held-out real {args.cls}", fake, held, n, args.seed))
+        print(line(f"samples vs held-out real {args.other}", fake, other, n, args.seed))
+    print("real images:")
+    print(line(f"held-out {args.cls} vs held-out {args.other}", held, other, n, args.seed))
+
+
+if __name__ == "__main__":
+    main()
