@@ -40,83 +40,24 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from bench_classify_datapath import steps_per_second  # noqa: E402
-from bench_pggan_speed import FlopCount  # noqa: E402  (sets OMP_WAIT_POLICY before torch loads)
+from gpu_timing import (  # noqa: E402
+    Timed,
+    peak_memory_gib,
+    peak_tflops,
+    reset_memory,
+    sync,
+    utilization,
+)
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
+from pipelines.machine import run_device  # noqa: E402
+
 SECTIONS = ("env", "tests", "pggan", "classify", "gan")
-# Dense (no sparsity) bf16/fp16 tensor-core peaks in TFLOP/s, by a substring of the device name.
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 REF = dict(resolution=64, channels=[128, 128, 128, 64, 32], latent=128, batch=16)
 GAN_CHANNELS_128 = [128, 128, 128, 128, 64, 32]  # 4 ... 128 px, the reference plan one level up
 
 
-def device() -> torch.device:
-    """CUDA when torch sees a GPU, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def sync() -> None:
-    """Wait for queued GPU work (a no-op on CPU)."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def peak_tflops() -> float | None:
-    """The GPU's dense bf16/fp16 peak from the table, or None (CPU or an unknown GPU)."""
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-
-
-def reset_memory() -> None:
-    """Start a step's peak-memory count."""
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_memory_gib() -> float | None:
-    """Peak GPU memory allocated since the last reset, GiB (None on CPU)."""
-    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-
-
-def utilization(flops: float, seconds: float) -> dict:
-    """Achieved TFLOP/s and its share of the table's peak."""
-    achieved = flops / seconds / 1e12 if seconds > 0 else 0.0
-    peak = peak_tflops()
-    return {
-        "tflops": achieved,
-        "peak_tflops": peak,
-        "utilization": achieved / peak if peak else None,
-    }
-
-
 # ---- PGGAN throughput --------------------------------------------------------------------------
-class Timed(pl.Callback):
-    """Wall time of batches warmup..end (GPU synced at both ends) and FLOPs of batch `warmup`."""
-
-    def __init__(self, warmup: int):
-        self.warmup, self.flops, self._fc, self.start, self.end, self.n = warmup, 0, None, 0, 0, 0
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: D102
-        if batch_idx == self.warmup:
-            sync()
-            self._fc = FlopCount()
-            self._fc.__enter__()
-        if batch_idx == self.warmup + 1:
-            sync()
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: D102
-        if self._fc is not None:
-            self._fc.__exit__(None, None, None)
-            self.flops, self._fc = self._fc.flops, None
-        if batch_idx > self.warmup:
-            sync()
-            self.end, self.n = time.perf_counter(), self.n + 1
-
-
 def bench_pggan(
     resolution: int,
     channels: list[int],
@@ -192,7 +133,7 @@ def classifier_img_s(batches, steps: int, bf16: bool, label_names: list[str], ta
     from classify import Classifier
 
     torch.manual_seed(0)
-    module = Classifier("densenet121", label_names, task, augment={}).to(device()).train()
+    module = Classifier("densenet121", label_names, task, augment={}).to(run_device()).train()
     reset_memory()
     img_s = steps_per_second(module, batches, steps, augment=False, bf16=bf16, lr=1e-4, sync=sync)
     return {"img_s": img_s, "peak_mem_gib": peak_memory_gib()}
