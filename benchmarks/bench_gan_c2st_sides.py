@@ -119,15 +119,14 @@ def main() -> None:
 
 def measure(args: argparse.Namespace, n: int, cache: Path) -> None:
     """The C2ST lines of every run and the real-vs-real line."""
-    first = samples(args.runs[0], args.cls)
-    size = first.shape[-1]
+    fakes = {run: samples(run, args.cls) for run in args.runs}  # each set read once
+    size = fakes[args.runs[0]].shape[-1]
     held = heldout(args.runs[0], args.cls, size, cache)
     other = heldout(args.other_from or args.runs[0], args.other, size, cache)
     print(
         f"C2ST AUC [95 % CI over 5 folds], up to {n} a side, seed {args.seed} (0.5: indistinguishable)"
     )
-    for run in args.runs:
-        fake = samples(run, args.cls)
+    for run, fake in fakes.items():
         print(f"{run.name} ({len(fake)} samples of {args.cls}):")
         print(line(f"samples vs held-out real {args.cls}", fake, held, n, args.seed))
         print(line(f"samples vs held-out real {args.other}", fake, other, n, args.seed))
