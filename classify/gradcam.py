@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,10 +35,13 @@ def gradcam(
     images: torch.Tensor,
     target_index: int | torch.Tensor,
     layer: nn.Module | None = None,
+    outputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Class activation maps (N, H, W) in [0, 1] for normalized float images (N, C, H, W).
 
-    `target_index` is the output (logit) to explain: one int for all images, or one per image.
+    `target_index` is the output to explain: one int for all images, or one per image; the outputs
+    are the model's logits, or `outputs(logits)` (N, L) when given (e.g. the log-probability of
+    each grade of an ordinal head whose logits are not one per class).
     Each map is ReLU(Σ_c mean(∂y/∂A_c) · A_c), upsampled to the input size and divided by its max
     (an all-zero map stays zero). The model runs in eval mode and is restored afterwards.
     """
@@ -51,6 +56,7 @@ def gradcam(
         with torch.enable_grad():
             x = images.detach().float().requires_grad_(True)
             logits = model(x)
+            logits = logits if outputs is None else outputs(logits)
             idx = torch.as_tensor(target_index, device=logits.device).long()
             idx = idx.expand(len(logits)) if idx.ndim == 0 else idx
             if idx.shape != (len(logits),) or (idx < 0).any() or (idx >= logits.shape[1]).any():

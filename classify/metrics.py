@@ -59,6 +59,20 @@ class PatientBootstrap:
         boot = [_weighted_auc(cnt_pos, cnt_neg, m.T) for m in self.multiplicities(chunk)]
         return point, np.concatenate(boot) if boot else np.empty(0)
 
+    def kappas(
+        self, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
+    ) -> tuple[float, np.ndarray]:
+        """Point quadratic weighted kappa and its values (n_boot,) on the patient resamples: each
+        resample's confusion matrix is the patients' own matrices weighted by their multiplicity."""
+        cells = np.asarray(y_true, np.int64) * num_classes + np.asarray(y_pred, np.int64)
+        k2 = num_classes**2
+        per_patient = np.zeros((self.n_groups, k2))
+        np.add.at(per_patient, (self.codes, cells), 1.0)
+        point = _kappas(per_patient.sum(axis=0, keepdims=True), num_classes)[0]
+        chunk = max(1, min(self.n_boot, _CHUNK_ELEMS // max(self.n_groups, k2, 1)))
+        boot = [_kappas(m @ per_patient, num_classes) for m in self.multiplicities(chunk)]
+        return point, np.concatenate(boot) if boot else np.empty(0)
+
 
 def _runs(tie: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """Merge adjacent tie groups of one class only (they rank alike): fewer rows, same AUC."""
@@ -245,15 +259,24 @@ def per_label_report(
     return df.astype({"n_pos": "Int64", "n_neg": "Int64"})
 
 
-def quadratic_weighted_kappa(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
-    """Cohen's kappa with quadratic weights (i − j)² / (K − 1)²; NaN if it is undefined."""
-    obs = confusion_matrix(y_true, y_pred, num_classes).astype(np.float64)
-    n = obs.sum()
+def _kappas(obs: np.ndarray, num_classes: int) -> np.ndarray:
+    """Quadratic weighted kappas (b,) of confusion counts (b, K²) (rows true, columns predicted,
+    flattened); NaN where undefined (every image of one class, or none)."""
+    obs = np.asarray(obs, np.float64).reshape(len(obs), num_classes, num_classes)
+    n = np.maximum(obs.sum(axis=(1, 2)), 1.0)
     i, j = np.indices((num_classes, num_classes))
     weights = (i - j) ** 2 / max(num_classes - 1, 1) ** 2
-    expected = np.outer(obs.sum(axis=1), obs.sum(axis=0)) / max(n, 1)
-    den = (weights * expected).sum()
-    return float(1.0 - (weights * obs).sum() / den) if den > 0 else float("nan")
+    expected = obs.sum(axis=2)[:, :, None] * obs.sum(axis=1)[:, None, :] / n[:, None, None]
+    den = (weights * expected).sum(axis=(1, 2))
+    num = (weights * obs).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, 1.0 - num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def quadratic_weighted_kappa(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
+    """Cohen's kappa with quadratic weights (i − j)² / (K − 1)²; NaN if it is undefined."""
+    obs = confusion_matrix(y_true, y_pred, num_classes).reshape(1, -1)
+    return float(_kappas(obs, num_classes)[0])
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:

@@ -51,6 +51,31 @@ def test_default_layers_and_bad_target() -> None:
     assert default_layer(resnet) is resnet.backbone.layer4
 
 
+def test_ordinal_head_explains_a_grade_through_its_probabilities() -> None:
+    """CORN has K-1 logits for K grades: grade 4 of 5 is no logit, but log P(grade 4) is an
+    output; its map equals that of the model wrapped to output the log-probabilities."""
+    from classify.tasks import Ordinal
+
+    task, net = Ordinal("corn"), build_model("cnn5", 4).eval()
+    x = torch.randn(3, 1, 32, 32)
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        gradcam(net, x, 4)
+    log_p = lambda z: task.scores(z).clamp_min(1e-12).log()  # noqa: E731
+    cam = gradcam(net, x, 4, outputs=log_p)
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, inp):
+            return log_p(self.net(inp))
+
+    wrapped = Wrapped().eval()
+    assert cam.shape == (3, 32, 32) and cam.amax() > 0
+    assert torch.allclose(cam, gradcam(wrapped, x, 4, layer=default_layer(net)), atol=1e-6)
+
+
 def test_overlay_blends_gray_and_colormap() -> None:
     img = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
     cam = np.linspace(0, 1, 64).reshape(8, 8)

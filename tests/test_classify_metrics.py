@@ -8,6 +8,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc, multiclass_cohen_kappa
 
 from classify.metrics import (
+    PatientBootstrap,
     auc_with_ci,
     classification_report,
     paired_delta,
@@ -119,6 +120,23 @@ def test_qwk_hand_example_torchmetrics_and_constant_predictor() -> None:
     assert report["qwk"] == pytest.approx(0.0, abs=1e-12)
     dist = report["distribution"]
     assert dist.loc["1", "pred_frac"] == 1.0 and dist["true_n"].tolist() == np.bincount(t).tolist()
+
+
+def test_patient_bootstrap_kappas_equal_kappa_of_each_explicit_resample() -> None:
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(40), rng.integers(1, 4, 40))  # 1-3 images per patient
+    t = rng.integers(0, 5, len(groups))
+    p = np.clip(t + rng.integers(-1, 2, len(groups)), 0, 4)  # mostly near the truth
+    bs = PatientBootstrap(groups, len(groups), n_boot=60, seed=2)
+    point, boot = bs.kappas(t, p, 5)
+    assert point == pytest.approx(quadratic_weighted_kappa(t, p, 5))
+    weights = np.concatenate(list(bs.multiplicities(7)))  # (60, patients), the same resamples
+    assert boot.shape == (60,) and weights.shape == (60, 40)
+    for b in (0, 17, 59):  # the resample written out image by image, scored the plain way
+        reps = weights[b, bs.codes].astype(int)
+        tb, pb = np.repeat(t, reps), np.repeat(p, reps)
+        assert boot[b] == pytest.approx(quadratic_weighted_kappa(tb, pb, 5), abs=1e-12)
+    assert 0.5 < np.percentile(boot, 2.5) < point < np.percentile(boot, 97.5) < 1.0
 
 
 def test_classification_report_counts() -> None:

@@ -246,3 +246,31 @@ def test_collect_refuses_cells_made_by_other_settings(sweep, capsys):
     assert main([*argv, "--name", "collect", "--epochs", "1", "--collect"]) == 0
     assert main([*argv, "--name", "collect", "--epochs", "2", "--collect"]) == 2
     assert "classify.epochs: 1 → 2" in capsys.readouterr().err
+
+
+def test_ordinal_sweep_reports_kappa_beside_the_auc(sweep, shared_data, tmp_path):
+    """Real knee images of every KL grade: the compare report adds the kappa table, each arm's
+    kappa the mean of its cells' own (the classify run's qwk); a multilabel sweep has none."""
+    import shutil
+
+    root = tmp_path / "knee"
+    for grade in "01234":
+        (root / grade).mkdir(parents=True)
+        for f in sorted((shared_data / "knee_kl" / "train" / grade).glob("*.png"))[:12]:
+            shutil.copy(f, root / grade / f.name)
+    tmp, argv, _ = sweep
+    where = ["--runs", str(tmp_path / "runs"), "--cache", str(tmp_path / "store")]
+    over = ["--data", str(root), "--classes", "4", "--fractions", "100", "--arms", "none"]
+    over += ["standard", "--seeds", "0", "1", "--name", "knee", "--val", "0.2", "--test", "0.3"]
+    assert main([*argv[:1], *over, "--config", argv[argv.index("--config") + 1], *where]) == 0
+    out = tmp_path / "runs" / "knee" / "compare" / "knee"
+    table = pd.read_csv(out / "qwk_table.csv").set_index("arm")
+    assert list(table.index) == ["none", "standard"] and (table["n_seeds"] == 2).all()
+    for arm in table.index:
+        own = [
+            read_record(out / "cells", f"classify-{arm}-f100-s{s}")["metrics"]["qwk"]
+            for s in (0, 1)
+        ]
+        assert table.loc[arm, "qwk"] == pytest.approx(np.mean(own))
+    assert "quadratic weighted kappa" in (out / "report.html").read_text()
+    assert not (out_dir(tmp) / "qwk_table.csv").exists()

@@ -235,8 +235,10 @@ def gradcam_grid(
     title: str,
     captions: Sequence[str] = (),
     ncol: int = 4,
+    outputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Path:
-    """Image | Grad-CAM overlay pairs (`ncol` pairs a row) for output `target_index`.
+    """Image | Grad-CAM overlay pairs (`ncol` pairs a row) for output `target_index` (of the
+    logits, or of `outputs(logits)`, see classify.gradcam).
 
     `normalize` maps a uint8 (N, 1, R, R) tensor to the model's float input; `captions` (optional,
     one per image, e.g. the score) go above each pair.
@@ -250,7 +252,7 @@ def gradcam_grid(
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         x = normalize(torch.from_numpy(np.ascontiguousarray(imgs)).to(device))
-        cams = gradcam(model, x, int(target_index)).cpu().numpy()
+        cams = gradcam(model, x, int(target_index), outputs=outputs).cpu().numpy()
     fig, axes = _grid(2 * n, 2 * ncol, (1.6, 1.75), title)
     for i, (img, cam) in enumerate(zip(imgs, cams, strict=True)):
         left, right = axes[2 * i], axes[2 * i + 1]

@@ -357,6 +357,9 @@ def outputs(
         correct,
         "test images: predicted / true",
     )
+    # a head without one logit per class (CORN's K-1 for K grades): explain log P(class)
+    per_class = module.task.num_outputs(len(label_names)) == len(label_names)
+    explain = None if per_class else (lambda z: module.task.scores(z).clamp_min(1e-12).log())
     for cls in classes:
         j = label_names.index(cls)
         pos = np.flatnonzero(y[:, j] > 0.5)
@@ -368,5 +371,7 @@ def outputs(
                 prepared.store.view[test["row"].to_numpy()[pick]],
                 j,
                 lambda x: module.preprocess(x),
-                f"Grad-CAM: top-scored {cls} test positives",
+                f"Grad-CAM{'' if per_class else ' of log P(' + cls + ')'}: top-scored {cls} "
+                "test positives",
+                outputs=explain,
             )

@@ -21,7 +21,7 @@ from pipelines.experiment.execute import run_cell
 from pipelines.experiment.paper import shows_paper
 from pipelines.experiment.plan import Sweep, cell_lines, cell_plan, find_cell
 from pipelines.experiment.report import write_report
-from pipelines.experiment.stats import auc_table
+from pipelines.experiment.stats import auc_table, qwk_table
 from pipelines.experiment.sweep import collect_cells, execute, gan_quality, validate
 from pipelines.experiment.tables import verdict
 from pipelines.runs import atomic_write_text, file_lock
@@ -183,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if len(fid):
         context["fid_kid"] = fid
+    if prepared.records.task == "ordinal":  # grades: kappa beside the one-vs-rest AUC
+        context["qwk"] = qwk_table(cells, n_boot=cmp["n_boot"], seed=0)
     with file_lock(sweep.lock(dataset, "results")):  # one writer of the tables at a time
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "cells.csv", cells.to_csv(index=False))

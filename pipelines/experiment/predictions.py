@@ -114,10 +114,13 @@ def collect(cells: pd.DataFrame) -> dict:
     """Finished cells' predictions aligned on image_id (sorted).
 
     Returns dict(image_id, patient: arrays (N,); labels: {label: y (N,) with NaN}; scores:
-    {(class, fraction, arm, seed): score of that cell's class (N,)}; cells: the checked table).
+    {(class, fraction, arm, seed): score of that cell's class (N,)}; predicted: {same key: index
+    of the highest-scoring label (N,), the predicted class of a single-label task}; cells: the
+    checked table).
     """
     cells = check_cells(cells)
     out = {"image_id": np.empty(0, str), "patient": np.empty(0, str), "labels": {}, "scores": {}}
+    out["predicted"] = {}
     ref, ref_path = None, None
     for row in cells[cells["status"] == "done"].to_dict("records"):
         path, cls = predictions_file(_source(row)), row["class"]
@@ -151,6 +154,10 @@ def collect(cells: pd.DataFrame) -> dict:
                 raise RareganError(
                     f"{path} vs {ref_path}: {what}; all cells of a sweep must share one test split"
                 )
-        out["scores"][tuple(row[k] for k in KEY)] = frame[f"score:{cls}"].to_numpy(np.float64)
+        key = tuple(row[k] for k in KEY)
+        out["scores"][key] = frame[f"score:{cls}"].to_numpy(np.float64)
+        every = [f"score:{n}" for n in out["labels"]]
+        if all(c in frame for c in every):  # single-label tasks: the predicted class
+            out["predicted"][key] = frame[every].to_numpy(np.float64).argmax(axis=1)
     out["cells"] = cells
     return out

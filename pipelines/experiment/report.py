@@ -21,7 +21,17 @@ from pipelines.errors import RareganError
 from pipelines.experiment import plots
 from pipelines.experiment.paper import CAVEATS, CITATION, shows_paper
 from pipelines.experiment.predictions import check_cells
-from pipelines.experiment.tables import LEGEND, fmt_fraction, md_table, verdict, wide, write_tables
+from pipelines.experiment.tables import (
+    LEGEND,
+    QWK_LEGEND,
+    fmt_fraction,
+    md_table,
+    qwk_view,
+    verdict,
+    wide,
+    write_qwk_tables,
+    write_tables,
+)
 from pipelines.runs import atomic_write_text, ensure_writable
 
 _KNEE = (
@@ -208,6 +218,9 @@ def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
     if len(notes):
         b.append(("ul", [f"{r['class']}, {fmt_fraction(r['fraction'])}, {r['arm']}: "
                          f"{r['note']}" for _, r in notes.iterrows()]))  # fmt: skip
+    if context.get("qwk") is not None:
+        b += [("h3", "Ordinal agreement: quadratic weighted kappa per fraction and arm")]
+        b += [("p", QWK_LEGEND), ("table", qwk_view(context["qwk"]))]
     if context.get("fid_kid") is not None and "c2st" in pd.DataFrame(context["fid_kid"]):
         b += [("h3", "How good each GAN was"), ("p", FIDELITY)]
         b.append(("table", fidelity_table(pd.DataFrame(context["fid_kid"]))))
@@ -316,10 +329,13 @@ def write_report(
     (a DATA_CITATIONS key), data_citation (text, wins over source), commands (list of the exact
     commands), config (the resolved config dict), images (list of {path, caption} or
     (path, caption): real vs synthetic grids, nearest-pair grids…), fid_kid (a frame with class,
-    fraction, fid, kid and the held-out figures of sweep.held), notes (list of extra paragraphs).
+    fraction, fid, kid and the held-out figures of sweep.held), qwk (`stats.qwk_table` of an
+    ordinal task: qwk_table.csv/.md and a report section), notes (list of extra paragraphs).
     """
     out = ensure_writable(Path(out_dir))
     paths = write_tables(table, out)
+    if context.get("qwk") is not None:
+        paths |= write_qwk_tables(context["qwk"], out)
     images = _images(context, out)
     figs = _figures(out, table, context)
     blocks = _blocks(table, cells, context, figs, images)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from classify.metrics import PatientBootstrap, bootstrap_interval, bootstrap_p_value
 from pipelines.classifier.arms import ARMS
+from pipelines.errors import RareganError
 from pipelines.experiment.paper import paper_auc
 from pipelines.experiment.predictions import KEY, collect
 
@@ -80,18 +81,31 @@ def _arm_row(group: pd.DataFrame, y, coll: dict, bs, n_boot: int, seed: int) -> 
         keys = done[KEY].itertuples(index=False, name=None) if n_pos and row["n_neg"] else []
         for key in keys:
             per_seed[key[3]] = bs.aucs(y, coll["scores"][key], keep)
-    aucs = np.asarray([point for point, _ in per_seed.values()])
-    row["auc"] = float(aucs.mean()) if aucs.size else np.nan
+    summary = seed_summary(per_seed, n_boot, seed)
+    row.update(auc=summary["mean"], lo=summary["lo"], hi=summary["hi"])
+    row.update(seed_std=summary["seed_std"], n_seeds=summary["n_seeds"])
+    row["seed_aucs"] = summary["per_seed"]
+    return row, per_seed
+
+
+def seed_summary(per_seed: dict, n_boot: int, seed: int) -> dict:
+    """Mean over finished seeds of a statistic ({seed: (point, patient-bootstrap values)}), its
+    two-stage 95 % CI, seed spread and count, and the per-seed values as text."""
+    points = np.asarray([point for point, _ in per_seed.values()])
     boot = (
         two_stage([b for _, b in per_seed.values()], seed_draws(len(per_seed), n_boot, seed))
         if per_seed
         else np.full(n_boot, np.nan)
     )
-    row["lo"], row["hi"] = _ci(boot)
-    row["seed_std"] = float(aucs.std(ddof=1)) if aucs.size > 1 else np.nan
-    row["n_seeds"] = int(len(per_seed))
-    row["seed_aucs"] = " ".join(f"{s}:{a:.4f}" for s, (a, _) in per_seed.items())
-    return row, per_seed
+    lo, hi = _ci(boot)
+    return {
+        "mean": float(points.mean()) if points.size else np.nan,
+        "lo": lo,
+        "hi": hi,
+        "seed_std": float(points.std(ddof=1)) if points.size > 1 else np.nan,
+        "n_seeds": int(len(per_seed)),
+        "per_seed": " ".join(f"{s}:{a:.4f}" for s, (a, _) in per_seed.items()),
+    }
 
 
 def paired_delta_row(arm: dict, none: dict, n_boot: int, seed: int) -> dict:
@@ -182,3 +196,44 @@ def auc_table(
         *["significant", "paper_auc", "note", "errors", "seed_aucs"],
     ]
     return table.reindex(columns=columns)
+
+
+def qwk_table(cells: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Ordinal tasks (e.g. KL grades): one row per fraction × arm with the seed-mean quadratic
+    weighted kappa of the predicted grade (highest-scoring class) against the true grade, its
+    two-stage CI, and Δ vs none (paired on seeds and patients, CI, p), by the same bootstrap as the
+    AUC table. A classifier scores every class, so a (fraction, arm, seed) counts once however many
+    classes the sweep studies. `p_holm` adjusts the kappa Δs among themselves: a secondary endpoint,
+    not in the AUC table's family."""
+    columns = ["fraction", "arm", "qwk", "lo", "hi", "seed_std", "n_seeds"]
+    columns += ["delta", "delta_lo", "delta_hi", "p_value", "p_holm", "significant", "seed_qwks"]
+    coll = collect(cells)
+    names = list(coll["labels"])
+    if not coll["predicted"]:  # no finished cell yet
+        return pd.DataFrame(columns=columns)
+    y = np.stack([coll["labels"][n] for n in names], axis=1)
+    if np.isnan(y).any() or (y.sum(axis=1) != 1).any():
+        raise RareganError(
+            "a kappa table needs a single-label task: every test image with exactly one grade"
+        )
+    grade = y.argmax(axis=1)
+    bs = PatientBootstrap(coll["patient"], len(coll["patient"]), n_boot, seed)
+    per: dict[tuple[float, str], dict] = {}
+    for (_, frac, arm, s), pred in sorted(coll["predicted"].items(), key=lambda kv: kv[0][1:]):
+        if s not in per.setdefault((frac, arm), {}):
+            per[frac, arm][s] = bs.kappas(grade, pred, len(names))
+    rows = []
+    for frac in sorted({f for f, _ in per}):
+        for arm in [a for a in ARMS if (frac, a) in per]:
+            summary = seed_summary(per[frac, arm], n_boot, seed)
+            row = {"fraction": frac, "arm": arm, "qwk": summary["mean"], "lo": summary["lo"]}
+            row.update(hi=summary["hi"], seed_std=summary["seed_std"])
+            row.update(n_seeds=summary["n_seeds"], seed_qwks=summary["per_seed"])
+            none = per.get((frac, "none"))
+            if arm != "none" and none:
+                row.update(paired_delta_row(per[frac, arm], none, n_boot, seed))
+            rows.append(row)
+    table = pd.DataFrame(rows).reindex(columns=columns)
+    table["p_holm"] = holm(table["p_value"].to_numpy(float))
+    table["significant"] = (table["delta_lo"] > 0) | (table["delta_hi"] < 0)
+    return table

@@ -29,10 +29,15 @@ def fmt_p(p: float) -> str:
     return "p n/a" if not np.isfinite(p) else "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
+def fmt_ci(value: float, lo: float, hi: float) -> str:
+    """'0.812 [0.790, 0.830]'; 'n/a' when undefined, no brackets without an interval."""
+    text = f"{value:.3f}" if np.isfinite(value) else "n/a"
+    return text + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "")
+
+
 def fmt_auc(row: pd.Series) -> str:
     """'0.812 [0.790, 0.830]' with failed/pending seeds flagged; 'n/a' when undefined."""
-    text = f"{row['auc']:.3f}" if np.isfinite(row["auc"]) else "n/a"
-    text += f" [{row['lo']:.3f}, {row['hi']:.3f}]" if np.isfinite(row["lo"]) else ""
+    text = fmt_ci(row["auc"], row["lo"], row["hi"])
     text += f" ⚠ {row['n_failed']} failed" if row["n_failed"] else ""
     return text + (f" · {row['n_pending']} pending" if row["n_pending"] else "")
 
@@ -118,6 +123,39 @@ def write_tables(table: pd.DataFrame, out_dir: Path | str) -> dict[str, Path]:
     lines = ["# AUC per class, fraction and arm", "", LEGEND, "", md_table(wide(table))]
     lines += ["## Notes", "", *notes] if notes else []
     atomic_write_text(paths["md"], "\n".join(lines).rstrip() + "\n")
+    return paths
+
+
+QWK_LEGEND = (
+    "QWK = quadratic weighted kappa of the predicted grade (the highest-scoring class) against the "
+    "true grade over every test image (1 = perfect agreement, 0 = chance; Cohen 1968): mean over "
+    "finished classifier seeds [95 % CI, the same two-stage bootstrap as the AUC]. Δ = arm − none, "
+    "paired on seeds and patients, with its 95 % CI, two-sided p and Holm's adjusted p over the "
+    "kappa Δs (a secondary endpoint, adjusted apart from the AUC table's family)."
+)
+
+
+def qwk_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The readable kappa table: one row per fraction, arms side by side, then the Δs vs none."""
+    present = [a for a in ARMS if a in set(table["arm"])]
+    out = []
+    for frac, group in table.groupby("fraction", sort=True):
+        arm = {r["arm"]: r for _, r in group.iterrows()}
+        row = {"fraction": fmt_fraction(frac)}
+        row.update({a: fmt_ci(arm[a]["qwk"], arm[a]["lo"], arm[a]["hi"]) for a in arm})
+        row.update({f"Δ {a} − none": fmt_delta(arm[a]) for a in present if a != "none"})
+        row["seeds"] = "/".join(str(arm[a]["n_seeds"]) if a in arm else "–" for a in present)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def write_qwk_tables(table: pd.DataFrame, out_dir: Path | str) -> dict[str, Path]:
+    """Write `qwk_table.csv` (every column) and `qwk_table.md` (the readable view, its legend)."""
+    out = ensure_writable(Path(out_dir))
+    paths = {"qwk_csv": out / "qwk_table.csv", "qwk_md": out / "qwk_table.md"}
+    atomic_write_text(paths["qwk_csv"], table.to_csv(index=False))
+    lines = ["# Ordinal agreement (QWK) per fraction and arm", "", QWK_LEGEND, ""]
+    atomic_write_text(paths["qwk_md"], "\n".join(lines) + "\n" + md_table(qwk_view(table)))
     return paths
 
 
