@@ -75,6 +75,7 @@ DEFAULTS: dict = {
         "classes": ["Lung Lesion", "Pleural Other", "Fracture"],
         "synth_ratio": 3.0,
         "conditional_gan": False,
+        "condition_on": [],  # abundant classes each GAN also learns (label-conditional), never synthesized
         "label_rows": "gan",
         "n_boot": 1000,
     },
@@ -154,7 +155,8 @@ def _check_value(key: str, value, source: str) -> None:
         shape, kind = "a mapping", "int"
         items = [*value.keys(), *value.values()] if isinstance(value, dict) else None
     elif isinstance(default, list):
-        shape, kind = "a list", "number" if key in FRACTIONAL else _kind(default[0])
+        kind = "number" if key in FRACTIONAL else _kind(default[0]) if default else "text"
+        shape = "a list"
         items = value if isinstance(value, list) else None
     else:
         kind = "optional number" if key in OPTIONAL_NUMBERS else _kind(default)

@@ -135,7 +135,7 @@ def test_unknown_variant_is_one_line(ablation, capsys):
     "variants, condition_on, needle",
     [
         (["plain+conditional"], [], "--condition-on"),
-        (["plain+conditional"], ["Fracture"], "the class itself"),
+        (["plain+conditional"], ["Fracture"], "a class the GAN is for"),
         (["plain+conditional"], ["Edema"], "'Edema'"),
     ],
 )

@@ -157,6 +157,48 @@ def test_conditional_gan_sweep_trains_one_gan_for_all_classes(sweep):
     assert set(table["class"]) == {"Fracture", "Lung Lesion"}
 
 
+def test_condition_on_learns_another_class_and_synthesizes_only_the_studied_one(sweep, capsys):
+    """`--condition-on`: one label-conditional GAN on Fracture and Lung Lesion per seed; only
+    Fracture images join the classifier; the report's fidelity row is Fracture's own."""
+    from pipelines.experiment.plan import Sweep
+    from pipelines.experiment.sweep import gan_quality
+
+    tmp, argv, _ = sweep
+    argv = list(argv)
+    argv[argv.index("--fractions") + 1 : argv.index("--arms")] = ["100"]
+    argv += ["--name", "condon"]
+    for bad, needle in ((["Fracture"], "a class the GAN is for"), (["Nodule"], "'Nodule'")):
+        assert main([*argv, "--condition-on", *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1
+    assert main([*argv, "--condition-on", "Lung Lesion"]) == 0
+    gan = tmp / "runs/phantoms/gan/condon-Fracture+Lung_Lesion-f100-seed0"
+    summary = json.loads((gan / "summary.json").read_text())
+    assert summary["classes"] == ["Fracture", "Lung Lesion"] and summary["conditional"]
+    positives = pd.read_csv(gan / "positives.csv")
+    fracture = int((positives["Fracture"] > 0.5).sum())
+    assert 0 < fracture < len(positives)  # it learned Lung Lesion images too
+    results = tmp / "runs/phantoms/compare/condon"
+    record = read_record(results / "cells", "gan-Fracture+Lung_Lesion-f100-s0")
+    rows = pd.read_csv(gan / record["synthetic"] / "synthetic.csv")
+    assert len(rows) == fracture  # synth ratio 1 over the studied class only
+    assert (rows["Fracture"] == 1).all()  # conditioned on a drawn Fracture positive's labels
+    drawn = positives.set_index("image_id").loc[rows["label_source_image_id"], "Lung Lesion"]
+    assert (rows["Lung Lesion"].to_numpy() == (drawn.to_numpy() > 0.5)).all()
+    metrics = json.loads(
+        (tmp / "runs/phantoms/classify/condon-cnn5-gan-f100-s0/metrics.json").read_text()
+    )
+    assert metrics["n_train_synthetic"] == fracture
+    per_class = record["eval"]["per_class"]
+    assert set(per_class) == {"Fracture", "Lung Lesion"}
+    plan = Sweep(["Fracture"], [100.0], ["none", "gan"], [0], tmp / "runs", "cnn5", "condon")
+    plan.results, plan.condition_on = results, ("Lung Lesion",)
+    quality, _ = gan_quality(plan, "phantoms")
+    assert list(quality["class"]) == ["Fracture, by the GAN on Fracture + Lung Lesion"]
+    c2st = (per_class["Fracture"]["c2st"] or {}).get("auc", np.nan)
+    assert np.isclose(quality["c2st"].iloc[0], c2st, equal_nan=True)
+
+
 def test_same_name_with_other_settings_is_refused_never_mixed(sweep, capsys):
     tmp, argv, _ = sweep
     table = out_dir(tmp) / "auc_table.csv"

@@ -59,6 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one label-conditional GAN per fraction for all rare classes (default: one GAN per class)",
     )
     parser.add_argument(
+        "--condition-on",
+        nargs="+",
+        metavar="CLASS",
+        help="classes (not studied, e.g. an abundant one) that each GAN also learns: one "
+        "label-conditional GAN on the rare class and these, only the rare class synthesized "
+        "(default: config compare.condition_on, none)",
+    )
+    parser.add_argument(
         "--name", default="sweep", help="name of the sweep (run folders and report)"
     )
     parser.add_argument(
@@ -110,6 +118,7 @@ def resolved_config(args: argparse.Namespace) -> dict:
             "kimg": ("gan", "kimg_per_phase"),
             "synth_ratio": ("compare", "synth_ratio"),
             "conditional_gan": ("compare", "conditional_gan"),
+            "condition_on": ("compare", "condition_on"),
             "label_rows": ("compare", "label_rows"),
             **{key: ("compare", key) for key in ("classes", "fractions", "arms", "seeds")},
         },
@@ -140,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         bool(cmp["conditional_gan"]),
         redo=args.redo,
         results=args.results,
+        condition_on=tuple(cmp["condition_on"]),
     )
     dataset = prepared.dataset_name
     validate(sweep, prepared, cfg)

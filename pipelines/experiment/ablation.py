@@ -12,7 +12,6 @@ piecewise; the table is rebuilt from the runs' eval.json files.
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from pipelines.experiment.report import data_citation
 from pipelines.gan.c2st import t_interval
 from pipelines.gan.distances import space_label
 from pipelines.gan.eval_run import eval_current, evaluate_gan_run
-from pipelines.gan.run import CKPT, POSITIVES, augment_on, train_gan
+from pipelines.gan.run import CKPT, augment_on, check_condition_on, train_gan
+from pipelines.gan.synth import samples_for
 from pipelines.runs import RunOptions, atomic_write_text, is_done, write_json
 
 # variant → (filter bank, differentiable augmentation, conditioned on other classes)
@@ -115,20 +115,11 @@ def train_one(ab: Ablation, prepared: Prepared, cfg: dict, variant: str, seed: i
         )
     if not eval_current(run / "eval" / "eval.json", ab.classifier):
         cache = prepared.store.data_path.parent
-        n = samples_for(run, ab.cls, ab.n)
+        n = samples_for(run, [ab.cls], ab.n)
         evaluate_gan_run(
             run, n=n, seed=seed, classifier=ab.classifier, cache=cache, heldout="require"
         )
     return row_of(run, variant, seed, cls=ab.cls)
-
-
-def samples_for(run: Path, cls: str, n: int) -> int:
-    """Samples to draw so that about `n` are of `cls`: a conditional GAN draws its classes in the
-    proportions of its training positives, so its rare class gets n / (its share) draws."""
-    if not read_json(run / "summary.json").get("conditional"):
-        return n
-    share = float((pd.read_csv(run / POSITIVES)[cls] > 0.5).mean())
-    return math.ceil(n / share)
 
 
 def row_of(
@@ -227,12 +218,7 @@ CONDITIONAL_NOTE = (
 def run_ablation(ab: Ablation, prepared: Prepared, cfg: dict, command: str) -> pd.DataFrame:
     """Train and evaluate every variant × seed (reusing finished runs), then write table.csv,
     runs.csv, table.md, one grid per variant and README.md into the ablation's folder."""
-    names = prepared.records.label_names
-    for cls in (ab.cls, *ab.condition_on):
-        if cls not in names:
-            raise RareganError(f"unknown class {cls!r}; this data has {', '.join(names)}")
-    if ab.cls in ab.condition_on:
-        raise RareganError(f"--condition-on names {ab.cls!r}, the class itself: name the others")
+    check_condition_on(prepared.records.label_names, [ab.cls], ab.condition_on)
     rows = [
         train_one(ab, prepared, cfg, variant, seed) for variant in ab.variants for seed in ab.seeds
     ]

@@ -19,10 +19,10 @@ from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
 from pipelines.experiment.cell_records import record_cell
 from pipelines.experiment.plan import ERROR, Cell, Sweep, variant_config
-from pipelines.experiment.records import read_record, record_path, remove_record
+from pipelines.experiment.records import read_json, read_record, record_path, remove_record
 from pipelines.gan.eval_run import eval_current, evaluate_gan_run
 from pipelines.gan.run import CKPT, train_gan
-from pipelines.gan.synth import synthesize
+from pipelines.gan.synth import samples_for, synthesize
 from pipelines.runs import (
     RunOptions,
     StaleRunError,
@@ -66,17 +66,28 @@ def gan_unit(
 ) -> Path:
     """One GAN of the sweep (its seed drives init, latents and synthesis), its synthetic set and
     its evaluation in `classifier`'s feature space (None: random features); returns the synthetic
-    set. Any failure here fails only this unit's cells."""
+    set. A unit with `condition_on` classes synthesizes only its studied classes, and is evaluated
+    on its own sample of every class it learned (about as many of the studied ones as the set
+    has), whose per-class figures the report shows. Any failure here fails only this unit's cells."""
     g = {**cfg, "gan": {**cfg["gan"], "seed": seed}}  # variant_config applied by the caller
     opts = RunOptions(resume=(gdir / CKPT).exists(), redo=sweep.redo, progress=sweep.progress)
     train_gan(prepared, unit, fraction, g, gdir, opts)
-    c = cfg["compare"]
+    c, studied = cfg["compare"], sweep.studied(unit)
+    only = studied if len(studied) < len(unit) else None
     synth = synthesize(
-        gdir, ratio=c["synth_ratio"], seed=seed, label_rows=c["label_rows"], redo=sweep.redo
+        gdir,
+        ratio=c["synth_ratio"],
+        seed=seed,
+        only=only,
+        label_rows=c["label_rows"],
+        redo=sweep.redo,
     )
     if not eval_current(gdir / "eval" / "eval.json", classifier):
         cache = prepared.store.data_path.parent
-        evaluate_gan_run(gdir, synth, seed=seed, classifier=classifier, cache=cache)
+        n = samples_for(gdir, studied, read_json(synth / "summary.json")["n"]) if only else None
+        evaluate_gan_run(
+            gdir, None if only else synth, n=n or 256, seed=seed, classifier=classifier, cache=cache
+        )
     return synth
 
 

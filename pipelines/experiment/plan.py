@@ -49,12 +49,18 @@ class Sweep:
     redo: bool = False
     log: list[str] = field(default_factory=list)
     results: Path | None = None  # where cell records, tables and report go (default: out_dir)
+    condition_on: tuple[str, ...] = ()  # classes each GAN also learns, never synthesized
 
     def gan_units(self) -> list[list[str]]:
-        """The class sets that get a GAN: each class alone, or all together (conditional)."""
+        """The class sets that get a GAN: each class alone, or all together (conditional); each
+        with the `condition_on` classes after them (one label-conditional GAN per unit)."""
         if self.conditional and len(self.classes) > 1:
-            return [list(self.classes)]
-        return [[cls] for cls in self.classes]
+            return [[*self.classes, *self.condition_on]]
+        return [[cls, *self.condition_on] for cls in self.classes]
+
+    def studied(self, unit: list[str] | tuple[str, ...]) -> list[str]:
+        """The classes of a GAN unit that the sweep studies (and synthesizes)."""
+        return [c for c in unit if c in self.classes]
 
     def classify_dir(self, dataset: str, arm: str, fraction: float, seed: int) -> Path:
         """Run folder of one classifier."""

@@ -38,7 +38,7 @@ from pipelines.experiment.execute import CellBusy, DependencyError, run_cell
 from pipelines.experiment.plan import ERROR, Sweep, cell_plan, plan, status_of, variant_config
 from pipelines.experiment.records import PREDICTIONS, read_record, record_path, side_file
 from pipelines.gan.distances import space_label
-from pipelines.gan.run import training_images
+from pipelines.gan.run import check_condition_on, training_images
 from pipelines.runs import atomic_write_text
 
 
@@ -51,6 +51,7 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
     if not sweep.classes:
         raise RareganError("give at least one rare class (--classes)")
     prepared.require_test_positives(sweep.classes)
+    check_condition_on(prepared.records.label_names, sweep.classes, sweep.condition_on)
     for variant in sweep.gan_variants():  # the smallest fraction must leave each GAN enough images
         for unit in sweep.gan_units():
             training_images(prepared, unit, sweep.fractions[0], variant_config(cfg, variant))
@@ -118,7 +119,9 @@ def held(rep: dict) -> dict:
 
 def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
     """FID/KID, C2ST and precision/recall (held-out, beside real-vs-real) of every GAN unit with a
-    record, and the first seed's image grids, from the records."""
+    record, and the first seed's image grids, from the records. A GAN that also learned
+    `condition_on` classes gets one row per studied class, its held-out figures those of that
+    class alone (FID/KID and near copies over all the classes it learned)."""
     folder = sweep.records_dir(dataset)
     rows, images = [], []
     for cell in cell_plan(sweep, dataset):
@@ -129,10 +132,16 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
         what = " (GAN without the filter bank)" if cell.variant == "nofilter" else ""
         cls = " + ".join(cell.unit) + what
         space = space_label(str(rep.get("feature_space", "random-conv")))
-        row = {"class": cls, "fraction": cell.fraction, "seed": cell.seed}
-        rows.append(
-            row | {"fid": rep["fid"], "kid": rep["kid"], "feature_space": space} | held(rep)
-        )
+        row = {"fraction": cell.fraction, "seed": cell.seed}
+        row |= {"fid": rep["fid"], "kid": rep["kid"], "feature_space": space}
+        studied = sweep.studied(cell.unit)
+        if len(studied) < len(cell.unit):
+            near = held(rep)["near_copies"]
+            for name in studied:
+                one = held(rep.get("per_class", {}).get(name, {})) | {"near_copies": near}
+                rows.append({"class": f"{name}, by the GAN on {cls}"} | row | one)
+        else:
+            rows.append({"class": cls} | row | held(rep))
         if cell.seed != sweep.seeds[0]:
             continue
         for suffix, caption in GRIDS.items():

@@ -94,6 +94,18 @@ def as_classes(classes: str | list[str]) -> list[str]:
     return out
 
 
+def check_condition_on(names: list[str], studied: list[str], condition_on) -> None:
+    """Refuse (one line) a class to condition a GAN on that the data lacks or that is studied."""
+    for cls in (*studied, *condition_on):
+        if cls not in names:
+            raise RareganError(f"unknown class {cls!r}; this data has {', '.join(names)}")
+    for cls in condition_on:
+        if cls in studied:
+            raise RareganError(
+                f"--condition-on names {cls!r}, a class the GAN is for: name other classes"
+            )
+
+
 def class_tag(classes: list[str]) -> str:
     """Classes as one folder-name part: spaces to underscores, joined by '+'."""
     return "+".join(cls.replace(" ", "_") for cls in classes)

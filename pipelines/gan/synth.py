@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ def synthesize(
     ratio: float | None = None,
     seed: int = 0,
     out: Path | None = None,
-    only: str | None = None,
+    only: str | list[str] | None = None,
     label_rows: str = "gan",
     redo: bool = False,
     checkpoint: Path | None = None,
@@ -125,7 +126,7 @@ def synthesize(
     """Write n synthetic images (or `ratio` per real positive) and their label rows; returns the folder.
 
     A real positive's row is drawn for each image; a label-conditional GAN is conditioned on that
-    row's classes, and `only` restricts the draw to one of its classes' positives. `label_rows`
+    row's classes, and `only` restricts the draw to the positives of one or some of its classes. `label_rows`
     says what the written row holds: "gan" (default) only what the GAN knows, i.e. its class(es)
     (1, or the conditioning 1/0 of a conditional GAN) and every other label unknown (NaN, masked
     in the loss; 0 for single-label tasks, where the class excludes the others); "copy_real" the
@@ -141,17 +142,20 @@ def synthesize(
     positives = pd.read_csv(Path(run) / "positives.csv")
     label_names = summary["label_names"]
     classes = summary.get("classes", [summary["class"]])
-    if only is not None:
-        if only not in classes:
+    wanted = [] if only is None else [only] if isinstance(only, str) else list(only)
+    for cls in wanted:
+        if cls not in classes:
             raise RareganError(
-                f"GAN run {run} learned {', '.join(classes)}, not {only!r}; choose one of those"
+                f"GAN run {run} learned {', '.join(classes)}, not {cls!r}; choose one of those"
             )
-        positives = positives[positives[only] > 0.5].reset_index(drop=True)
+    if wanted:
+        positives = positives[(positives[wanted] > 0.5).any(axis=1)].reset_index(drop=True)
+    only = "+".join(wanted) or None
     if n is None:
         n = int(round((ratio if ratio is not None else 1.0) * len(positives)))
     if n < 1:
         raise RareganError(f"asked for {n} synthetic images; give --n ≥ 1 or a positive --ratio")
-    tag = (f"-{class_tag([only])}" if only else "") + (f"-{Path(at['name']).stem}" if at else "")
+    tag = (f"-{class_tag(wanted)}" if wanted else "") + (f"-{Path(at['name']).stem}" if at else "")
     out = Path(out) if out else Path(run) / f"synth{tag}-n{n}-s{seed}"
     check_replaceable(out, "synth")
     which = {"checkpoint": f"{at['name']}@{at['kimg']}"} if at else {}
@@ -205,3 +209,14 @@ def synthesize(
         write_fingerprint(tmp, fp)
         mark_done(tmp)
     return out
+
+
+def samples_for(run: Path, classes: list[str], n: int) -> int:
+    """Samples to draw so that about `n` are of `classes`: a conditional GAN draws its classes in
+    the proportions of its training positives, so `classes` get n / (their share) draws."""
+    summary = json.loads((Path(run) / "summary.json").read_text())
+    if not summary.get("conditional"):
+        return n
+    positives = pd.read_csv(Path(run) / "positives.csv")
+    share = float((positives[list(classes)] > 0.5).any(axis=1).mean())
+    return math.ceil(n / share)
