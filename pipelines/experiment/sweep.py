@@ -5,7 +5,9 @@ one run serves every class (its score for that class is read). The GAN is part o
 each (rare class, fraction, seed) trains its own GAN (the seed drives its init, latents and
 synthesis), on that fraction's train positives (the classifier's own fraction mask), and the `gan`
 arm of a (fraction, seed) trains one classifier on real rows plus the synthetic rows of that seed's
-GANs; with `conditional` one label-conditional GAN per fraction and seed learns all rare classes.
+GANs; with `conditional` one label-conditional GAN per fraction and seed learns all rare classes;
+with `condition_on` each GAN also learns those (unstudied) classes, and only the studied ones are
+synthesized.
 
 The work is a plan of cells in a stable order (index K): the classifiers (arm, fraction, seed) of
 the arms that need no GAN, then every GAN unit, which needs its fraction and seed's `none`

@@ -126,8 +126,8 @@ def synthesize(
     """Write n synthetic images (or `ratio` per real positive) and their label rows; returns the folder.
 
     A real positive's row is drawn for each image; a label-conditional GAN is conditioned on that
-    row's classes, and `only` restricts the draw to the positives of one or some of its classes. `label_rows`
-    says what the written row holds: "gan" (default) only what the GAN knows, i.e. its class(es)
+    row's classes, and `only` restricts the draw to the positives of one or some of its classes.
+    `label_rows` says what the written row holds: "gan" (default) only what the GAN knows, i.e. its class(es)
     (1, or the conditioning 1/0 of a conditional GAN) and every other label unknown (NaN, masked
     in the loss; 0 for single-label tasks, where the class excludes the others); "copy_real" the
     drawn real positive's whole row, as Sundaram & Hulkund (2021) did. `checkpoint` samples the
