@@ -80,3 +80,23 @@ def test_qwk_tables_written_and_refused_for_multilabel(tmp_path):
     assert len(pd.read_csv(paths["qwk_csv"])) == 2
     with pytest.raises(RareganError, match="single-label"):
         qwk_table(make_sweep(tmp_path / "multilabel"), n_boot=N_BOOT)  # Effusion NaN for some
+
+
+def test_tables_from_predictions_read_once_equal_tables_read_from_the_cells(tmp_path, monkeypatch):
+    """compare reads every cell's predictions once and hands them to both tables."""
+    from pipelines.experiment import predictions
+    from pipelines.experiment.stats import auc_table
+
+    cells, _ = graded_sweep(tmp_path)
+    reads = []
+    load = predictions.load_predictions
+    monkeypatch.setattr(predictions, "load_predictions", lambda p: reads.append(p) or load(p))
+    collected = predictions.collect(cells)
+    assert len(reads) == len(cells)  # one read per finished cell
+    pd.testing.assert_frame_equal(
+        qwk_table(collected, n_boot=N_BOOT), qwk_table(cells, n_boot=N_BOOT)
+    )
+    pd.testing.assert_frame_equal(
+        auc_table(collected, n_boot=N_BOOT, paper=False),
+        auc_table(cells, n_boot=N_BOOT, paper=False),
+    )

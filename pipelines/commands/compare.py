@@ -20,6 +20,7 @@ from pipelines.experiment.cell_records import record_checker
 from pipelines.experiment.execute import run_cell
 from pipelines.experiment.paper import shows_paper
 from pipelines.experiment.plan import Sweep, cell_lines, cell_plan, find_cell
+from pipelines.experiment.predictions import collect
 from pipelines.experiment.report import write_report
 from pipelines.experiment.stats import auc_table, qwk_table
 from pipelines.experiment.sweep import collect_cells, execute, gan_quality, validate
@@ -176,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
         else execute(sweep, prepared, cfg, dataset)
     )
     source = "phantoms" if dataset == "phantoms" else prepared.records.source
-    table = auc_table(cells, n_boot=cmp["n_boot"], seed=0, paper=shows_paper(source))
+    predictions = collect(cells)  # every finished cell's test predictions, read once
+    table = auc_table(predictions, n_boot=cmp["n_boot"], seed=0, paper=shows_paper(source))
     fid, images = gan_quality(sweep, dataset)
     out = sweep.results_dir(dataset)
     context = {
@@ -194,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     if len(fid):
         context["fid_kid"] = fid
     if prepared.records.task == "ordinal":  # grades: kappa beside the one-vs-rest AUC
-        context["qwk"] = qwk_table(cells, n_boot=cmp["n_boot"], seed=0)
+        context["qwk"] = qwk_table(predictions, n_boot=cmp["n_boot"], seed=0)
     with file_lock(sweep.lock(dataset, "results")):  # one writer of the tables at a time
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "cells.csv", cells.to_csv(index=False))

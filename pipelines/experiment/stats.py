@@ -145,6 +145,11 @@ def _note(cls: str, row: dict) -> str:
     return "; ".join(notes)
 
 
+def _collected(cells: pd.DataFrame | dict) -> dict:
+    """The sweep's predictions: read now from a cell table, or as already collected."""
+    return cells if isinstance(cells, dict) else collect(cells)
+
+
 SECONDARY = {"gan": "gan_nofilter", "gan_standard": "standard"}  # arm → its second reference
 SECOND_COLUMNS = {"delta": "delta2", "delta_lo": "delta2_lo", "delta_hi": "delta2_hi"} | {
     "p_value": "p_value2",
@@ -153,12 +158,13 @@ SECOND_COLUMNS = {"delta": "delta2", "delta_lo": "delta2_lo", "delta_hi": "delta
 
 
 def auc_table(
-    cells: pd.DataFrame, n_boot: int = 1000, seed: int = 0, paper: bool = True
+    cells: pd.DataFrame | dict, n_boot: int = 1000, seed: int = 0, paper: bool = True
 ) -> pd.DataFrame:
     """One row per class × fraction × arm: seed-mean AUC with its CI, seed spread, Δ vs none
     (and vs SECONDARY[arm]: gan − gan_nofilter, gan_standard − standard), Holm-adjusted p over
-    every Δ, and the paper's AUC when `paper` (CheXpert sources only)."""
-    coll = collect(cells)
+    every Δ, and the paper's AUC when `paper` (CheXpert sources only). `cells`: the cell table, or
+    what `predictions.collect` made of it (read once for several tables)."""
+    coll = _collected(cells)
     cells = coll["cells"]
     bs = PatientBootstrap(coll["patient"], len(coll["patient"]), n_boot, seed)
     rows = []
@@ -198,16 +204,16 @@ def auc_table(
     return table.reindex(columns=columns)
 
 
-def qwk_table(cells: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def qwk_table(cells: pd.DataFrame | dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Ordinal tasks (e.g. KL grades): one row per fraction × arm with the seed-mean quadratic
     weighted kappa of the predicted grade (highest-scoring class) against the true grade, its
     two-stage CI, and Δ vs none (paired on seeds and patients, CI, p), by the same bootstrap as the
     AUC table. A classifier scores every class, so a (fraction, arm, seed) counts once however many
     classes the sweep studies. `p_holm` adjusts the kappa Δs among themselves: a secondary endpoint,
-    not in the AUC table's family."""
+    not in the AUC table's family. `cells` as for `auc_table`."""
     columns = ["fraction", "arm", "qwk", "lo", "hi", "seed_std", "n_seeds"]
     columns += ["delta", "delta_lo", "delta_hi", "p_value", "p_holm", "significant", "seed_qwks"]
-    coll = collect(cells)
+    coll = _collected(cells)
     names = list(coll["labels"])
     if not coll["predicted"]:  # no finished cell yet
         return pd.DataFrame(columns=columns)
