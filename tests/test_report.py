@@ -18,7 +18,7 @@ from pipelines.experiment import plots
 from pipelines.experiment.paper import CAVEATS, CITATION, PAPER_AUC
 from pipelines.experiment.report import DATA_CITATIONS, data_citation, write_report
 from pipelines.experiment.stats import auc_table
-from pipelines.experiment.tables import verdict
+from pipelines.experiment.tables import verdict, write_tables
 
 ARMS = ("none", "standard", "gan")
 
@@ -128,7 +128,8 @@ def test_html_report_is_self_contained_and_says_it_all(sweep, tmp_path):
     assert Image.open(io.BytesIO(base64.b64decode(srcs[-1].split(",", 1)[1]))).size == (32, 32)
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
     assert verdict(table, "Fracture") in text
-    assert CITATION in text and all(c in text for c in CAVEATS)
+    assert CITATION in text and "not comparable to this data set" in text
+    assert not any(c in text for c in CAVEATS), "CheXpert caveats beside Kermany results mislead"
     assert DATA_CITATIONS["kermany"] in text and "real vs synthetic Fracture" in text
     assert "disk full" in text and "raregan sweep --data" in text and "seeds:" in text
     assert "<strong>" in page, "significant Δ is bold"
@@ -172,7 +173,19 @@ def test_paper_diamonds_only_when_asked_and_only_for_chexpert(sweep, tmp_path):
     assert any(plots.PAPER_LABEL in t for t in legend_texts(with_paper))
     for source, shown in (("kermany", False), ("nih", False), ("chexpert", True)):
         paths = write_report(tmp_path / source, table, cells, {"source": source})
-        assert ("hollow diamonds" in paths["report_md"].read_text()) == shown, source
+        md = paths["report_md"].read_text()
+        assert ("hollow diamonds" in md) == shown, source
+        assert ("beside the paper's" in md) == shown, source
+        assert all((c in md) == shown for c in CAVEATS), source
+
+
+def test_auc_legend_names_the_paper_only_when_its_numbers_are_in_the_table(sweep, tmp_path):
+    _, table = sweep
+    assert table["paper_auc"].notna().any(), "the fixture carries the paper's CheXpert AUCs"
+    with_paper = write_tables(table, tmp_path / "with")["md"].read_text()
+    without = write_tables(table.assign(paper_auc=np.nan), tmp_path / "without")["md"].read_text()
+    assert "Sundaram & Hulkund" in with_paper and "| paper " in with_paper
+    assert "Sundaram & Hulkund" not in without and "| paper " not in without
 
 
 def test_all_class_legend_fits_inside_the_figure_below_the_panels(sweep):

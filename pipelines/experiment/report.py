@@ -22,9 +22,9 @@ from pipelines.experiment import plots
 from pipelines.experiment.paper import CAVEATS, CITATION, shows_paper
 from pipelines.experiment.predictions import check_cells
 from pipelines.experiment.tables import (
-    LEGEND,
     QWK_LEGEND,
     fmt_fraction,
+    legend,
     md_table,
     qwk_view,
     verdict,
@@ -212,7 +212,9 @@ def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
         ("h2", "Verdict"),
         ("ul", [verdict(table, c) for c in dict.fromkeys(table["class"])]),
     ]
-    b += [("h2", "AUC per class, fraction and arm, beside the paper's"), ("p", LEGEND)]
+    paper = shows_paper(context.get("source"))
+    heading = "AUC per class, fraction and arm" + (", beside the paper's" if paper else "")
+    b += [("h2", heading), ("p", legend(table))]
     b.append(("table", wide(table)))
     notes = table[table["note"].fillna("") != ""]
     if len(notes):
@@ -224,8 +226,17 @@ def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
     if context.get("fid_kid") is not None and "c2st" in pd.DataFrame(context["fid_kid"]):
         b += [("h3", "How good each GAN was"), ("p", FIDELITY)]
         b.append(("table", fidelity_table(pd.DataFrame(context["fid_kid"]))))
-    b += [("h3", "The paper's numbers"), ("p", f"{CITATION} Their caveats:")]
-    b += [("ul", list(CAVEATS)), ("h2", "Method"), ("p", METHOD)]
+    b += [("h3", "The paper's numbers")]
+    if paper:
+        b += [("p", f"{CITATION} Their caveats:"), ("ul", list(CAVEATS))]
+    else:
+        b += [
+            (
+                "p",
+                f"{CITATION} Their numbers are CheXpert's, not comparable to this data set: not shown.",
+            )
+        ]
+    b += [("h2", "Method"), ("p", METHOD)]
     b += [("h2", "Figures"), *[("img", f) for f in figs]]
     if images:
         b += [("h2", "Synthetic images and memorization checks"), *[("img", i) for i in images]]

@@ -105,9 +105,14 @@ LEGEND = (
     "patients]. Δ = arm − none, paired on seeds and patients, with its 95 % CI and two-sided p from the "
     "same bootstrap replicates (the CI excludes 0 exactly when p < 0.05), and Holm's adjusted p over "
     "every Δ of the sweep. Primary comparison: gan − none per class and fraction. **bold ✱** = CI "
-    "excludes 0 (unadjusted). ⚠ = failed seeds (the mean rests on fewer seeds). Paper = Sundaram & "
-    "Hulkund 2021, one seed."
+    "excludes 0 (unadjusted). ⚠ = failed seeds (the mean rests on fewer seeds)."
 )
+PAPER_LEGEND = " Paper = Sundaram & Hulkund 2021, one seed."
+
+
+def legend(table: pd.DataFrame) -> str:
+    """The AUC table's legend, naming the paper only where its AUCs stand in the table."""
+    return LEGEND + (PAPER_LEGEND if table["paper_auc"].notna().any() else "")
 
 
 def write_tables(table: pd.DataFrame, out_dir: Path | str) -> dict[str, Path]:
@@ -120,7 +125,7 @@ def write_tables(table: pd.DataFrame, out_dir: Path | str) -> dict[str, Path]:
         + (f" ({r['errors']})" if r["errors"] else "")
         for _, r in table[table["note"].fillna("") != ""].iterrows()
     ]
-    lines = ["# AUC per class, fraction and arm", "", LEGEND, "", md_table(wide(table))]
+    lines = ["# AUC per class, fraction and arm", "", legend(table), "", md_table(wide(table))]
     lines += ["## Notes", "", *notes] if notes else []
     atomic_write_text(paths["md"], "\n".join(lines).rstrip() + "\n")
     return paths
