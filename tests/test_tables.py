@@ -33,12 +33,18 @@ def fake_test_set(n_patients: int = 200, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_cell(root, test, cls, frac, arm, seed, dup=False, patient_per_image=False):
-    """One finished cell: predictions.csv (rows shuffled) and DONE; returns the cells-table row."""
-    rng = np.random.default_rng([int(frac), ("none", "standard", "gan").index(arm), seed])
+ARM_KEYS = ("none", "standard", "gan", "filters", "gan_nofilter", "gan_standard")
+
+
+def write_cell(root, test, cls, frac, arm, seed, dup=False, patient_per_image=False, signal=None):
+    """One finished cell: predictions.csv (rows shuffled) and DONE; returns the cells-table row.
+    The class's score carries its label with weight `signal` (default: 2 for gan at the PLANTED
+    fractions, else 1) plus unit noise."""
+    rng = np.random.default_rng([int(frac), ARM_KEYS.index(arm), seed])
     frame = test.copy()
     for name in LABELS:
         strength = 2.0 if (name == cls and arm == "gan" and frac in PLANTED) else 1.0
+        strength = signal if (signal is not None and name == cls) else strength
         frame[f"score:{name}"] = strength * frame[name].fillna(0) + rng.normal(size=len(frame))
     if dup:  # every image twice, same patient, same label and score
         twin = frame.assign(image_id=frame["image_id"] + "_dup")
@@ -226,14 +232,51 @@ def test_tables_written_as_csv_and_markdown(sweep, tmp_path):
 def test_verdict_says_where_gan_helped_and_where_it_was_noise(sweep):
     _, table = sweep
     text = verdict(table, "Fracture")
-    assert text.startswith("GAN augmentation raised Fracture AUC by")
+    assert text.startswith("GAN augmentation (gan − none) raised Fracture AUC by")
     assert "at 1 % (" in text and "at 10 % (" in text
     assert "At 50–100 % the difference was within noise" in text
-    assert "Standard augmentation made no measurable difference" in text
+    assert "Standard augmentation (standard − none) made no measurable difference" in text
     assert "3 seed(s)" in text or "2–3 seed(s)" in text
     assert "Sundaram & Hulkund 2021 reported" in text
     with pytest.raises(RareganError, match="'Pneumonia' is not in the AUC table"):
         verdict(table, "Pneumonia")
+
+
+def test_verdict_names_each_comparison_its_holm_p_and_the_gans_fidelity(tmp_path):
+    """gan − gan_nofilter and gan_standard − standard get their own sentences with raw and
+    Holm-adjusted p, and the GANs' C2ST/precision/recall ranges stand beside them."""
+    test = fake_test_set(seed=3)
+    signal = {"none": 1.0, "standard": 1.0, "gan_nofilter": 1.0, "gan": 2.5, "gan_standard": 1.0}
+    rows = [write_cell(tmp_path, test, "Fracture", 100, arm, s, signal=v)
+            for arm, v in signal.items() for s in SEEDS]  # fmt: skip
+    table = auc_table(pd.DataFrame(rows), n_boot=N_BOOT, seed=0)
+    fidelity = pd.DataFrame({
+        "class": ["Fracture"] * 3 + ["Fracture (GAN without the filter bank)"],
+        "fraction": [100] * 4, "seed": [0, 1, 2, 0],
+        "c2st": [0.95, 0.99, 0.97, 0.5], "c2st_real": [0.45, 0.54, 0.5, 0.45],
+        "precision": [0.77, 0.92, 0.8, 0.1], "recall": [0.4, 0.69, 0.5, 0.1],
+        "precision_real": [0.94, 0.97, 0.95, 0.9], "recall_real": [0.68, 0.91, 0.8, 0.9],
+    })  # fmt: skip
+    text = verdict(table, "Fracture", fidelity)
+    gan = row_of(table, "Fracture", 100, "gan")
+    assert text.startswith("GAN augmentation (gan − none) raised Fracture AUC by")
+    assert f"Holm-adjusted p = {gan['p_holm']:.3f}" in text or "Holm-adjusted p < 0.001" in text
+    assert "The filter bank in front of the GAN (gan − gan_nofilter) raised Fracture AUC by" in text
+    assert f"{gan['delta2']:.3f} [{gan['delta2_lo']:+.3f}, {gan['delta2_hi']:+.3f}]" in text
+    plain = row_of(table, "Fracture", 100, "gan_standard")
+    assert (
+        "The GAN on top of standard augmentation (gan_standard − standard) made no measurable "
+        f"difference to Fracture AUC at 100 % (Δ = {plain['delta2']:+.3f} "
+        f"[{plain['delta2_lo']:+.3f}, {plain['delta2_hi']:+.3f}], p = {plain['p_value2']:.3f}, "
+        f"Holm-adjusted p = {plain['p_holm2']:.3f})"
+    ) in text
+    # the gan arm's three GANs, not the nofilter one (whose C2ST 0.5 would widen the range)
+    assert (
+        "The 3 GAN(s) behind the gan arm at 100 %: C2ST AUC 0.950–0.990 (real vs real 0.45–0.54"
+        in text
+    )
+    assert "precision 0.77–0.92, recall 0.40–0.69" in text
+    assert "fidelity" not in verdict(table, "Fracture") and "C2ST" not in verdict(table, "Fracture")
 
 
 def test_user_errors_name_the_culprit(sweep, tmp_path):

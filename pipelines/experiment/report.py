@@ -207,10 +207,11 @@ def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
         b.append(("p", f"Data set: {context['dataset']}."))
     if context.get("source") == "phantoms":
         b.append(("p", f"**⚠ {PHANTOM_WARNING}**"))
+    fidelity = None if context.get("fid_kid") is None else pd.DataFrame(context["fid_kid"])
     b += [
         ("p", PRIMARY),
         ("h2", "Verdict"),
-        ("ul", [verdict(table, c) for c in dict.fromkeys(table["class"])]),
+        ("ul", [verdict(table, c, fidelity) for c in dict.fromkeys(table["class"])]),
     ]
     paper = shows_paper(context.get("source"))
     heading = "AUC per class, fraction and arm" + (", beside the paper's" if paper else "")
@@ -223,9 +224,9 @@ def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
     if context.get("qwk") is not None:
         b += [("h3", "Ordinal agreement: quadratic weighted kappa per fraction and arm")]
         b += [("p", QWK_LEGEND), ("table", qwk_view(context["qwk"]))]
-    if context.get("fid_kid") is not None and "c2st" in pd.DataFrame(context["fid_kid"]):
+    if fidelity is not None and "c2st" in fidelity:
         b += [("h3", "How good each GAN was"), ("p", FIDELITY)]
-        b.append(("table", fidelity_table(pd.DataFrame(context["fid_kid"]))))
+        b.append(("table", fidelity_table(fidelity)))
     b += [("h3", "The paper's numbers")]
     if paper:
         b += [("p", f"{CITATION} Their caveats:"), ("ul", list(CAVEATS))]

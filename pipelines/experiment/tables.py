@@ -176,16 +176,33 @@ def _spans(fracs: list, order: list) -> str:
     return groups[0] if len(groups) == 1 else ", ".join(groups[:-1]) + " and " + groups[-1]
 
 
+def _holm(p: float, at_least: bool = False) -> str:
+    """', Holm-adjusted p = 0.940' (≥ for the smallest of several); '' where there is none."""
+    if not np.isfinite(p):
+        return ""
+    return ", Holm-adjusted " + fmt_p(p).replace("=", "≥" if at_least else "=")
+
+
 def _effect(rows: pd.DataFrame) -> str:
     return " and ".join(
         f"by {abs(r['delta']):.3f} [{r['delta_lo']:+.3f}, {r['delta_hi']:+.3f}] at "
-        f"{fmt_fraction(r['fraction'])} ({fmt_p(r['p_value'])})"
+        f"{fmt_fraction(r['fraction'])} ({fmt_p(r['p_value'])}{_holm(r.get('p_holm', np.nan))})"
         for _, r in rows.iterrows()
     )
 
 
+def _second_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """An arm's rows with their second comparison (vs SECONDARY[arm]) in the Δ columns."""
+    out = rows[rows["ref2"].fillna("").astype(str) != ""].copy()
+    for k, col in SECOND_COLUMNS.items():
+        out[k] = out[col]
+    out["significant"] = (out["delta_lo"] > 0) | (out["delta_hi"] < 0)
+    return out
+
+
 def _arm_sentences(rows: pd.DataFrame, cls: str, name: str, order: list) -> list[str]:
-    """What one arm did against none, fraction by fraction."""
+    """What one comparison found, fraction by fraction: raised, lowered or within noise, with the
+    raw and the Holm-adjusted p."""
     known = rows[np.isfinite(rows["delta"])]
     flat, out = known[~known["significant"]], []
     for sign, verb in ((1, "raised"), (-1, "lowered")):
@@ -194,8 +211,14 @@ def _arm_sentences(rows: pd.DataFrame, cls: str, name: str, order: list) -> list
             out.append(f"{name} {verb} {cls} AUC {_effect(hit)}.")
     if len(flat):
         lo, hi = flat["delta"].min(), flat["delta"].max()
-        rng = f"Δ = {lo:+.3f}" if len(flat) == 1 else f"Δ from {lo:+.3f} to {hi:+.3f}"
+        one = flat.iloc[0]
+        rng = (
+            f"Δ = {lo:+.3f} [{one['delta_lo']:+.3f}, {one['delta_hi']:+.3f}]"
+            if len(flat) == 1
+            else f"Δ from {lo:+.3f} to {hi:+.3f}"
+        )
         p = fmt_p(flat["p_value"].min()).replace("=", "≥" if len(flat) > 1 else "=")
+        p += _holm(flat["p_holm"].min() if "p_holm" in flat else np.nan, len(flat) > 1)
         where = _spans(list(flat["fraction"]), order)
         out.append(
             f"At {where} the difference was within noise ({rng}, {p})."
@@ -208,8 +231,39 @@ def _arm_sentences(rows: pd.DataFrame, cls: str, name: str, order: list) -> list
     return out
 
 
-def verdict(table: pd.DataFrame, cls: str) -> str:
-    """A plain-language verdict for one class: did GAN augmentation help, where, how sure."""
+def _fidelity_sentences(fidelity: pd.DataFrame | None, cls: str) -> list[str]:
+    """How good the GANs behind the gan arm were, per fraction: the range over seeds of their C2ST
+    beside real vs real, and of their precision and recall (the report's fidelity table)."""
+    if fidelity is None or "c2st" not in fidelity or not len(fidelity):
+        return []
+    name = fidelity["class"].astype(str)
+    mine = fidelity[(name == cls) | name.str.startswith(f"{cls}, by the GAN on")]
+    out = []
+    for frac, g in mine.groupby("fraction", sort=True):
+        if g["c2st"].notna().any():
+            out.append(
+                f"The {len(g)} GAN(s) behind the gan arm at {fmt_fraction(frac)}: C2ST AUC "
+                f"{_span(g, 'c2st', '.3f')} (real vs real {_span(g, 'c2st_real')}; 0.5 = "
+                f"indistinguishable from held-out real images of {cls}, 1 = always told apart), "
+                f"precision {_span(g, 'precision')}, recall {_span(g, 'recall')} (real vs real "
+                f"{_span(g, 'precision_real')} and {_span(g, 'recall_real')})."
+            )
+    return out
+
+
+def _span(frame: pd.DataFrame, col: str, f: str = ".2f") -> str:
+    """A column's range as text: '0.95–0.99', one value alone, 'n/a' when empty."""
+    v = frame[col].dropna() if col in frame else pd.Series(dtype=float)
+    if v.empty:
+        return "n/a"
+    return format(v.min(), f) if v.min() == v.max() else f"{v.min():{f}}–{v.max():{f}}"
+
+
+def verdict(table: pd.DataFrame, cls: str, fidelity: pd.DataFrame | None = None) -> str:
+    """A plain-language verdict for one class: did GAN augmentation help (gan − none), did the filter
+    bank in front of the GAN matter (gan − gan_nofilter), did the GAN add to standard augmentation
+    (gan_standard − standard), where, how sure (raw and Holm-adjusted p), and, given the sweep's
+    GAN `fidelity` rows (the report's), how good the GANs behind it were."""
     rows = table[table["class"] == cls]
     if rows.empty:
         have = ", ".join(map(str, table["class"].unique()))
@@ -218,8 +272,16 @@ def verdict(table: pd.DataFrame, cls: str) -> str:
     none, gan = rows[rows["arm"] == "none"], rows[rows["arm"] == "gan"]
     if len(none) and (none["n_pos"].fillna(1) == 0).all():
         return f"{cls}: no verdict: the test set has no positive {cls} images, so AUC is undefined."
-    parts = _arm_sentences(gan, cls, "GAN augmentation", order)
-    parts += _arm_sentences(rows[rows["arm"] == "standard"], cls, "Standard augmentation", order)
+    parts = _arm_sentences(gan, cls, "GAN augmentation (gan − none)", order)
+    for arm, name in (
+        ("gan", "The filter bank in front of the GAN (gan − gan_nofilter)"),
+        ("gan_standard", "The GAN on top of standard augmentation (gan_standard − standard)"),
+    ):
+        parts += _arm_sentences(_second_rows(rows[rows["arm"] == arm]), cls, name, order)
+    parts += _arm_sentences(
+        rows[rows["arm"] == "standard"], cls, "Standard augmentation (standard − none)", order
+    )
+    parts += _fidelity_sentences(fidelity, cls)
     seeds = rows.loc[rows["n_seeds"] > 0, "n_seeds"]
     if len(seeds):
         k = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
