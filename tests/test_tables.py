@@ -238,6 +238,7 @@ def test_verdict_says_where_gan_helped_and_where_it_was_noise(sweep):
     assert "Standard augmentation (standard − none) made no measurable difference" in text
     assert "3 seed(s)" in text or "2–3 seed(s)" in text
     assert "Sundaram & Hulkund 2021 reported" in text
+    assert "≥ 1.000" not in text  # a Holm p of 1 is not a lower bound
     with pytest.raises(RareganError, match="'Pneumonia' is not in the AUC table"):
         verdict(table, "Pneumonia")
 
@@ -277,6 +278,10 @@ def test_verdict_names_each_comparison_its_holm_p_and_the_gans_fidelity(tmp_path
     )
     assert "precision 0.77–0.92, recall 0.40–0.69" in text
     assert "fidelity" not in verdict(table, "Fracture") and "C2ST" not in verdict(table, "Fracture")
+    # too few held-out images for the baselines: they are left out, not printed as 'n/a'
+    few = verdict(table, "Fracture", fidelity.assign(c2st_real=np.nan, recall_real=np.nan))
+    assert "C2ST AUC 0.950–0.990 (0.5 = indistinguishable" in few and "n/a" not in few
+    assert "precision 0.77–0.92, recall 0.40–0.69." in few
 
 
 def test_user_errors_name_the_culprit(sweep, tmp_path):

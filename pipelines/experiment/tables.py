@@ -180,7 +180,7 @@ def _holm(p: float, at_least: bool = False) -> str:
     """', Holm-adjusted p = 0.940' (≥ for the smallest of several); '' where there is none."""
     if not np.isfinite(p):
         return ""
-    return ", Holm-adjusted " + fmt_p(p).replace("=", "≥" if at_least else "=")
+    return ", Holm-adjusted " + fmt_p(p).replace("=", "≥" if at_least and p < 1 else "=")
 
 
 def _effect(rows: pd.DataFrame) -> str:
@@ -241,12 +241,15 @@ def _fidelity_sentences(fidelity: pd.DataFrame | None, cls: str) -> list[str]:
     out = []
     for frac, g in mine.groupby("fraction", sort=True):
         if g["c2st"].notna().any():
+            real = _span(g, "c2st_real")
+            real = "" if real == "n/a" else f"real vs real {real}; "
+            pr = f"precision {_span(g, 'precision')}, recall {_span(g, 'recall')}"
+            pr_real = (_span(g, "precision_real"), _span(g, "recall_real"))
+            pr += "" if "n/a" in pr_real else " (real vs real {} and {})".format(*pr_real)
             out.append(
                 f"The {len(g)} GAN(s) behind the gan arm at {fmt_fraction(frac)}: C2ST AUC "
-                f"{_span(g, 'c2st', '.3f')} (real vs real {_span(g, 'c2st_real')}; 0.5 = "
-                f"indistinguishable from held-out real images of {cls}, 1 = always told apart), "
-                f"precision {_span(g, 'precision')}, recall {_span(g, 'recall')} (real vs real "
-                f"{_span(g, 'precision_real')} and {_span(g, 'recall_real')})."
+                f"{_span(g, 'c2st', '.3f')} ({real}0.5 = indistinguishable from held-out real "
+                f"images of {cls}, 1 = always told apart), {pr}."
             )
     return out
 
