@@ -13,6 +13,8 @@ gan.keep_checkpoints so that there are several points to compare, e.g.
         --data ../shared/data/chest_xray --rarefy viral=0.05 --class viral --no-filters \\
         --config budget.yaml --out runs/chest_xray/gan-budget/plain
 
+A conditional GAN (`--class A B` after `--`) is measured on one class with `--studied A`.
+
 --quick: a 16 px GAN on 400 phantoms (40 % Fracture) in a temporary folder, the `make bench` smoke.
 """
 
@@ -35,7 +37,7 @@ from pipelines.cli import main  # noqa: E402
 from pipelines.errors import RareganError  # noqa: E402
 from pipelines.experiment.ablation import markdown, row_of  # noqa: E402
 from pipelines.gan.eval_run import eval_current, evaluate_gan_run  # noqa: E402
-from pipelines.gan.synth import checkpoint_generator  # noqa: E402
+from pipelines.gan.synth import checkpoint_generator, samples_for  # noqa: E402
 
 QUICK_CONFIG = """
 gan:
@@ -68,17 +70,25 @@ def final_phase_checkpoints(run: Path, every: float) -> list[Path]:
 
 
 def budget_table(
-    run: Path, every: float, n: int, classifier: Path | None, cache: Path
+    run: Path,
+    every: float,
+    n: int,
+    classifier: Path | None,
+    cache: Path,
+    studied: str | None = None,
 ) -> pd.DataFrame:
-    """Evaluate (or reuse the evaluation of) each picked checkpoint; one row per checkpoint."""
+    """Evaluate (or reuse the evaluation of) each picked checkpoint; one row per checkpoint. Of a
+    conditional GAN the figures are those of its `studied` class (about `n` samples of it)."""
     rows = []
+    if studied:
+        n = samples_for(run, [studied], n)
     for ckpt in final_phase_checkpoints(run, every):
         folder = f"eval-{ckpt.stem}"
         if not eval_current(run / folder / "eval.json", classifier):
             evaluate_gan_run(
                 run, n=n, classifier=classifier, cache=cache, heldout="require", checkpoint=ckpt
             )
-        row = row_of(run, ckpt.stem, 0, folder)
+        row = row_of(run, ckpt.stem, 0, folder, cls=studied)
         rows.append({**row, "variant": f"{row['kimg']:.1f} kimg", "seeds": 1})
     return pd.DataFrame(rows)
 
@@ -119,6 +129,11 @@ def main_bench(argv: list[str]) -> int:
     )
     parser.add_argument("--n", type=int, default=256, help="samples per evaluation")
     parser.add_argument("--classifier", type=Path, help="classifier checkpoint for FID features")
+    parser.add_argument(
+        "--studied",
+        metavar="CLS",
+        help="a conditional GAN (--class A B …): measure class CLS alone (its held-out images)",
+    )
     args = parser.parse_args(ours)
     if args.quick:
         from pipelines.data.phantoms import write_phantoms
@@ -138,7 +153,7 @@ def main_bench(argv: list[str]) -> int:
     where, _ = known.parse_known_args(gan_args)
     if main(["gan", *gan_args]) != 0:
         return 2
-    table = budget_table(where.out, args.every, args.n, args.classifier, where.cache)
+    table = budget_table(where.out, args.every, args.n, args.classifier, where.cache, args.studied)
     text = markdown(table)
     print(text)
     table.to_csv(where.out / "budget.csv", index=False)
