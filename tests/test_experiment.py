@@ -195,6 +195,7 @@ def test_condition_on_learns_another_class_and_synthesizes_only_the_studied_one(
     plan.results, plan.condition_on = results, ("Lung Lesion",)
     quality, _ = gan_quality(plan, "phantoms")
     assert list(quality["class"]) == ["Fracture, by the GAN on Fracture + Lung Lesion"]
+    assert list(quality["studied"]) == ["Fracture"] and quality["filter_bank"].all()
     c2st = (per_class["Fracture"]["c2st"] or {}).get("auc", np.nan)
     assert np.isclose(quality["c2st"].iloc[0], c2st, equal_nan=True)
 

@@ -217,8 +217,10 @@ def test_each_gan_behind_a_delta_is_shown_with_its_fidelity_or_why_not(sweep, tm
     }  # fmt: skip
     skipped = {key: None for key in full} | {"memorization": {"frac_near_copies": 0.0}}
     frame = pd.DataFrame(
-        [{"class": "viral", "fraction": 100.0, "seed": 0, "fid": 1.0, "kid": 0.1} | held(full),
-         {"class": "viral", "fraction": 25.0, "seed": 0, "fid": 2.0, "kid": 0.2} | held(skipped)]
+        [{"class": "viral", "studied": "viral", "filter_bank": True, "fraction": 100.0,
+          "seed": 0, "fid": 1.0, "kid": 0.1} | held(full),
+         {"class": "viral", "studied": "viral", "filter_bank": True, "fraction": 25.0,
+          "seed": 0, "fid": 2.0, "kid": 0.2} | held(skipped)]
     )  # fmt: skip
     cells, table = sweep
     out = write_report(tmp_path / "r", table, cells, {"fid_kid": frame, "source": "kermany"})

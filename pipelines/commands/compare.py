@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(out / "cells.csv", cells.to_csv(index=False))
         paths = write_report(out, table, cells, context)
     for cls in sweep.classes:
-        print(verdict(table, cls, fid if len(fid) else None))
+        print(verdict(table, cls, fid))
     counts = cells["status"].value_counts().to_dict()
     print(f"cells: {counts}; report: {paths['report_html']}")
     return 0 if counts.get("failed", 0) == 0 else 1

@@ -123,7 +123,10 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
     """FID/KID, C2ST and precision/recall (held-out, beside real-vs-real) of every GAN unit with a
     record, and the first seed's image grids, from the records. A GAN that also learned
     `condition_on` classes gets one row per studied class, its held-out figures those of that
-    class alone (FID/KID and near copies over all the classes it learned)."""
+    class alone (FID/KID and near copies over all the classes it learned). Beside the readable
+    `class` label each row says which studied class its held-out figures are of (`studied`; the
+    joined label for a GAN measured on several at once) and whether the GAN learned from the
+    filter bank (`filter_bank`: it feeds the gan arms, not gan_nofilter)."""
     folder = sweep.records_dir(dataset)
     rows, images = [], []
     for cell in cell_plan(sweep, dataset):
@@ -135,15 +138,17 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
         cls = " + ".join(cell.unit) + what
         space = space_label(str(rep.get("feature_space", "random-conv")))
         row = {"fraction": cell.fraction, "seed": cell.seed}
+        row["filter_bank"] = cell.variant != "nofilter"
         row |= {"fid": rep["fid"], "kid": rep["kid"], "feature_space": space}
         studied = sweep.studied(cell.unit)
         if len(studied) < len(cell.unit):
             near = held(rep)["near_copies"]
             for name in studied:
                 one = held(rep.get("per_class", {}).get(name, {})) | {"near_copies": near}
-                rows.append({"class": f"{name}, by the GAN on {cls}"} | row | one)
+                label = {"class": f"{name}, by the GAN on {cls}", "studied": name}
+                rows.append(label | row | one)
         else:
-            rows.append({"class": cls} | row | held(rep))
+            rows.append({"class": cls, "studied": " + ".join(cell.unit)} | row | held(rep))
         if cell.seed != sweep.seeds[0]:
             continue
         for suffix, caption in GRIDS.items():

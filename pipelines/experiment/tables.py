@@ -186,7 +186,7 @@ def _holm(p: float, at_least: bool = False) -> str:
 def _effect(rows: pd.DataFrame) -> str:
     return " and ".join(
         f"by {abs(r['delta']):.3f} [{r['delta_lo']:+.3f}, {r['delta_hi']:+.3f}] at "
-        f"{fmt_fraction(r['fraction'])} ({fmt_p(r['p_value'])}{_holm(r.get('p_holm', np.nan))})"
+        f"{fmt_fraction(r['fraction'])} ({fmt_p(r['p_value'])}{_holm(r['p_holm'])})"
         for _, r in rows.iterrows()
     )
 
@@ -218,7 +218,7 @@ def _arm_sentences(rows: pd.DataFrame, cls: str, name: str, order: list) -> list
             else f"Δ from {lo:+.3f} to {hi:+.3f}"
         )
         p = fmt_p(flat["p_value"].min()).replace("=", "≥" if len(flat) > 1 else "=")
-        p += _holm(flat["p_holm"].min() if "p_holm" in flat else np.nan, len(flat) > 1)
+        p += _holm(flat["p_holm"].min(), len(flat) > 1)
         where = _spans(list(flat["fraction"]), order)
         out.append(
             f"At {where} the difference was within noise ({rng}, {p})."
@@ -233,19 +233,19 @@ def _arm_sentences(rows: pd.DataFrame, cls: str, name: str, order: list) -> list
 
 def _fidelity_sentences(fidelity: pd.DataFrame | None, cls: str) -> list[str]:
     """How good the GANs behind the gan arm were, per fraction: the range over seeds of their C2ST
-    beside real vs real, and of their precision and recall (the report's fidelity table)."""
-    if fidelity is None or "c2st" not in fidelity or not len(fidelity):
+    beside real vs real, and of their precision and recall. `fidelity`: `sweep.gan_quality`'s rows
+    (the report's fidelity table); those measured on `cls` from GANs with the filter bank count."""
+    if fidelity is None or "c2st" not in fidelity:
         return []
-    name = fidelity["class"].astype(str)
-    mine = fidelity[(name == cls) | name.str.startswith(f"{cls}, by the GAN on")]
+    mine = fidelity[(fidelity["studied"] == cls) & fidelity["filter_bank"]]
     out = []
     for frac, g in mine.groupby("fraction", sort=True):
         if g["c2st"].notna().any():
             real = _span(g, "c2st_real")
-            real = "" if real == "n/a" else f"real vs real {real}; "
+            real = f"real vs real {real}; " if real else ""
             pr = f"precision {_span(g, 'precision')}, recall {_span(g, 'recall')}"
             pr_real = (_span(g, "precision_real"), _span(g, "recall_real"))
-            pr += "" if "n/a" in pr_real else " (real vs real {} and {})".format(*pr_real)
+            pr += " (real vs real {} and {})".format(*pr_real) if all(pr_real) else ""
             out.append(
                 f"The {len(g)} GAN(s) behind the gan arm at {fmt_fraction(frac)}: C2ST AUC "
                 f"{_span(g, 'c2st', '.3f')} ({real}0.5 = indistinguishable from held-out real "
@@ -255,10 +255,10 @@ def _fidelity_sentences(fidelity: pd.DataFrame | None, cls: str) -> list[str]:
 
 
 def _span(frame: pd.DataFrame, col: str, f: str = ".2f") -> str:
-    """A column's range as text: '0.95–0.99', one value alone, 'n/a' when empty."""
-    v = frame[col].dropna() if col in frame else pd.Series(dtype=float)
+    """A column's range as text: '0.95–0.99', one value alone, '' when it has none."""
+    v = frame[col].dropna()
     if v.empty:
-        return "n/a"
+        return ""
     return format(v.min(), f) if v.min() == v.max() else f"{v.min():{f}}–{v.max():{f}}"
 
 
