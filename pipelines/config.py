@@ -46,6 +46,10 @@ DEFAULTS: dict = {
         # (0.55 vs 0.70 over 2 seeds each, benchmarks/bench_gan_bf16_fidelity.py) for 1.4x speed.
         # bf16: autocast where native (else a warning and fp32); auto: bf16 where native.
         "precision": "32",
+        # A label-conditional GAN draws class c's images in proportion to n_c^(1 - class_balance)
+        # (Kang et al. 2020's p ∝ n^q, q = 1 - class_balance): 0 in the data's proportions, 1 every
+        # class equally often (the rare class's images repeat in each pass, rounded to whole copies).
+        "class_balance": 0.0,
         "seed": 0,
     },
     "classify": {
@@ -171,7 +175,8 @@ def _check_value(key: str, value, source: str) -> None:
 
 
 def _check_choices(cfg: dict, source: str) -> None:
-    """Values whose type is right but whose range or name is not: augmentation and precision."""
+    """Values whose type is right but whose range or name is not: augmentation, class balance and
+    precision."""
     aug, bad = cfg["gan"]["augment"], None
     if aug["policy"].strip() not in ("", "none"):
         from pggan.augment import parse_policy  # torch loads only when a policy is set
@@ -184,6 +189,9 @@ def _check_choices(cfg: dict, source: str) -> None:
         bad = f"config key 'gan.augment.p' must be a probability in [0, 1], not {aug['p']!r}"
     if not 0 < aug["target"] < 1:
         bad = f"config key 'gan.augment.target' must be in (0, 1), not {aug['target']!r}"
+    if not cfg["gan"]["class_balance"] <= 1:
+        value = cfg["gan"]["class_balance"]
+        bad = f"config key 'gan.class_balance' must be in [0, 1], not {value!r}"
     if cfg["gan"]["precision"] not in PRECISIONS:
         value = cfg["gan"]["precision"]
         bad = f"config key 'gan.precision' must be one of {', '.join(PRECISIONS)}, not {value!r}"

@@ -23,13 +23,18 @@ def test_variant_names_of_the_command_are_the_ablations():
 def test_ablation_config_switches_only_the_filter_bank_and_the_augmentation():
     cfg = load_config("cpu-demo")
     bank = cfg["filters"]["names"]
-    for variant, (filters, augment, _) in VARIANTS.items():
+    switched = ("augment", "seed", "class_balance")
+    for variant, (filters, augment, _, balanced) in VARIANTS.items():
         v = ablation_config(cfg, variant, seed=3)
         assert v["filters"]["names"] == (bank if filters else [])
         assert augment_on(v["gan"]["augment"]) == augment
         assert v["gan"]["seed"] == 3
-        rest = {k: x for k, x in v["gan"].items() if k not in ("augment", "seed")}
-        assert rest == {k: x for k, x in cfg["gan"].items() if k not in ("augment", "seed")}
+        assert v["gan"]["class_balance"] == (1.0 if balanced else 0.0)
+        rest = {k: x for k, x in v["gan"].items() if k not in switched}
+        assert rest == {k: x for k, x in cfg["gan"].items() if k not in switched}
+    half = {**cfg, "gan": {**cfg["gan"], "class_balance": 0.5}}  # a config's own balance is kept
+    assert ablation_config(half, "filters+balanced", 0)["gan"]["class_balance"] == 0.5
+    assert ablation_config(half, "filters+conditional", 0)["gan"]["class_balance"] == 0.0
     assert (
         ablation_config(cfg, "augment", 0)["gan"]["augment"]["policy"] == DEFAULT_AUGMENT["policy"]
     )

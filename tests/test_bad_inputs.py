@@ -179,6 +179,8 @@ BAD_SETTINGS = {
     "augment-policy-flip": ("gan", "gan:\n  augment:\n    policy: translation,flip\n", [], ["gan.augment.policy", "'flip'", "color, affine, translation, cutout"]),
     "augment-p-2": ("gan", "gan:\n  augment:\n    policy: cutout\n    p: 2\n", [], ["gan.augment.p", "[0, 1]", "2"]),
     "augment-target-1": ("gan", "gan:\n  augment:\n    target: 1.0\n", [], ["gan.augment.target", "(0, 1)"]),
+    "class-balance-2": ("gan", "gan:\n  class_balance: 2\n", [], ["gan.class_balance", "[0, 1]", "2"]),
+    "class-balance-negative": ("gan", "gan:\n  class_balance: -0.5\n", [], ["gan.class_balance", "≥ 0", "-0.5"]),
     "gan-precision-fp16": ("gan", "gan:\n  precision: fp16\n", [], ["gan.precision", "auto, bf16, 32", "'fp16'"]),
     "augment-flag-flip": ("gan", None, ["--augment", "flip"], ["gan.augment.policy", "'flip'", "cutout"]),
     "augment-p-flag-2": ("gan", None, ["--augment", "cutout", "--augment-p", "2"], ["--augment-p", "'2'", "adaptive"]),

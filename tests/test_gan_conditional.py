@@ -112,3 +112,82 @@ def test_conditional_bad_inputs(conditional_run, phantom_root, tmp_path, capsys)
                  "--config", str(cfg), "--cache", str(tmp_path / "s"), "--runs", str(tmp_path)])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "needs at least 10000" in err and "Fracture" in err
+
+
+def test_class_repeats_draw_classes_in_proportion_to_n_to_the_1_minus_balance():
+    from pipelines.gan.data_order import class_repeats
+
+    # 40 images of A alone, 8 of B alone, 2 of both (they count for B, the rarer): n = 42 and 10
+    labels = np.array([[1, 0]] * 40 + [[0, 1]] * 8 + [[1, 1]] * 2, dtype=np.float32)
+    assert (class_repeats(labels, 0.0) == 1).all()
+    full = class_repeats(labels, 1.0)  # 42 / 10 = 4.2 → 4 copies of every B image
+    assert (full[:40] == 1).all() and (full[40:] == 4).all()
+    drawn = (labels * full[:, None]).sum(axis=0)
+    assert abs(drawn[1] / drawn[0] - 1) < 0.25  # about equally often (was 10 : 42)
+    half = class_repeats(labels, 0.5)  # sqrt(4.2) = 2.05 → 2
+    assert (half[40:] == 2).all() and (half[:40] == 1).all()
+    assert (class_repeats(labels[:, :1], 1.0) == 1).all()  # one class: nothing to balance
+
+
+def test_balanced_sampler_repeats_items_keeps_the_plain_order_and_resumes():
+    from pipelines.gan.data_order import ResumableSampler
+
+    plain = ResumableSampler(6, batch=4, seed=3)
+    ones = ResumableSampler(6, batch=4, seed=3, repeats=np.ones(6, dtype=int))
+    assert [ones.order(e) for e in range(3)] == [plain.order(e) for e in range(3)]
+    repeats = np.array([1, 1, 1, 1, 3, 3])
+    sampler = ResumableSampler(6, batch=4, seed=3, repeats=repeats)
+    assert (
+        sampler.n == 10 and np.bincount(sampler.order(0), minlength=6).tolist() == [1] * 4 + [3] * 2
+    )
+    it = iter(sampler)
+    stream = [next(it) for _ in range(30)]
+    resumed = ResumableSampler(6, batch=4, seed=3, repeats=repeats)
+    resumed.load_state(sampler.state(12))
+    it = iter(resumed)
+    assert [next(it) for _ in range(12)] == stream[12:24]
+
+
+def test_a_balanced_conditional_gan_sees_the_classes_equally_and_says_so(tmp_path, monkeypatch):
+    from pipelines.data.phantoms import write_phantoms
+    from pipelines.gan import run as gan_run
+
+    seen = []
+
+    class Drawn(Exception):
+        pass
+
+    def spy(images, batch, seed, labels=None, repeats=None):  # the real loader's first draws
+        it = iter(gan_run_loader(images, batch, seed, labels, repeats))
+        seen.extend(next(it)[1] for _ in range(40))
+        raise Drawn  # enough seen: no need to train
+
+    gan_run_loader = gan_run.loader
+    monkeypatch.setattr(gan_run, "loader", spy)
+    cfg = load_config("cpu-demo", TINY)
+    prevalence = {"Fracture": 0.3, "Lung Lesion": 0.06}
+    root = write_phantoms(tmp_path / "p", n=300, size=32, seed=0, prevalence=prevalence)
+    prepared = prepare(DataSpec(root, size=16, cache_dir=tmp_path), progress=False)
+    _, _, labels = training_images(prepared, CLASSES, 100, cfg)
+    counts = labels.sum(axis=0)
+    assert counts.max() / counts.min() > 3  # one class is rare
+    rare = int(counts.argmin())
+    shares = {}
+    for balance in (0.0, 1.0):
+        seen.clear()
+        c = {**cfg, "gan": {**cfg["gan"], "class_balance": balance}}
+        run = tmp_path / f"b{balance}"
+        with pytest.raises(Drawn):
+            gan_run.train_gan(prepared, CLASSES, 100, c, run)
+        drawn = torch.cat(seen).sum(dim=0)
+        shares[balance] = float(drawn[rare] / drawn.sum())
+        settings = json.loads((run / "fingerprint.json").read_text())["settings"]
+        assert ("gan.class_balance" in settings) == (balance > 0)
+    natural = counts[rare] / counts.sum()
+    assert abs(shares[0.0] - natural) < 0.08  # drawn in the data's proportions
+    assert abs(shares[1.0] - 0.5) < 0.08  # about half the draws: the rare class caught up
+    # one class: class_balance is moot and leaves the fingerprint as it was
+    one = gan_run.gan_fingerprint(
+        prepared, c, ["Fracture"], 100, prepared.positives("Fracture", 100, 0)
+    )
+    assert "gan.class_balance" not in one["settings"]

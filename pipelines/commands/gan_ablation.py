@@ -26,6 +26,7 @@ VARIANT_NAMES = (
     "plain",
     "filters+conditional",
     "plain+conditional",
+    "filters+balanced",
 )
 DEFAULT_VARIANTS = VARIANT_NAMES[:4]
 
@@ -40,9 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_VARIANTS),
         metavar="VARIANT",
         help="among filters+augment, filters, augment, plain (default: these four) and "
-        "filters+conditional, plain+conditional; augment uses the config's gan.augment policy, or "
-        "every op with p 0.5 when the config has none; conditional trains one label-conditional "
-        "GAN on the class and the --condition-on classes and measures the class alone",
+        "filters+conditional, plain+conditional, filters+balanced; augment uses the config's "
+        "gan.augment policy, or every op with p 0.5 when the config has none; conditional trains "
+        "one label-conditional GAN on the class and the --condition-on classes and measures the "
+        "class alone; balanced does so drawing every class equally often (gan.class_balance 1, or "
+        "the config's)",
     )
     parser.add_argument(
         "--condition-on",

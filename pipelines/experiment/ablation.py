@@ -32,14 +32,16 @@ from pipelines.gan.run import CKPT, augment_on, check_condition_on, train_gan
 from pipelines.gan.synth import samples_for
 from pipelines.runs import RunOptions, atomic_write_text, is_done, write_json
 
-# variant → (filter bank, differentiable augmentation, conditioned on other classes)
+# variant → (filter bank, differentiable augmentation, conditioned on other classes, classes
+# drawn equally often)
 VARIANTS = {
-    "filters+augment": (True, True, False),
-    "filters": (True, False, False),
-    "augment": (False, True, False),
-    "plain": (False, False, False),
-    "filters+conditional": (True, False, True),
-    "plain+conditional": (False, False, True),
+    "filters+augment": (True, True, False, False),
+    "filters": (True, False, False, False),
+    "augment": (False, True, False, False),
+    "plain": (False, False, False, False),
+    "filters+conditional": (True, False, True, False),
+    "plain+conditional": (False, False, True, False),
+    "filters+balanced": (True, False, True, True),
 }
 # the augmentation a variant gets when the config sets none: every op, each with p = 0.5 per image.
 # Fixed, not adaptive: with this WGAN-GP critic (one D step per G step) the overfitting signal
@@ -89,15 +91,18 @@ def check_variants(names: list[str], condition_on: list[str] | tuple = ()) -> li
 
 def ablation_config(cfg: dict, variant: str, seed: int) -> dict:
     """The config of one variant and seed: the filter bank emptied or kept, the augmentation set
-    off or on (the config's own policy when it has one, else DEFAULT_AUGMENT)."""
-    filters, augment, _ = VARIANTS[variant]
+    off or on (the config's own policy when it has one, else DEFAULT_AUGMENT), the classes drawn
+    in their proportions or balanced (the config's gan.class_balance when it sets one, else 1)."""
+    filters, augment, _, balanced = VARIANTS[variant]
     out = variant_config(cfg, "filters" if filters else "nofilter")
     aug = dict(cfg["gan"]["augment"])
     if augment and not augment_on(aug):
         aug.update(DEFAULT_AUGMENT, target=aug["target"], speed_kimg=aug["speed_kimg"])
     elif not augment:
         aug.update(policy="", p=0.0, adaptive=False)
-    return {**out, "gan": {**cfg["gan"], "augment": aug, "seed": seed}}
+    balance = (cfg["gan"]["class_balance"] or 1.0) if balanced else 0.0
+    gan = {**cfg["gan"], "augment": aug, "class_balance": balance, "seed": seed}
+    return {**out, "gan": gan}
 
 
 def train_one(ab: Ablation, prepared: Prepared, cfg: dict, variant: str, seed: int) -> dict:
@@ -210,8 +215,9 @@ NOTE = (
 )
 CONDITIONAL_NOTE = (
     " A `+conditional` variant is one label-conditional GAN on {cls} and {others} (their positives "
-    "pooled, drawn in their proportions); its held-out figures are those of its {cls} samples "
-    "alone, its near copies and MS-SSIM are over all its samples."
+    "pooled, drawn in their proportions; `+balanced`: the same, each class drawn equally often); "
+    "its held-out figures are those of its {cls} samples alone, its near copies and MS-SSIM are "
+    "over all its samples."
 )
 
 

@@ -20,22 +20,42 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def class_repeats(labels: np.ndarray, balance: float) -> np.ndarray:
+    """How often each of N images comes in one pass, (N,) ints ≥ 1, so that class c is drawn in
+    proportion to n_c^(1 - balance) (Kang et al. 2020's class-balanced sampling, p_c ∝ n_c^q with
+    q = 1 - balance): 0 keeps the data's proportions, 1 draws every class about equally often.
+
+    `labels` (N, K) are multi-hot; an image counts for its rarest positive class (the first class
+    when it has none). Repeats are (n_max / n_c)^balance rounded to whole copies.
+    """
+    counts = labels.sum(axis=0)
+    if balance <= 0 or len(counts) < 2:
+        return np.ones(len(labels), dtype=np.int64)
+    per_class = np.rint((counts.max() / np.maximum(counts, 1)) ** balance).clip(min=1)
+    rarest = np.where(labels > 0.5, counts, np.inf).argmin(axis=1)
+    return per_class[rarest].astype(np.int64)
+
+
 class ResumableSampler(Sampler[int]):
     """Endless shuffled passes over `n` items; pass e's order is a pure function of (seed, e).
 
+    With `repeats` (one count per item) a pass holds item i repeats[i] times, shuffled together.
     The stream is cut into global batches of `batch` items per rank (rank r takes the r-th slice),
     and `position` (items all ranks consumed) restores the exact order after a resume.
     """
 
-    def __init__(self, n: int, batch: int, seed: int):
+    def __init__(self, n: int, batch: int, seed: int, repeats: np.ndarray | None = None):
         super().__init__()
-        self.n, self.batch, self.seed = n, batch, seed
+        self.items = None if repeats is None else np.repeat(np.arange(n), repeats)
+        self.n = n if repeats is None else len(self.items)
+        self.batch, self.seed = batch, seed
         self.position = 0
 
     def order(self, epoch: int) -> list[int]:
         """The item order of pass `epoch`."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=gen).tolist()
+        perm = torch.randperm(self.n, generator=gen)
+        return perm.tolist() if self.items is None else self.items[perm.numpy()].tolist()
 
     def __iter__(self) -> Iterator[int]:
         """Items from `position` on, this rank's slice of each global batch."""
@@ -77,14 +97,19 @@ class DataOrder(pl.Callback):
 
 
 def loader(
-    images: np.ndarray, batch: int, seed: int, labels: np.ndarray | None = None
+    images: np.ndarray,
+    batch: int,
+    seed: int,
+    labels: np.ndarray | None = None,
+    repeats: np.ndarray | None = None,
 ) -> DataLoader:
-    """Endless loader of [-1, 1] float batches (with their labels if given) in a resumable order."""
+    """Endless loader of [-1, 1] float batches (with their labels if given) in a resumable order,
+    each image `repeats` times per pass if given (class_repeats)."""
     tensors = [torch.from_numpy(np.ascontiguousarray(images))]
     if labels is not None:
         tensors.append(torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32)))
     data = TensorDataset(*tensors)
-    sampler = ResumableSampler(len(data), batch, seed)
+    sampler = ResumableSampler(len(data), batch, seed, repeats)
 
     def collate(items):
         x = torch.stack([it[0] for it in items]).float().div_(127.5).sub_(1.0)

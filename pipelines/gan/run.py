@@ -16,7 +16,7 @@ from pggan.networks import check_architecture
 from pipelines.data.prefilter import expand
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
-from pipelines.gan.data_order import DataOrder, loader
+from pipelines.gan.data_order import DataOrder, class_repeats, loader
 from pipelines.gan.outputs import CKPT, PhaseLines, RunOutputs, ScheduleBar, loss_curve, sample_grid
 from pipelines.machine import mixed_precision
 from pipelines.runs import (
@@ -190,16 +190,19 @@ def gan_fingerprint(
     """What makes a GAN: its config (less the checkpoint interval), the filter bank, the data, the
     classes, the fraction and the exact positives it learns from.
 
-    The augment section counts only when it augments, and the resolved precision only when bf16:
-    runs without either keep the fingerprints they had before these settings existed.
+    The augment section counts only when it augments, the class balance only when a conditional
+    GAN balances, and the resolved precision only when bf16: runs without them keep the
+    fingerprints they had before these settings existed.
     """
-    skip = ("checkpoint_every_kimg", "keep_checkpoints", "augment", "precision")
+    skip = ("checkpoint_every_kimg", "keep_checkpoints", "augment", "precision", "class_balance")
     gan = {k: v for k, v in cfg["gan"].items() if k not in skip}
     if augment_on(cfg["gan"]["augment"]):
         policy = ",".join(parse_policy(cfg["gan"]["augment"]["policy"]))
         gan["augment"] = {**cfg["gan"]["augment"], "policy": policy}
     if precision == "bf16":
         gan["precision"] = precision
+    if len(classes) > 1 and cfg["gan"]["class_balance"] > 0:
+        gan["class_balance"] = cfg["gan"]["class_balance"]
     return fingerprint(
         gan=gan,
         filters=cfg.get("filters", {}),
@@ -251,7 +254,8 @@ def train_gan(
     rows[keep].to_csv(run / POSITIVES, index=False)
     heldout_positives(prepared, classes, rows)[keep].to_csv(run / HELDOUT, index=False)
     seed = cfg["gan"]["seed"]
-    data = loader(images, module.schedule.max_batch, seed, labels if conditional else None)
+    repeats = class_repeats(labels, cfg["gan"]["class_balance"]) if conditional else None
+    data = loader(images, module.schedule.max_batch, seed, labels if conditional else None, repeats)
     every = checkpoint_every or min(
         cfg["gan"]["checkpoint_every_kimg"], module.schedule.total_images / 5000
     )
