@@ -119,7 +119,7 @@ def test_class_repeats_draw_classes_in_proportion_to_n_to_the_1_minus_balance():
 
     # 40 images of A alone, 8 of B alone, 2 of both (they count for B, the rarer): n = 42 and 10
     labels = np.array([[1, 0]] * 40 + [[0, 1]] * 8 + [[1, 1]] * 2, dtype=np.float32)
-    assert (class_repeats(labels, 0.0) == 1).all()
+    assert class_repeats(labels, 0.0) is None  # each image once: the plain pass
     full = class_repeats(labels, 1.0)  # 42 / 10 = 4.2 → 4 copies of every B image
     assert (full[:40] == 1).all() and (full[40:] == 4).all()
     drawn = (labels * full[:, None]).sum(axis=0)
@@ -152,17 +152,16 @@ def test_a_balanced_conditional_gan_sees_the_classes_equally_and_says_so(tmp_pat
     from pipelines.data.phantoms import write_phantoms
     from pipelines.gan import run as gan_run
 
-    seen = []
+    seen, real_loader = [], gan_run.loader
 
     class Drawn(Exception):
         pass
 
     def spy(images, batch, seed, labels=None, repeats=None):  # the real loader's first draws
-        it = iter(gan_run_loader(images, batch, seed, labels, repeats))
+        it = iter(real_loader(images, batch, seed, labels, repeats))
         seen.extend(next(it)[1] for _ in range(40))
         raise Drawn  # enough seen: no need to train
 
-    gan_run_loader = gan_run.loader
     monkeypatch.setattr(gan_run, "loader", spy)
     cfg = load_config("cpu-demo", TINY)
     prevalence = {"Fracture": 0.3, "Lung Lesion": 0.06}

@@ -341,8 +341,9 @@ def write_report(
     (a DATA_CITATIONS key), data_citation (text, wins over source), commands (list of the exact
     commands), config (the resolved config dict), images (list of {path, caption} or
     (path, caption): real vs synthetic grids, nearest-pair grids…), fid_kid (`sweep.gan_quality`'s
-    frame: class, studied, filter_bank, fraction, fid, kid and the held-out figures of sweep.held), qwk (`stats.qwk_table` of an
-    ordinal task: qwk_table.csv/.md and a report section), notes (list of extra paragraphs).
+    frame: class, studied, filter_bank, fraction, fid, kid and the held-out figures of
+    sweep.held), qwk (`stats.qwk_table` of an ordinal task: qwk_table.csv/.md and a report
+    section), notes (list of extra paragraphs).
     """
     out = ensure_writable(Path(out_dir))
     paths = write_tables(table, out)

@@ -20,17 +20,18 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def class_repeats(labels: np.ndarray, balance: float) -> np.ndarray:
+def class_repeats(labels: np.ndarray, balance: float) -> np.ndarray | None:
     """How often each of N images comes in one pass, (N,) ints ≥ 1, so that class c is drawn in
     proportion to n_c^(1 - balance) (Kang et al. 2020's class-balanced sampling, p_c ∝ n_c^q with
-    q = 1 - balance): 0 keeps the data's proportions, 1 draws every class about equally often.
+    q = 1 - balance): 1 draws every class about equally often; 0 keeps the data's proportions
+    (None: each image once, the sampler's plain pass).
 
     `labels` (N, K) are multi-hot; an image counts for its rarest positive class (the first class
     when it has none). Repeats are (n_max / n_c)^balance rounded to whole copies.
     """
+    if balance <= 0:
+        return None
     counts = labels.sum(axis=0)
-    if balance <= 0 or len(counts) < 2:
-        return np.ones(len(labels), dtype=np.int64)
     per_class = np.rint((counts.max() / np.maximum(counts, 1)) ** balance).clip(min=1)
     rarest = np.where(labels > 0.5, counts, np.inf).argmin(axis=1)
     return per_class[rarest].astype(np.int64)

@@ -179,6 +179,11 @@ def check_same_classes(run: Path, classes: list[str]) -> None:
         )
 
 
+def class_balance(cfg: dict, classes: list[str]) -> float:
+    """The gan.class_balance a GAN of `classes` trains with: 0 for one class (nothing to balance)."""
+    return cfg["gan"]["class_balance"] if len(classes) > 1 else 0.0
+
+
 def gan_fingerprint(
     prepared: Prepared,
     cfg: dict,
@@ -201,8 +206,8 @@ def gan_fingerprint(
         gan["augment"] = {**cfg["gan"]["augment"], "policy": policy}
     if precision == "bf16":
         gan["precision"] = precision
-    if len(classes) > 1 and cfg["gan"]["class_balance"] > 0:
-        gan["class_balance"] = cfg["gan"]["class_balance"]
+    if balance := class_balance(cfg, classes):
+        gan["class_balance"] = balance
     return fingerprint(
         gan=gan,
         filters=cfg.get("filters", {}),
@@ -254,7 +259,7 @@ def train_gan(
     rows[keep].to_csv(run / POSITIVES, index=False)
     heldout_positives(prepared, classes, rows)[keep].to_csv(run / HELDOUT, index=False)
     seed = cfg["gan"]["seed"]
-    repeats = class_repeats(labels, cfg["gan"]["class_balance"]) if conditional else None
+    repeats = class_repeats(labels, class_balance(cfg, classes))
     data = loader(images, module.schedule.max_batch, seed, labels if conditional else None, repeats)
     every = checkpoint_every or min(
         cfg["gan"]["checkpoint_every_kimg"], module.schedule.total_images / 5000
