@@ -18,6 +18,12 @@ step, each sample with probability p: fixed ``augment_p``, or adapted from it by
 (``augment_adaptive``; its state is checkpointed). Augmentation draws come from a second per-step
 generator (CPU), so the latents and penalty draws are those of an unaugmented run.
 
+Transfer (Wang et al. 2018, "Transferring GANs"): ``start_from(state_dict)`` takes G, D and the
+EMA generator of a finished GAN of the same architecture (trained on other, abundant images) and
+moves the schedule to the start of its final, full-resolution phase, so that the run fine-tunes
+for ``final_kimg`` only. ``freeze_d`` = k keeps D's k highest-resolution levels (their fromRGB and
+downsampling block) fixed, FreezeD (Mo et al. 2020).
+
 Precision: ``precision="bf16"`` runs G and D forward passes under bf16 autocast on the module's
 device; augmentation, losses, the penalty's input gradient, the EMA and the optimizer state stay
 fp32. Deciding whether bf16 is worth it (native on this CPU/GPU?) is the caller's job.
@@ -87,6 +93,7 @@ class PGGAN(pl.LightningModule):
         augment_target: float = 0.6,
         augment_speed_kimg: float = 10.0,
         precision: str = "32",
+        freeze_d: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -109,19 +116,47 @@ class PGGAN(pl.LightningModule):
         if channels_last:
             for net in (self.G, self.D, self.G_ema):
                 net.to(memory_format=torch.channels_last)
+        self._d_trainable = self._freeze_d(freeze_d)
         self.images_seen = 0  # real images shown so far, all ranks together
         self.steps = 0
         self.opt_level = 0  # the level the optimizer state belongs to
         self.train_seconds_before = 0.0  # wall seconds of training in earlier fits (resumes)
+        self.images_start = 0  # where this run's schedule began (the final phase after start_from)
         self._fit_start: float | None = None
+
+    def _freeze_d(self, k: int) -> list[torch.nn.Parameter]:
+        """Fix D's `k` highest-resolution levels (fromRGB and block of each); its trainable rest."""
+        n_levels = self.D.n_levels
+        if not 0 <= k < n_levels:
+            raise ValueError(
+                f"freeze_d must be in [0, {n_levels - 1}] for {n_levels} levels, got {k}"
+            )
+        top = n_levels - 1
+        frozen = [self.D.from_rgb[top - i] for i in range(k)]
+        frozen += [self.D.blocks[top - 1 - i] for i in range(k)]
+        for layer in frozen:
+            layer.requires_grad_(False)
+        return [p for p in self.D.parameters() if p.requires_grad]
+
+    def start_from(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Take G, D and G_ema from a finished GAN's state dict (same architecture: a ValueError
+        names the first mismatch) and start at the final phase: this run fine-tunes."""
+        own = self.state_dict()
+        for key, value in own.items():
+            if key not in state_dict or state_dict[key].shape != value.shape:
+                got = tuple(state_dict[key].shape) if key in state_dict else "missing"
+                raise ValueError(f"{key}: this GAN has {tuple(value.shape)}, the source {got}")
+        self.load_state_dict(state_dict, strict=True)
+        self.images_seen = self.images_start = self.schedule.phase_start(self.schedule.n_phases - 1)
+        self.opt_level = self.phase.level  # no optimizer state yet: nothing to clear
 
     # ---- optimizers and checkpoint state -------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """Adam for G and for D with the paper's betas (0, 0.99); fused kernels (CPU and CUDA)."""
         hp = self.hparams
         return [
-            torch.optim.Adam(net.parameters(), lr=hp.lr, betas=(0.0, 0.99), eps=1e-8, fused=True)
-            for net in (self.G, self.D)
+            torch.optim.Adam(params, lr=hp.lr, betas=(0.0, 0.99), eps=1e-8, fused=True)
+            for params in (list(self.G.parameters()), self._d_trainable)
         ]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -132,6 +167,7 @@ class PGGAN(pl.LightningModule):
             "opt_level": self.opt_level,
             "augment": None if self.ada is None else self.ada.state_dict(),
             "train_seconds": self.train_seconds,
+            "images_start": self.images_start,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -140,6 +176,7 @@ class PGGAN(pl.LightningModule):
         self.images_seen, self.steps = state["images_seen"], state["steps"]
         self.opt_level = state["opt_level"]
         self.train_seconds_before = state.get("train_seconds", 0.0)
+        self.images_start = state.get("images_start", 0)
         if self.ada is not None and state.get("augment"):
             self.ada.load_state_dict(state["augment"])
 
@@ -250,7 +287,8 @@ class PGGAN(pl.LightningModule):
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()
-        self.D.requires_grad_(True)
+        for param in self._d_trainable:  # frozen levels (freeze_d) stay frozen
+            param.requires_grad_(True)
 
         update_ema(self.G_ema, self.G, decay_at(hp.ema_beta, self.steps, hp.ema_rampup))
         self.steps += 1

@@ -50,6 +50,12 @@ DEFAULTS: dict = {
         # (Kang et al. 2020's p ∝ n^q, q = 1 - class_balance): 0 in the data's proportions, 1 every
         # class equally often (the rare class's images repeat in each pass, rounded to whole copies).
         "class_balance": 0.0,
+        # Transfer (Wang et al. 2018): a finished GAN run of the same architecture, trained on
+        # other (abundant) images, whose weights start this GAN; it then trains only its final,
+        # full-resolution phase (final_kimg). freeze_d: D's highest-resolution levels kept fixed
+        # while it does (FreezeD, Mo et al. 2020; 0: none).
+        "init_from": None,
+        "freeze_d": 0,
         "seed": 0,
     },
     "classify": {
@@ -192,6 +198,8 @@ def _check_choices(cfg: dict, source: str) -> None:
     if not cfg["gan"]["class_balance"] <= 1:
         value = cfg["gan"]["class_balance"]
         bad = f"config key 'gan.class_balance' must be in [0, 1], not {value!r}"
+    if cfg["gan"]["freeze_d"] and cfg["gan"]["init_from"] is None:
+        bad = "config key 'gan.freeze_d' needs gan.init_from (a GAN run to fine-tune)"
     if cfg["gan"]["precision"] not in PRECISIONS:
         value = cfg["gan"]["precision"]
         bad = f"config key 'gan.precision' must be one of {', '.join(PRECISIONS)}, not {value!r}"

@@ -289,3 +289,45 @@ def test_gan_cli_augment_sets_p_logs_it_and_plots_it(phantom_root, tmp_path):
     settings = json.loads((fixed / "fingerprint.json").read_text())["settings"]
     assert settings["gan.augment.p"] == 0.5 and settings["gan.augment.adaptive"] is False
     assert (pd.read_csv(fixed / "losses.csv")["aug_p"].dropna() == 0.5).all()
+
+
+def test_init_from_fine_tunes_a_finished_gan_in_its_final_phase(
+    phantom_root, tmp_path, capsys, finished_run
+):
+    """Transfer: the Fracture GAN starts a Lung Lesion GAN, which trains only the 16 px phase."""
+    cfg = tiny_config(tmp_path, kimg=0.1, every=0.1)
+
+    def gan(out, *extra, config=cfg):
+        argv = gan_argv(phantom_root, tmp_path, out, config, *extra)
+        argv[argv.index("Fracture")] = "Lung Lesion"
+        return main(argv), capsys.readouterr().err
+
+    code, _ = gan(tmp_path / "ft", "--init-from", str(finished_run), "--freeze-d", "1")
+    assert code == 0
+    run = tmp_path / "ft"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["kimg"] == pytest.approx(0.1, abs=0.01) and summary["freeze_d"] == 1
+    assert summary["init_from"] == str(finished_run)
+    assert (pd.read_csv(run / "losses.csv")["level"] == 2).all()  # never below 16 px
+    settings = json.loads((run / "fingerprint.json").read_text())["settings"]
+    source_id = json.loads((finished_run / "fingerprint.json").read_text())["id"]
+    assert settings["gan.init_from"] == source_id and settings["gan.freeze_d"] == 1
+    before = torch.load(finished_run / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    after = torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    assert torch.equal(before["D.from_rgb.2.weight"], after["D.from_rgb.2.weight"])  # frozen
+    assert not torch.equal(before["D.dense.weight"], after["D.dense.weight"])
+    assert not torch.equal(before["G_ema.to_rgb.2.weight"], after["G_ema.to_rgb.2.weight"])
+    assert "init_from" not in json.loads((finished_run / "fingerprint.json").read_text())
+
+    # bad inputs: one line, exit 2, no folder left behind
+    code, err = gan(tmp_path / "x", "--init-from", str(tmp_path))
+    assert code == 2 and "is not a finished GAN run" in err and str(tmp_path) in err
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(cfg.read_text().replace("[16, 16, 8]", "[16, 16, 16]"))
+    code, err = gan(tmp_path / "x", "--init-from", str(finished_run), config=wider)
+    assert code == 2 and "another architecture" in err and "G.blocks.1.conv1.weight" in err
+    code, err = gan(tmp_path / "x", "--freeze-d", "1")
+    assert code == 2 and "'gan.freeze_d' needs gan.init_from" in err
+    code, err = gan(tmp_path / "x", "--init-from", str(finished_run), "--freeze-d", "3")
+    assert code == 2 and "freezes every level of D (3 at 16 px)" in err
+    assert not (tmp_path / "x").exists()

@@ -227,3 +227,44 @@ def test_training_steps_on_cuda(tmp_path):
     assert next(module.G.parameters()).is_cuda and next(module.G_ema.parameters()).is_cuda
     assert module.images_seen == 4 * 16 and module.steps == 4
     assert all(torch.isfinite(v) for k, v in t.callback_metrics.items() if k.endswith("loss"))
+
+
+def test_start_from_takes_the_source_weights_and_trains_only_the_final_phase(tmp_path):
+    source = make_module(seed=3)
+    trainer(tmp_path, max_epochs=1, limit_train_batches=3).fit(source, loader())
+    module = make_module(final_kimg=0.1)
+    module.start_from(source.state_dict())
+    for net in ("G", "D", "G_ema"):
+        mine, theirs = getattr(module, net).state_dict(), getattr(source, net).state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    last = module.schedule.n_phases - 1
+    assert module.images_seen == module.images_start == module.schedule.phase_start(last)
+    assert module.phase.level == 2 and module.phase.alpha == 1.0
+    tr = trainer(tmp_path)
+    tr.fit(module, loader())
+    assert module.phase.done
+    trained = module.images_seen - module.images_start
+    assert 100 <= trained < 100 + 16  # final_kimg 0.1, whole batches of 16
+    assert tr.callback_metrics["level"].item() == 2.0
+
+
+def test_start_from_refuses_another_architecture():
+    wider = make_module(channels=[32, 16, 16])
+    with pytest.raises(ValueError, match=r"G.blocks.1.conv1.weight: this GAN has \(8, 16, 3, 3\), the source \(16, 16"):
+        make_module().start_from(wider.state_dict())
+
+
+def test_freeze_d_keeps_the_highest_levels_of_d_fixed(tmp_path):
+    source = make_module(seed=3)
+    module = make_module(final_kimg=0.05, freeze_d=1)
+    module.start_from(source.state_dict())
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    trainer(tmp_path).fit(module, loader())
+    after = module.state_dict()
+    frozen = ("D.from_rgb.2.", "D.blocks.1.")  # 16 px: its fromRGB and its 16 → 8 px block
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not {k for k in changed if k.startswith(frozen)}
+    assert any(k.startswith("D.blocks.0.") for k in changed)  # the level below still learns
+    assert any(k.startswith("G.blocks.1.") for k in changed) and "D.dense.weight" in changed
+    with pytest.raises(ValueError, match=r"freeze_d must be in \[0, 2\]"):
+        make_module(freeze_d=3)

@@ -52,6 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "at most a fifth of the schedule, so every run writes several)",
     )
     parser.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="fine-tune: start from this finished GAN run (same architecture, trained on an "
+        "abundant class) and train only the final phase, gan.final_kimg (gan.init_from)",
+    )
+    parser.add_argument(
+        "--freeze-d",
+        type=int,
+        metavar="N",
+        help="with --init-from: keep D's N highest-resolution levels fixed (FreezeD; gan.freeze_d)",
+    )
+    parser.add_argument(
         "--augment",
         metavar="POLICY",
         help="augment what D sees (gan.augment.policy): comma-separated translation, cutout, "
@@ -117,14 +129,16 @@ def gan_run_name(classes: list[str], fraction: float, seed: int, filters: bool =
 def run(args: argparse.Namespace) -> int:
     """Prepare the data, then train or resume the GAN; print where its outputs are."""
     from pipelines.data.prepare import prepare  # torch and Lightning load only when a run starts
-    from pipelines.gan.run import train_gan
+    from pipelines.gan.run import train_gan, transfer_source
 
-    over = config_overrides(args, {"kimg": ("gan", "kimg_per_phase")})
+    keys = {"kimg": "kimg_per_phase", "init_from": "init_from", "freeze_d": "freeze_d"}
+    over = config_overrides(args, {option: ("gan", key) for option, key in keys.items()})
     cfg = load_config(args.config, over)
     augment = augment_overrides(args, cfg)
     if augment:
         over.setdefault("gan", {})["augment"] = augment
         cfg = load_config(args.config, over)  # validates the policy
+    transfer_source(cfg)  # a source that is not a finished GAN run: refused before any work
     if args.no_filters:
         cfg["filters"]["names"] = []
     if not args.size:

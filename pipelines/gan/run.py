@@ -23,11 +23,13 @@ from pipelines.runs import (
     RunOptions,
     fingerprint,
     frame_id,
+    is_done,
     loggers,
     mark_done,
     merged_logs,
     open_run,
     reuse_or_start,
+    run_id,
     write_json,
 )
 
@@ -58,9 +60,14 @@ def gan_module(cfg: dict, label_dim: int = 0, precision: str | None = None) -> P
     "bf16" or "32" (default: gan.precision resolved for the default accelerator)."""
     g = cfg["gan"]
     try:
-        check_architecture(g["resolution"], g["channels"])
+        n_levels = check_architecture(g["resolution"], g["channels"])
     except (TypeError, ValueError) as err:
         raise RareganError(f"gan config: {err}; e.g. resolution 64 with 5 channel widths") from None
+    if g["freeze_d"] >= n_levels:
+        raise RareganError(
+            f"gan.freeze_d {g['freeze_d']} freezes every level of D ({n_levels} at {g['resolution']} px); "
+            f"use 0 to {n_levels - 1}"
+        )
     aug = g["augment"]
     return PGGAN(
         resolution=g["resolution"],
@@ -83,7 +90,35 @@ def gan_module(cfg: dict, label_dim: int = 0, precision: str | None = None) -> P
         augment_target=aug["target"],
         augment_speed_kimg=aug["speed_kimg"],
         precision=precision or gan_precision("auto", g["precision"]),
+        freeze_d=g["freeze_d"],
     )
+
+
+def transfer_source(cfg: dict) -> Path | None:
+    """The finished GAN run gan.init_from names (None when unset); a user error unless it is one."""
+    source = cfg["gan"]["init_from"]
+    if source is None:
+        return None
+    run = Path(source)
+    if not (run / CKPT).is_file() or not is_done(run):
+        raise RareganError(
+            f"gan.init_from: {run} is not a finished GAN run (no DONE and {CKPT}); "
+            "train the GAN to start from first (raregan gan --class ABUNDANT_CLASS)"
+        )
+    check_checkpoint(run / CKPT)
+    return run
+
+
+def start_from(module: PGGAN, source: Path) -> None:
+    """Load the weights of GAN run `source` into `module` and move it to its final phase."""
+    state = torch.load(source / CKPT, map_location="cpu", weights_only=False)
+    try:
+        module.start_from(state["state_dict"])
+    except ValueError as err:
+        raise RareganError(
+            f"gan.init_from: {source} is a GAN of another architecture ({err}); give one trained "
+            "with the same gan.resolution, channels, latent_dim and number of classes"
+        ) from None
 
 
 def as_classes(classes: str | list[str]) -> list[str]:
@@ -196,10 +231,12 @@ def gan_fingerprint(
     classes, the fraction and the exact positives it learns from.
 
     The augment section counts only when it augments, the class balance only when a conditional
-    GAN balances, and the resolved precision only when bf16: runs without them keep the
-    fingerprints they had before these settings existed.
+    GAN balances, the resolved precision only when bf16, and the GAN it starts from (by its
+    fingerprint) only when it fine-tunes one: runs without them keep the fingerprints they had
+    before these settings existed.
     """
     skip = ("checkpoint_every_kimg", "keep_checkpoints", "augment", "precision", "class_balance")
+    skip += ("init_from", "freeze_d")
     gan = {k: v for k, v in cfg["gan"].items() if k not in skip}
     if augment_on(cfg["gan"]["augment"]):
         policy = ",".join(parse_policy(cfg["gan"]["augment"]["policy"]))
@@ -208,6 +245,8 @@ def gan_fingerprint(
         gan["precision"] = precision
     if balance := class_balance(cfg, classes):
         gan["class_balance"] = balance
+    if (source := transfer_source(cfg)) is not None:  # what it starts from, not where that lies
+        gan.update(init_from=run_id(source), freeze_d=cfg["gan"]["freeze_d"])
     return fingerprint(
         gan=gan,
         filters=cfg.get("filters", {}),
@@ -252,6 +291,9 @@ def train_gan(
         check_same_classes(run, classes)
     pl.seed_everything(cfg["gan"]["seed"], workers=True, verbose=False)
     module = gan_module(cfg, len(classes) if conditional else 0, precision)  # validates first
+    source = transfer_source(cfg)
+    if source is not None and not resume:
+        start_from(module, source)
     rec = prepared.records
     where = {"classes": classes, "fraction": fraction, "data": str(rec.root), "source": rec.source}
     open_run(run, fp, {**cfg, "run": where})
@@ -323,11 +365,13 @@ def finish(
         "fraction": fraction,
         "positives": len(rows),
         "training_images": len(images),
-        "kimg": module.images_seen / 1000,
+        "kimg": (module.images_seen - module.images_start) / 1000,  # trained in this run
         "steps": module.steps,
         "train_minutes": round(module.train_seconds / 60, 2),
         "label_names": label_names,
         "task": task,
     }
+    if cfg["gan"]["init_from"] is not None:
+        summary.update(init_from=str(cfg["gan"]["init_from"]), freeze_d=cfg["gan"]["freeze_d"])
     write_json(run / "summary.json", summary)
     mark_done(run, summary)

@@ -106,7 +106,7 @@ def checkpoint_generator(run: Path, checkpoint: Path | str) -> tuple[Generator, 
         )
     where = {
         "name": path.name,
-        "kimg": seen / 1000,
+        "kimg": (seen - state.get("images_start", 0)) / 1000,  # trained in this run (transfer)
         "train_minutes": round(state.get("train_seconds", float("nan")) / 60, 2),
     }
     return _generator(hp, weights), where
