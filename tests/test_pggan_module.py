@@ -250,7 +250,10 @@ def test_start_from_takes_the_source_weights_and_trains_only_the_final_phase(tmp
 
 def test_start_from_refuses_another_architecture():
     wider = make_module(channels=[32, 16, 16])
-    with pytest.raises(ValueError, match=r"G.blocks.1.conv1.weight: this GAN has \(8, 16, 3, 3\), the source \(16, 16"):
+    with pytest.raises(
+        ValueError,
+        match=r"G.blocks.1.conv1.weight: this GAN has \(8, 16, 3, 3\), the source \(16, 16",
+    ):
         make_module().start_from(wider.state_dict())
 
 
