@@ -32,6 +32,8 @@ from pipelines.gan.metrics import (
     inception_fid,
     kernel_inception_distance,
     mean_pairwise_ms_ssim,
+    memorization_report,
+    near_copy_share,
     nearest_real,
     random_feature_net,
     save_closest_pairs_png,
@@ -321,3 +323,17 @@ def test_inception_fid_from_local_weights(kermany, tmp_path: Path) -> None:
     held_out = inception_fid(a, b, weights)  # 2048-d features: each call ~15 s of eigvals
     against_noise = inception_fid(a, noise, weights)
     assert 0 < held_out < against_noise  # other patients' X-rays are closer than noise
+
+
+def test_near_copy_share_is_the_worst_over_own_and_source_images():
+    """A fine-tuned GAN that copies its source's images is flagged although its own are not."""
+    rng = np.random.default_rng(0)
+    own, source = (rng.integers(0, 256, (40, 1, 16, 16), dtype=np.uint8) for _ in range(2))
+    fake = np.concatenate([source[:10], rng.integers(0, 256, (10, 1, 16, 16), dtype=np.uint8)])
+    net = random_feature_net(16, 0)
+    mine, theirs = memorization_report(own, fake, net), memorization_report(source, fake, net)
+    assert mine["n_near_copies"] == 0 and theirs["n_near_copies"] == 10
+    assert near_copy_share({"memorization": mine, "memorization_sources": [theirs]}) == 0.5
+    assert near_copy_share({"memorization": mine}) == 0.0
+    skipped = {"run": "gone", "skipped": "the source run is not on disk"}
+    assert near_copy_share({"memorization": mine, "memorization_sources": [skipped]}) == 0.0

@@ -319,6 +319,17 @@ def test_init_from_fine_tunes_a_finished_gan_in_its_final_phase(
     assert not torch.equal(before["G_ema.to_rgb.2.weight"], after["G_ema.to_rgb.2.weight"])
     assert "init_from" not in json.loads((finished_run / "fingerprint.json").read_text())
 
+    # it saw the Fracture GAN's images too: gan-eval checks its samples for copies of those
+    argv = ["gan-eval", "--run", str(run), "--n", "16", "--no-heldout"]
+    assert main([*argv, "--cache", str(tmp_path / "store")]) == 0
+    report = json.loads((run / "eval" / "eval.json").read_text())
+    (source,) = report["memorization_sources"]
+    assert source["run"] == str(finished_run) and 0 <= source["n_near_copies"] <= 16
+    assert (
+        f"against the images of {finished_run}, which it was fine-tuned from"
+        in capsys.readouterr().out
+    )
+
     # bad inputs: one line, exit 2, no folder left behind
     code, err = gan(tmp_path / "x", "--init-from", str(tmp_path))
     assert code == 2 and "is not a finished GAN run" in err and str(tmp_path) in err

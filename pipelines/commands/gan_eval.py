@@ -115,4 +115,11 @@ def run(args: argparse.Namespace) -> int:
         f"{report['fid']:.4g}, KID {report['kid']:.3g} against the GAN's training images; "
         f"{n_copies} of {len(nearest)} samples flagged as near-copies of a training image; written to {out}"
     )
+    for source in report.get("memorization_sources", []):  # a fine-tuned GAN saw these too
+        seen = (
+            f"{source['n_near_copies']} of {len(nearest)} samples flagged as near-copies"
+            if "skipped" not in source
+            else f"not checked ({source['skipped']})"
+        )
+        print(f"  against the images of {source['run']}, which it was fine-tuned from: {seen}")
     return 0

@@ -28,6 +28,7 @@ from pipelines.experiment.report import data_citation
 from pipelines.gan.c2st import t_interval
 from pipelines.gan.distances import space_label
 from pipelines.gan.eval_run import eval_current, evaluate_gan_run
+from pipelines.gan.metrics import near_copy_share
 from pipelines.gan.run import CKPT, augment_on, check_condition_on, train_gan
 from pipelines.gan.synth import samples_for
 from pipelines.runs import RunOptions, atomic_write_text, is_done, write_json
@@ -163,7 +164,7 @@ def row_of(
         "recall": held["recall"],
         "precision_real": pr["precision"],
         "recall_real": pr["recall"],
-        "near_copy_fraction": ev["memorization"]["frac_near_copies"],
+        "near_copy_fraction": near_copy_share(ev),
         "ms_ssim": ev["diversity"]["ms_ssim_fake"],
         "ms_ssim_real": ev["diversity"]["ms_ssim_real"],
         "feature_space": space_label(ev["feature_space"]),

@@ -40,6 +40,7 @@ from pipelines.experiment.execute import CellBusy, DependencyError, run_cell
 from pipelines.experiment.plan import ERROR, Sweep, cell_plan, plan, status_of, variant_config
 from pipelines.experiment.records import PREDICTIONS, read_record, record_path, side_file
 from pipelines.gan.distances import space_label
+from pipelines.gan.metrics import near_copy_share
 from pipelines.gan.run import check_condition_on, training_images
 from pipelines.runs import atomic_write_text
 
@@ -115,7 +116,7 @@ def held(rep: dict) -> dict:
         "recall": nan if rep.get("recall") is None else rep["recall"],
         "precision_real": pr.get("precision", nan),
         "recall_real": pr.get("recall", nan),
-        "near_copies": rep.get("memorization", {}).get("frac_near_copies", nan),
+        "near_copies": near_copy_share(rep),
     }
 
 

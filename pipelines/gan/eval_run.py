@@ -20,6 +20,7 @@ from pipelines.gan.metrics import (
     classifier_feature_net,
     gan_eval,
     heldout_report,
+    memorization_report,
     random_feature_net,
     save_closest_pairs_png,
 )
@@ -57,6 +58,38 @@ HELDOUT_MODES = ("auto", "require", "skip")
 def stored_images(rows: pd.DataFrame, size: int, cache: Path) -> np.ndarray:
     """The images of a run's CSV rows (path column) as uint8 (N, 1, size, size), via the store."""
     return np.asarray(build_store(rows["path"].tolist(), size, "pad", cache, progress=False).view)
+
+
+def seen_images(run: Path, size: int, cache: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """What a GAN run trained on: its positives' rows, their images and those after its own
+    filter bank (uint8)."""
+    positives = pd.read_csv(Path(run) / POSITIVES)
+    originals = stored_images(positives, size, cache)
+    seen, _ = expand(originals, yaml.safe_load((Path(run) / "config.yaml").read_text()))
+    return positives, originals, seen
+
+
+def source_runs(summary: dict) -> list[Path]:
+    """The GAN runs a run was fine-tuned from (gan.init_from), nearest first, followed back."""
+    out: list[Path] = []
+    while (source := summary.get("init_from")) and Path(source) not in out:
+        out.append(Path(source))
+        path = Path(source) / "summary.json"
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    return out
+
+
+def sources_memorization(summary: dict, fake: np.ndarray, net, seed: int, cache: Path) -> list:
+    """For a fine-tuned GAN: the memorization check against the images of each GAN it started
+    from, which it saw too (a source no longer on disk: its path and why it was not checked)."""
+    out = []
+    for source in source_runs(summary):
+        if not (source / POSITIVES).is_file():
+            out.append({"run": str(source), "skipped": "the source run is not on disk"})
+            continue
+        _, _, seen = seen_images(source, fake.shape[-1], cache)
+        out.append({"run": str(source), **memorization_report(seen, fake, net, seed)})
+    return out
 
 
 def skipped(reason: str) -> dict:
@@ -161,8 +194,9 @@ def evaluate_gan_run(
     """Write eval.json, nearest.csv, closest_pairs.png and real_vs_synthetic.png; return report, table, folder.
 
     FID/KID, memorization and diversity compare the samples with what the GAN saw: its positives
-    after the run's filter bank. The held-out comparisons (heldout_report) use the run's
-    heldout.csv; `heldout` says what happens without enough held-out images: "auto" skips them
+    after the run's filter bank; a GAN fine-tuned from others (gan.init_from) is also checked for
+    copies of their training images (memorization_sources). The held-out comparisons
+    (heldout_report) use the run's heldout.csv; `heldout` says what happens without enough held-out images: "auto" skips them
     with the reason in the report, "require" raises, "skip" never makes them. A run without
     heldout.csv (made before raregan wrote it) skips them, saying a rerun of the GAN would add
     them. A label-conditional GAN gets them for its classes pooled and under per_class.
@@ -173,9 +207,7 @@ def evaluate_gan_run(
         raise ValueError(f"heldout must be one of {HELDOUT_MODES}, got {heldout!r}")
     run = Path(run)
     G, summary = load_generator(run, checkpoint=checkpoint)
-    positives = pd.read_csv(run / POSITIVES)
-    originals = stored_images(positives, G.resolution, cache)
-    real, _ = expand(originals, yaml.safe_load((run / "config.yaml").read_text()))
+    positives, originals, real = seen_images(run, G.resolution, cache)
     synth_dir = synth_dir or synthesize(run, n=n, seed=seed, checkpoint=checkpoint)
     rows, fake = load_synthetic(synth_dir, summary["label_names"])
     if len(fake) > MAX_EVAL_IMAGES:  # paper scale: a seeded subsample keeps memory bounded
@@ -192,6 +224,8 @@ def evaluate_gan_run(
         {"path": str(classifier), "sha256": file_sha256(classifier)} if classifier else None
     )
     report.update(fidelity)
+    if source_runs(summary):
+        report["memorization_sources"] = sources_memorization(summary, fake, net, seed, cache)
     at = summary.get("checkpoint")
     if at:
         report["checkpoint"] = at

@@ -145,6 +145,27 @@ def _memorization_summary(table: pd.DataFrame, quantile: float, scale: float) ->
     }
 
 
+def memorization_report(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    net: nn.Module,
+    seed: int = 0,
+    quantile: float = NEAR_COPY_QUANTILE,
+    scale: float = NEAR_COPY_SCALE,
+) -> dict:
+    """The memorization summary of `fake` against one set of images a GAN saw (nearest_real)."""
+    table = nearest_real(real, fake, net, quantile=quantile, scale=scale, seed=seed)
+    return _memorization_summary(table, quantile, scale)
+
+
+def near_copy_share(report: dict) -> float:
+    """The largest share of near copies in a gan-eval report: of the GAN's own training images or
+    of any GAN it was fine-tuned from (memorization_sources)."""
+    parts = [report.get("memorization", {}), *report.get("memorization_sources", [])]
+    shares = [m["frac_near_copies"] for m in parts if "frac_near_copies" in m]
+    return max(shares) if shares else float("nan")
+
+
 def gan_eval(
     real: np.ndarray | torch.Tensor,
     fake: np.ndarray | torch.Tensor,

@@ -102,7 +102,7 @@ def transfer_source(cfg: dict) -> Path | None:
     run = Path(source)
     if not (run / CKPT).is_file() or not is_done(run):
         raise RareganError(
-            f"gan.init_from: {run} is not a finished GAN run (no DONE and {CKPT}); "
+            f"gan.init_from: {run} is not a finished GAN run (it needs DONE and {CKPT}); "
             "train the GAN to start from first (raregan gan --class ABUNDANT_CLASS)"
         )
     check_checkpoint(run / CKPT)
