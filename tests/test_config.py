@@ -14,7 +14,12 @@ def test_presets_load_and_override_defaults():
     assert len(paper["gan"]["channels"]) == 7  # 4..256 px
     assert paper["compare"]["fractions"] == [1, 10, 50, 100]
     assert demo["gan"]["lr"] == DEFAULTS["gan"]["lr"]  # untouched keys keep defaults
-    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} >= {"cpu-demo", "paper"}
+    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} >= {"cpu-demo", "paper", "cpu-gan"}
+    for preset in CONFIG_DIR.glob("*.yaml"):  # every shipped preset is a valid config
+        load_config(preset.stem)
+    gan = load_config("cpu-gan")["gan"]  # the measured 30-minute GAN: 8 phases of 2 kimg, then 40
+    assert gan["channels"] == [128, 128, 128, 64, 32] and gan["precision"] == "bf16"
+    assert 8 * gan["kimg_per_phase"] + gan["final_kimg"] == 56.0
 
 
 def test_overrides_win_and_defaults_are_not_mutated():
