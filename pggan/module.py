@@ -142,10 +142,12 @@ class PGGAN(pl.LightningModule):
         """Take G, D and G_ema from a finished GAN's state dict (same architecture: a ValueError
         names the first mismatch) and start at the final phase: this run fine-tunes."""
         own = self.state_dict()
-        for key, value in own.items():
-            if key not in state_dict or state_dict[key].shape != value.shape:
-                got = tuple(state_dict[key].shape) if key in state_dict else "missing"
-                raise ValueError(f"{key}: this GAN has {tuple(value.shape)}, the source {got}")
+        for key in [*own, *(k for k in state_dict if k not in own)]:  # missing, extra or reshaped
+            mine, theirs = (tuple(d[key].shape) if key in d else None for d in (own, state_dict))
+            if mine != theirs:
+                raise ValueError(
+                    f"{key}: this GAN has {mine or 'none'}, the source {theirs or 'missing'}"
+                )
         self.load_state_dict(state_dict, strict=True)
         self.images_seen = self.images_start = self.schedule.phase_start(self.schedule.n_phases - 1)
         self.opt_level = self.phase.level  # no optimizer state yet: nothing to clear

@@ -255,6 +255,11 @@ def test_start_from_refuses_another_architecture():
         match=r"G.blocks.1.conv1.weight: this GAN has \(8, 16, 3, 3\), the source \(16, 16",
     ):
         make_module().start_from(wider.state_dict())
+    larger = make_module(
+        resolution=32, channels=[32, 16, 8, 8]
+    )  # same levels plus one: extra weights
+    with pytest.raises(ValueError, match=r"G.blocks.2.conv1.weight: this GAN has none, the source"):
+        make_module().start_from(larger.state_dict())
 
 
 def test_freeze_d_keeps_the_highest_levels_of_d_fixed(tmp_path):

@@ -196,8 +196,9 @@ def evaluate_gan_run(
     FID/KID, memorization and diversity compare the samples with what the GAN saw: its positives
     after the run's filter bank; a GAN fine-tuned from others (gan.init_from) is also checked for
     copies of their training images (memorization_sources). The held-out comparisons
-    (heldout_report) use the run's heldout.csv; `heldout` says what happens without enough held-out images: "auto" skips them
-    with the reason in the report, "require" raises, "skip" never makes them. A run without
+    (heldout_report) use the run's heldout.csv; `heldout` says what happens without enough
+    held-out images: "auto" skips them with the reason in the report, "require" raises, "skip"
+    never makes them. A run without
     heldout.csv (made before raregan wrote it) skips them, saying a rerun of the GAN would add
     them. A label-conditional GAN gets them for its classes pooled and under per_class.
     `checkpoint` evaluates one of the run's final-phase checkpoints (default folder
@@ -224,8 +225,8 @@ def evaluate_gan_run(
         {"path": str(classifier), "sha256": file_sha256(classifier)} if classifier else None
     )
     report.update(fidelity)
-    if source_runs(summary):
-        report["memorization_sources"] = sources_memorization(summary, fake, net, seed, cache)
+    if sources := sources_memorization(summary, fake, net, seed, cache):
+        report["memorization_sources"] = sources
     at = summary.get("checkpoint")
     if at:
         report["checkpoint"] = at

@@ -105,13 +105,13 @@ def transfer_source(cfg: dict) -> Path | None:
             f"gan.init_from: {run} is not a finished GAN run (it needs DONE and {CKPT}); "
             "train the GAN to start from first (raregan gan --class ABUNDANT_CLASS)"
         )
-    check_checkpoint(run / CKPT)
     return run
 
 
 def start_from(module: PGGAN, source: Path) -> None:
-    """Load the weights of GAN run `source` into `module` and move it to its final phase."""
-    state = torch.load(source / CKPT, map_location="cpu", weights_only=False)
+    """Load the weights of GAN run `source` into `module` (its checkpoint read once, a user error
+    if damaged or of another architecture) and move it to its final phase."""
+    state = read_checkpoint(source / CKPT)
     try:
         module.start_from(state["state_dict"])
     except ValueError as err:
@@ -190,8 +190,8 @@ def condition_labels(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return (rows[classes].to_numpy(dtype=np.float32) > 0.5).astype(np.float32)
 
 
-def check_checkpoint(path: Path) -> None:
-    """A user error unless `path` is a readable PGGAN checkpoint."""
+def read_checkpoint(path: Path) -> dict:
+    """A PGGAN training checkpoint's contents; a user error unless it is a readable one."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file: torch raises many kinds
@@ -200,6 +200,7 @@ def check_checkpoint(path: Path) -> None:
         ) from None
     if not isinstance(state, dict) or "pggan_state" not in state or "state_dict" not in state:
         raise RareganError(f"{path} is not a raregan GAN checkpoint; delete it and start over")
+    return state
 
 
 def check_same_classes(run: Path, classes: list[str]) -> None:
@@ -326,7 +327,7 @@ def train_gan(
         use_distributed_sampler=False,  # the sampler gives each rank its slice itself
     )
     if resume:
-        check_checkpoint(ckpt)
+        read_checkpoint(ckpt)  # a damaged checkpoint: a user error, not a traceback
     trainer.fit(module, data, ckpt_path=str(ckpt) if resume else None)
     if not module.phase.done:
         raise RareganError(
