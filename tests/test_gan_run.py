@@ -291,16 +291,35 @@ def test_gan_cli_augment_sets_p_logs_it_and_plots_it(phantom_root, tmp_path):
     assert (pd.read_csv(fixed / "losses.csv")["aug_p"].dropna() == 0.5).all()
 
 
+@pytest.fixture(scope="module")
+def resplit_source(phantom_root, tmp_path_factory):
+    """A finished tiny Fracture GAN on a --resplit split, which does not depend on the studied class
+    (without it the phantoms' val is carved per studied class, so other classes' runs split otherwise)."""
+    tmp = tmp_path_factory.mktemp("source")
+    cfg = tiny_config(tmp, kimg=0.1, every=0.1)
+    assert main(gan_argv(phantom_root, tmp, tmp / "run", cfg, "--resplit")) == 0
+    return tmp / "run"
+
+
+def lung_lesion_gan(phantom_root, tmp_path, capsys, out, *extra, config=None):
+    """`raregan gan --class "Lung Lesion"` (tiny config by default): exit code and stderr."""
+    config = config or tiny_config(tmp_path, kimg=0.1, every=0.1)
+    argv = gan_argv(phantom_root, tmp_path, out, config, *extra)
+    argv[argv.index("Fracture")] = "Lung Lesion"
+    return main(argv), capsys.readouterr().err
+
+
 def test_init_from_fine_tunes_a_finished_gan_in_its_final_phase(
-    phantom_root, tmp_path, capsys, finished_run
+    phantom_root, tmp_path, capsys, resplit_source
 ):
     """Transfer: the Fracture GAN starts a Lung Lesion GAN, which trains only the 16 px phase."""
     cfg = tiny_config(tmp_path, kimg=0.1, every=0.1)
+    finished_run = resplit_source
 
     def gan(out, *extra, config=cfg):
-        argv = gan_argv(phantom_root, tmp_path, out, config, *extra)
-        argv[argv.index("Fracture")] = "Lung Lesion"
-        return main(argv), capsys.readouterr().err
+        return lung_lesion_gan(
+            phantom_root, tmp_path, capsys, out, "--resplit", *extra, config=config
+        )
 
     code, _ = gan(tmp_path / "ft", "--init-from", str(finished_run), "--freeze-d", "1")
     assert code == 0
@@ -342,3 +361,60 @@ def test_init_from_fine_tunes_a_finished_gan_in_its_final_phase(
     code, err = gan(tmp_path / "x", "--init-from", str(finished_run), "--freeze-d", "3")
     assert code == 2 and "freezes every level of D (3 at 16 px)" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_init_from_refuses_a_source_that_learned_from_images_this_run_may_not(
+    phantom_root, tmp_path, capsys, finished_run, resplit_source
+):
+    """Never leak through transfer: the source (or a GAN it started from in turn) must have learned
+    only from training images of this run's fraction; the refusal names the run and an image."""
+
+    def gan(out, source, *extra):
+        return lung_lesion_gan(
+            phantom_root, tmp_path, capsys, out, "--init-from", str(source), *extra
+        )
+
+    def copy_with(name, extra_paths=(), init_from=None):
+        """A copy of the --resplit Fracture GAN whose positives list extra images."""
+        run = tmp_path / name
+        shutil.copytree(resplit_source, run)
+        positives = pd.read_csv(run / "positives.csv")
+        extra = positives.iloc[[0] * len(extra_paths)].assign(path=list(extra_paths))
+        pd.concat([positives, extra]).to_csv(run / "positives.csv", index=False)
+        if init_from is not None:
+            summary = json.loads((run / "summary.json").read_text())
+            (run / "summary.json").write_text(json.dumps({**summary, "init_from": str(init_from)}))
+        return run
+
+    # the phantoms' val is carved per studied class: the Fracture GAN trained on images that a
+    # Lung Lesion run holds out
+    code, err = gan(tmp_path / "x", finished_run)
+    assert code == 2 and f"gan.init_from: {finished_run} learned from " in err
+    assert "image(s) of this run's validation/test split" in err and "--resplit" in err
+    # on the class-independent split: a source that saw one held-out image, named
+    test_image = pd.read_csv(resplit_source / "heldout.csv")["path"].iloc[0]
+    leaky = copy_with("leaky", [test_image])
+    code, err = gan(tmp_path / "x", leaky, "--resplit")
+    assert code == 2 and f"gan.init_from: {leaky} learned from 1 image(s) of this run's" in err
+    assert str(test_image) in err
+    # the leak two steps back: a clean-looking source fine-tuned from the leaky one
+    clean_looking = copy_with("clean-looking", init_from=leaky)
+    code, err = gan(tmp_path / "x", clean_looking, "--resplit")
+    assert code == 2 and f"{leaky} learned from 1 image(s)" in err
+    # the source learned from all of train: a 50 % run may not start from it
+    code, err = gan(tmp_path / "x", resplit_source, "--resplit", "--fraction", "50")
+    assert code == 2 and "training image(s) outside the 50 % fraction" in err
+    assert "--fraction 50 or smaller" in err
+    # an image of this data's folder that the run's records leave out (as --rarefy drops them)
+    dropped = copy_with("dropped", [str(phantom_root / "train" / "dropped" / "view1_frontal.jpg")])
+    code, err = gan(tmp_path / "x", dropped, "--resplit")
+    assert code == 2 and "image(s) this run's data leaves out" in err
+    # the source without its list of images cannot be checked
+    unlisted = copy_with("unlisted")
+    (unlisted / "positives.csv").unlink()
+    code, err = gan(tmp_path / "x", unlisted, "--resplit")
+    assert code == 2 and "does not list the images it learned from" in err
+    assert not (tmp_path / "x").exists()
+    # images of another data set are the user's pretraining choice
+    other = copy_with("other-data", [str(tmp_path / "elsewhere" / "a.png")])
+    assert gan(tmp_path / "ok", other, "--resplit")[0] == 0

@@ -24,7 +24,7 @@ from pipelines.gan.metrics import (
     random_feature_net,
     save_closest_pairs_png,
 )
-from pipelines.gan.run import HELDOUT, POSITIVES
+from pipelines.gan.run import HELDOUT, POSITIVES, source_runs
 from pipelines.gan.synth import load_generator, synthesize
 from pipelines.images import save_grid
 from pipelines.runs import file_sha256, staged_dir, write_json
@@ -67,16 +67,6 @@ def seen_images(run: Path, size: int, cache: Path) -> tuple[pd.DataFrame, np.nda
     originals = stored_images(positives, size, cache)
     seen, _ = expand(originals, yaml.safe_load((Path(run) / "config.yaml").read_text()))
     return positives, originals, seen
-
-
-def source_runs(summary: dict) -> list[Path]:
-    """The GAN runs a run was fine-tuned from (gan.init_from), nearest first, followed back."""
-    out: list[Path] = []
-    while (source := summary.get("init_from")) and Path(source) not in out:
-        out.append(Path(source))
-        path = Path(source) / "summary.json"
-        summary = json.loads(path.read_text()) if path.is_file() else {}
-    return out
 
 
 def sources_memorization(summary: dict, fake: np.ndarray, net, seed: int, cache: Path) -> list:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +108,58 @@ def transfer_source(cfg: dict) -> Path | None:
             "train the GAN to start from first (raregan gan --class ABUNDANT_CLASS)"
         )
     return run
+
+
+def source_runs(summary: dict) -> list[Path]:
+    """The GAN runs a run was fine-tuned from (gan.init_from), nearest first, followed back."""
+    out: list[Path] = []
+    while (source := summary.get("init_from")) and Path(source) not in out:
+        out.append(Path(source))
+        path = Path(source) / "summary.json"
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    return out
+
+
+def check_source_images(source: Path, prepared: Prepared, fraction: float, seed: int) -> None:
+    """Refuse (one line) a GAN to start from whose training images, or those of a GAN it started
+    from in turn, this run may not learn from: images of this data's validation or test split (the
+    scores would be of images the GAN saw), training images outside this fraction (the GAN would
+    bring the classifier images its fraction leaves out), or images of this data's folder that the
+    run leaves out (--rarefy). Images of another data set are the user's choice of pretraining."""
+    frame = prepared.records.frame
+    where = {os.path.realpath(p): s for p, s in zip(frame["path"], frame["split"], strict=True)}
+    allowed = {os.path.realpath(p) for p in prepared.train_fraction(fraction, seed)["path"]}
+    root = os.path.realpath(prepared.records.root) + os.sep
+    for run in source_runs({"init_from": str(source)}):
+        if not (run / POSITIVES).is_file():
+            raise RareganError(
+                f"gan.init_from: {run} does not list the images it learned from ({POSITIVES}), so "
+                "it cannot be checked against this run's test split; train it again with raregan gan"
+            )
+        paths = [os.path.realpath(p) for p in pd.read_csv(run / POSITIVES)["path"]]
+        held = [p for p in paths if where.get(p) in ("val", "test")]
+        outside = [p for p in paths if where.get(p) == "train" and p not in allowed]
+        left_out = [p for p in paths if p not in where and p.startswith(root)]
+        if held:
+            why = (
+                f"{len(held)} image(s) of this run's validation/test split (e.g. {held[0]}), so "
+                "it would be scored on images it saw; train it with this run's split: the same "
+                "data, --seed and --rarefy, and --resplit for both where val is carved per class"
+            )
+        elif outside:
+            why = (
+                f"{len(outside)} training image(s) outside the {fraction:g} % fraction (e.g. "
+                f"{outside[0]}), which a run at that fraction may not learn from; train it with "
+                f"--fraction {fraction:g} or smaller"
+            )
+        elif left_out:
+            why = (
+                f"{len(left_out)} image(s) this run's data leaves out (e.g. {left_out[0]}; "
+                "--rarefy drops them); train it with the same --rarefy"
+            )
+        else:
+            continue
+        raise RareganError(f"gan.init_from: {run} learned from {why}")
 
 
 def start_from(module: PGGAN, source: Path) -> None:
@@ -283,6 +337,8 @@ def train_gan(
     conditional = len(classes) > 1
     ckpt = run / CKPT
     rows, images, labels = training_images(prepared, classes, fraction, cfg)
+    if (source := transfer_source(cfg)) is not None:
+        check_source_images(source, prepared, fraction, cfg["data"]["seed"])
     precision = gan_precision(accelerator, cfg["gan"]["precision"])
     fp = gan_fingerprint(prepared, cfg, classes, fraction, rows, precision)
     resume = reuse_or_start(run, fp, ckpt, opts, "GAN")
@@ -292,7 +348,6 @@ def train_gan(
         check_same_classes(run, classes)
     pl.seed_everything(cfg["gan"]["seed"], workers=True, verbose=False)
     module = gan_module(cfg, len(classes) if conditional else 0, precision)  # validates first
-    source = transfer_source(cfg)
     if source is not None and not resume:
         start_from(module, source)
     rec = prepared.records
