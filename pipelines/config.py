@@ -86,6 +86,8 @@ DEFAULTS: dict = {
         "synth_ratio": 3.0,
         "conditional_gan": False,
         "condition_on": [],  # abundant classes each GAN also learns (label-conditional), never synthesized
+        "transfer_from": None,  # a class whose GAN (per fraction and seed) each GAN fine-tunes
+        "transfer_kimg": 8.0,  # the fine-tune's final phase (gan.final_kimg of the GAN units)
         "label_rows": "gan",
         "n_boot": 1000,
     },
@@ -114,6 +116,7 @@ POSITIVE = frozenset(
         "classify.lr",
         "compare.fractions",
         "compare.synth_ratio",
+        "compare.transfer_kimg",
         "compare.n_boot",
     }
 )
@@ -199,7 +202,8 @@ def _check_choices(cfg: dict, source: str) -> None:
         value = cfg["gan"]["class_balance"]
         bad = f"config key 'gan.class_balance' must be in [0, 1], not {value!r}"
     if cfg["gan"]["freeze_d"] and cfg["gan"]["init_from"] is None:
-        bad = "config key 'gan.freeze_d' needs gan.init_from (a GAN run to fine-tune)"
+        if cfg["compare"]["transfer_from"] is None:
+            bad = "config key 'gan.freeze_d' needs gan.init_from (a GAN run to fine-tune)"
     if cfg["gan"]["precision"] not in PRECISIONS:
         value = cfg["gan"]["precision"]
         bad = f"config key 'gan.precision' must be one of {', '.join(PRECISIONS)}, not {value!r}"

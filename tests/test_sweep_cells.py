@@ -243,3 +243,61 @@ def test_two_processes_run_two_cells_of_one_sweep_at_once(phantom_root, tmp_path
     table = pd.read_csv(tmp_path / "runs/phantoms/compare/pair/auc_table.csv")
     assert sorted(table["arm"]) == ["none", "standard"]
     assert (table["n_seeds"] == 1).all() and table["auc"].between(0, 1).all()
+
+
+def test_transfer_from_trains_a_source_per_fraction_and_seed_that_each_gan_fine_tunes(
+    phantom_root, tmp_path
+):
+    """`--transfer-from`: the abundant class's GAN is a cell of its own per fraction and seed (no
+    filter bank); the GAN unit needs it, starts from its weights and trains only the final phase
+    for compare.transfer_kimg; the records alone collect (the source named by its record), a
+    changed fine-tune length makes them stale, and bad uses are one line each."""
+    argv = tiny_argv(phantom_root, tmp_path, "transfer", ["none", "gan"])
+    argv += ["--transfer-from", "Lung Lesion", "--transfer-kimg", "0.05"]
+    code, out, _ = main_output([*argv, "--list-cells"])
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert code == 0 and rows == [
+        ["0", "pending", "classify-none-f100-s0", "-"],
+        ["1", "pending", "source-Lung_Lesion-f100-s0", "-"],
+        ["2", "pending", "gan-Fracture-f100-s0", "0,1"],
+        ["3", "pending", "classify-gan-f100-s0", "2"],
+    ]
+    main_output([*argv, "--cell", "0"])
+    code, _, err = main_output([*argv, "--cell", "2"])
+    assert code == 2 and "needs source GAN 1 (source-Lung_Lesion-f100-s0), which is not done" in err
+    code, out, err = main_output(argv)
+    assert code == 0, err
+    gans = tmp_path / "runs/phantoms/gan"
+    source, unit = (
+        gans / "transfer-Lung_Lesion-f100-seed0-source",
+        gans / "transfer-Fracture-f100-seed0",
+    )
+    source_summary = json.loads((source / "summary.json").read_text())
+    assert "init_from" not in source_summary and source_summary["classes"] == ["Lung Lesion"]
+    assert source_summary["training_images"] == source_summary["positives"]  # no filter bank
+    summary = json.loads((unit / "summary.json").read_text())
+    assert summary["init_from"] == str(source) and summary["kimg"] == pytest.approx(0.05, abs=0.01)
+    assert (pd.read_csv(unit / "losses.csv")["level"] == 3).all()  # only the 32 px phase
+    settings = json.loads((unit / "fingerprint.json").read_text())["settings"]
+    assert settings["gan.init_from"] == json.loads((source / "fingerprint.json").read_text())["id"]
+    cells = tmp_path / "runs/phantoms/compare/transfer/cells"
+    assert read_record(cells, "gan-Fracture-f100-s0")["needs"] == [
+        "classify-none-f100-s0",
+        "source-Lung_Lesion-f100-s0",
+    ]
+    assert "fine-tuned from a Lung Lesion GAN" in (cells.parent / "report.md").read_text()
+
+    shutil.rmtree(tmp_path / "runs/phantoms/gan")  # records alone: the source named by its record
+    shutil.rmtree(tmp_path / "runs/phantoms/classify")
+    assert main_output([*argv, "--collect"])[0] == 0
+    longer = [*argv[:-1], "0.1"]
+    code, _, err = main_output([*longer, "--collect"])
+    assert code == 2 and "gan.final_kimg" in err
+
+    for extra, needle in [
+        (["--transfer-from", "Fracture"], "'Fracture', a class the sweep studies"),
+        (["--transfer-from", "Nope"], "unknown class 'Nope' for --transfer-from"),
+        (["--condition-on", "Pleural Other"], "label-conditional GANs"),
+    ]:
+        code, _, err = main_output([*argv, *extra, "--list-cells"])
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err

@@ -68,6 +68,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: config compare.condition_on, none)",
     )
     parser.add_argument(
+        "--transfer-from",
+        metavar="CLASS",
+        help="a class (not studied, e.g. an abundant one) whose GAN is trained per fraction and "
+        "seed, without the filter bank; each GAN of that fraction and seed starts from it and "
+        "trains only its final phase for compare.transfer_kimg (default: config, none)",
+    )
+    parser.add_argument(
+        "--transfer-kimg",
+        type=float,
+        help="with --transfer-from: kimg of each GAN's fine-tune (default: config, 8)",
+    )
+    parser.add_argument(
         "--name", default="sweep", help="name of the sweep (run folders and report)"
     )
     parser.add_argument(
@@ -120,6 +132,8 @@ def resolved_config(args: argparse.Namespace) -> dict:
             "synth_ratio": ("compare", "synth_ratio"),
             "conditional_gan": ("compare", "conditional_gan"),
             "condition_on": ("compare", "condition_on"),
+            "transfer_from": ("compare", "transfer_from"),
+            "transfer_kimg": ("compare", "transfer_kimg"),
             "label_rows": ("compare", "label_rows"),
             **{key: ("compare", key) for key in ("classes", "fractions", "arms", "seeds")},
         },
@@ -151,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         redo=args.redo,
         results=args.results,
         condition_on=tuple(cmp["condition_on"]),
+        transfer_from=cmp["transfer_from"],
     )
     dataset = prepared.dataset_name
     validate(sweep, prepared, cfg)
@@ -212,7 +227,7 @@ def run_one(sweep: Sweep, prepared, cfg: dict, dataset: str, which: str) -> int:
     """`--cell K`: run that one cell and write its record (no tables); 0 done, 1 failed."""
     cells = cell_plan(sweep, dataset)
     k = find_cell(cells, which)
-    check = record_checker(sweep, prepared, cfg)
+    check = record_checker(sweep, prepared, cfg, dataset)
     status = run_cell(sweep, prepared, cfg, dataset, cells, k, check)
     where = cells[k].run / "ERROR" if status == "failed" else sweep.records_dir(dataset)
     print(f"cell {k} ({cells[k].id}): {status}; see {where}", flush=True)

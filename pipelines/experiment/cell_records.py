@@ -19,8 +19,14 @@ from pipelines.classifier.arms import train_rows
 from pipelines.classifier.run import classifier_fingerprint
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
-from pipelines.experiment.plan import Cell, Sweep, variant_config
-from pipelines.experiment.records import PREDICTIONS, predictions_bytes, read_json, write_record
+from pipelines.experiment.plan import Cell, Sweep, source_id, unit_source, variant_config
+from pipelines.experiment.records import (
+    PREDICTIONS,
+    predictions_bytes,
+    read_json,
+    read_record,
+    write_record,
+)
 from pipelines.gan.run import gan_fingerprint
 from pipelines.runs import FINGERPRINT, is_done, refuse_stale
 
@@ -33,8 +39,8 @@ GRIDS = {  # a GAN record's image side files (first seed only): suffix → capti
 def cell_settings(sweep: Sweep, cfg: dict, dataset: str, cell: Cell) -> dict:
     """What a record says its cell is: sweep, dataset, axes, model and the config it ran with."""
     out = {"sweep": sweep.name, "dataset": dataset, "fraction": cell.fraction, "seed": cell.seed}
-    if cell.kind == "gan":
-        c = variant_config(cfg, cell.variant)
+    if cell.kind in ("gan", "source"):
+        c = variant_config(cfg, cell.variant, unit_source(sweep, dataset, cell))
         config = {"gan": {**c["gan"], "seed": cell.seed}, "filters": c["filters"]}
         synth = {k: cfg["compare"][k] for k in ("synth_ratio", "label_rows")}
         return (
@@ -68,6 +74,9 @@ def record_cell(
     if cell.kind == "classify":
         record["metrics"] = read_json(run / "metrics.json")
         files = {PREDICTIONS: predictions_bytes(run)}
+    elif cell.kind == "source":  # a GAN the sweep's GANs start from: nothing synthesized
+        record["summary"] = read_json(run / "summary.json")
+        files = {}
     else:
         record |= {"synthetic": synth.name, "summary": read_json(run / "summary.json")}
         record["eval"] = read_json(run / "eval" / "eval.json")
@@ -84,11 +93,12 @@ def gan_rows(prepared: Prepared, unit: tuple[str, ...], fraction: float, seed: i
 
 
 def record_checker(
-    sweep: Sweep, prepared: Prepared, cfg: dict
+    sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str
 ) -> Callable[[Cell, dict, Path], None]:
     """A check that raises StaleRunError when a cell's record was made by other settings than this
     sweep's now (a classifier's synthetic-set ids are not compared: their GANs' records are; nor
-    the precision a machine resolved gan.precision `auto` to)."""
+    the precision a machine resolved gan.precision `auto` to). A GAN unit that fine-tunes a transfer
+    source names it by the fingerprint its source's record holds, so records alone are checked."""
     seed = cfg["data"]["seed"]
     rows = cache(lambda f: train_rows(prepared, f, seed, sweep.classes))
     positives = cache(lambda unit, f: gan_rows(prepared, unit, f, seed))
@@ -101,8 +111,16 @@ def record_checker(
             now = classifier_fingerprint(prepared, c, *args)["settings"]
             refuse_stale(path, before, now, ignore=("synth", "pretrained", "freeze"))
             return
-        vcfg = variant_config(cfg, cell.variant)
+        vcfg = variant_config(cfg, cell.variant, unit_source(sweep, dataset, cell))
         g = {**vcfg, "gan": {**vcfg["gan"], "seed": cell.seed}}
+        source = None
+        if vcfg["gan"]["init_from"] is not None and sweep.transfer_from is not None:
+            name = source_id(sweep, cell.fraction, cell.seed)
+            source = (
+                (read_record(sweep.records_dir(dataset), name) or {})
+                .get("fingerprint", {})
+                .get("id")
+            )
         # gan.precision `auto` is the machine's (bf16 where native): a record from a bf16 CPU or GPU
         # stands on an fp32 machine and the other way round, and says which one made it. An explicit
         # 32 or bf16 is a setting like any other: a GAN of the other precision is stale.
@@ -110,7 +128,7 @@ def record_checker(
         precision = "bf16" if setting == "bf16" else "32"
         now = gan_fingerprint(
             prepared, g, list(cell.unit), cell.fraction, positives(cell.unit, cell.fraction),
-            precision,
+            precision, source,
         )  # fmt: skip
         synth_now = {f"synth.{k}": cfg["compare"][k] for k in ("synth_ratio", "label_rows")}
         synth_then = {f"synth.{k}": v for k, v in record["settings"].get("synth", {}).items()}

@@ -1,7 +1,8 @@
 """Running one cell of a sweep: a GAN unit or a classifier, under a lock, leaving its record.
 
-A GAN unit trains its GAN, synthesizes its set and evaluates it in the feature space of its
-fraction and seed's `none` classifier (seeded random features when the sweep has no `none` arm); a
+A GAN unit trains its GAN (fine-tuning its transfer source's, when the sweep has one), synthesizes
+its set and evaluates it in the feature space of its fraction and seed's `none` classifier (seeded
+random features when the sweep has no `none` arm); a source trains the abundant class's GAN; a
 classifier trains on real rows plus the synthetic sets of the GAN units it needs. A cell is refused
 while a cell it needs is not done (`DependencyError`), and while another process holds its lock
 (`CellBusy`). A failure is written to the run folder's ERROR and fails only that cell (`attempt`);
@@ -111,7 +112,7 @@ def needed_record(
     about it; DependencyError when that cell is not done (`failed` when it failed)."""
     need, folder = cells[j], sweep.records_dir(dataset)
     record = read_record(folder, need.id)
-    what = "GAN unit" if need.kind == "gan" else "classifier cell"
+    what = {"gan": "GAN unit", "source": "source GAN"}.get(need.kind, "classifier cell")
     head = f"cell {k} ({cells[k].id}) needs {what} {j} ({need.id})"
     if record is None:
         failed = (need.run / ERROR).is_file()
@@ -139,6 +140,15 @@ def needed_synth(sweep: Sweep, dataset: str, cells: list[Cell], k: int, j: int, 
         where = record_path(sweep.records_dir(dataset), gan.id)
         raise missing(head, f"synthetic images {synth} are", where, j)
     return synth
+
+
+def needed_source(sweep: Sweep, dataset: str, cells: list[Cell], k: int, j: int, check) -> Path:
+    """The run of transfer source `j` that GAN unit `k` fine-tunes; DependencyError when not done here."""
+    _, head = needed_record(sweep, dataset, cells, k, j, check)
+    if not ((cells[j].run / CKPT).is_file() and is_done(cells[j].run)):
+        where = record_path(sweep.records_dir(dataset), cells[j].id)
+        raise missing(head, f"run {cells[j].run} is", where, j)
+    return cells[j].run
 
 
 def needed_classifier(sweep: Sweep, dataset: str, cells: list[Cell], k: int, j: int, check) -> Path:
@@ -184,8 +194,14 @@ def cell_step(
     if cell.kind == "classify":
         synth = [needed_synth(sweep, dataset, cells, k, j, check) for j in cell.needs]
         return partial(classify_cell, sweep, prepared, cfg, dataset, cells, cell, synth)
-    ckpt = [needed_classifier(sweep, dataset, cells, k, j, check) for j in cell.needs]
-    vcfg = variant_config(cfg, cell.variant)
+    if cell.kind == "source":
+        return partial(source_cell, sweep, prepared, cfg, dataset, cells, cell)
+    need = {
+        kind: [j for j in cell.needs if cells[j].kind == kind] for kind in ("classify", "source")
+    }
+    ckpt = [needed_classifier(sweep, dataset, cells, k, j, check) for j in need["classify"]]
+    source = [needed_source(sweep, dataset, cells, k, j, check) for j in need["source"]]
+    vcfg = variant_config(cfg, cell.variant, source[0] if source else None)
     args = (sweep, prepared, vcfg, list(cell.unit), cell.fraction, cell.seed, cell.run)
 
     def step() -> Path:
@@ -193,6 +209,17 @@ def cell_step(
         return record_cell(sweep, cfg, dataset, cells, cell, synth)
 
     return step
+
+
+def source_cell(
+    sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str, cells: list[Cell], cell: Cell
+) -> Path:
+    """Train (or reuse, or resume) the transfer source of a fraction and seed, write its record."""
+    c = variant_config(cfg, "source")
+    g = {**c, "gan": {**c["gan"], "seed": cell.seed}}
+    opts = RunOptions(resume=(cell.run / CKPT).exists(), redo=sweep.redo, progress=sweep.progress)
+    train_gan(prepared, list(cell.unit), cell.fraction, g, cell.run, opts)
+    return record_cell(sweep, cfg, dataset, cells, cell)
 
 
 def classify_cell(

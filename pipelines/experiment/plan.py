@@ -26,10 +26,17 @@ ERROR = "ERROR"
 GAN_VARIANT = {"gan": "filters", "gan_standard": "filters", "gan_nofilter": "nofilter"}
 
 
-def variant_config(cfg: dict, variant: str) -> dict:
-    """The config of a GAN variant: "nofilter" empties the filter bank (originals only)."""
-    if variant == "nofilter":
-        return {**cfg, "filters": {**cfg["filters"], "names": []}}
+def variant_config(cfg: dict, variant: str, source: Path | None = None) -> dict:
+    """The config of a GAN variant: "nofilter" empties the filter bank (originals only); "source"
+    (the abundant class's GAN a sweep's GANs start from) has no filter bank and starts from no GAN.
+    With `source`, a GAN unit fine-tunes that source for compare.transfer_kimg (its final phase)."""
+    if variant in ("nofilter", "source"):
+        cfg = {**cfg, "filters": {**cfg["filters"], "names": []}}
+    if variant == "source":
+        cfg = {**cfg, "gan": {**cfg["gan"], "init_from": None, "freeze_d": 0}}
+    if source is not None:
+        kimg = cfg["compare"]["transfer_kimg"]
+        cfg = {**cfg, "gan": {**cfg["gan"], "init_from": str(source), "final_kimg": kimg}}
     return cfg
 
 
@@ -50,6 +57,7 @@ class Sweep:
     log: list[str] = field(default_factory=list)
     results: Path | None = None  # where cell records, tables and report go (default: out_dir)
     condition_on: tuple[str, ...] = ()  # classes each GAN also learns, never synthesized
+    transfer_from: str | None = None  # a class whose GAN (per fraction, seed) each GAN starts from
 
     def gan_units(self) -> list[list[str]]:
         """The class sets that get a GAN: each class alone, or all together (conditional); each
@@ -76,10 +84,11 @@ class Sweep:
     def gan_dir(
         self, dataset: str, classes: list[str], fraction: float, seed: int, variant: str = "filters"
     ) -> Path:
-        """Run folder of a GAN: class set, fraction, seed (the classifier's) and filter variant."""
+        """Run folder of a GAN: class set, fraction, seed (the classifier's) and filter variant
+        (or "source": a transfer source)."""
         tag = f"{self.name}-{class_tag(classes)}-f{fraction:g}-seed{seed}"
         return run_path(
-            self.runs, dataset, "gan", tag + ("-nofilter" if variant == "nofilter" else "")
+            self.runs, dataset, "gan", tag + ("" if variant == "filters" else f"-{variant}")
         )
 
     def out_dir(self, dataset: str) -> Path:
@@ -105,7 +114,7 @@ class Cell:
     classifier (arm, fraction, seed); its run folder and the plan indices of the cells it needs
     (a GAN unit: its `none` classifier; a GAN arm's classifier: its GAN units)."""
 
-    kind: str  # "gan" or "classify"
+    kind: str  # "gan", "source" (a GAN the sweep's GANs start from) or "classify"
     id: str
     fraction: float
     seed: int
@@ -133,9 +142,45 @@ def classifier_cells(sweep: Sweep, dataset: str, gan_arms: bool) -> list[Cell]:
     ]
 
 
-def gan_cells(sweep: Sweep, dataset: str, none: dict[tuple[float, int], int]) -> list[Cell]:
+def source_id(sweep: Sweep, fraction: float, seed: int) -> str:
+    """The id (and record name) of the transfer source cell of a fraction and seed."""
+    return f"source-{class_tag([sweep.transfer_from])}-f{fraction:g}-s{seed}"
+
+
+def source_cells(sweep: Sweep, dataset: str) -> list[Cell]:
+    """With `transfer_from`: its GAN per fraction and seed (the sweep's GANs of that fraction and
+    seed start from it); none otherwise."""
+    if sweep.transfer_from is None:
+        return []
+    return [
+        Cell(
+            "source",
+            source_id(sweep, f, s),
+            f,
+            s,
+            sweep.gan_dir(dataset, [sweep.transfer_from], f, s, "source"),
+            unit=(sweep.transfer_from,),
+            variant="source",
+        )
+        for f in sweep.fractions
+        for s in sweep.seeds
+    ]
+
+
+def unit_source(sweep: Sweep, dataset: str, cell: Cell) -> Path | None:
+    """The run folder of the transfer source a GAN unit fine-tunes (None: it starts from scratch)."""
+    if cell.kind != "gan" or sweep.transfer_from is None:
+        return None
+    return sweep.gan_dir(dataset, [sweep.transfer_from], cell.fraction, cell.seed, "source")
+
+
+def gan_cells(
+    sweep: Sweep, dataset: str, none: dict[tuple[float, int], int], sources: dict | None = None
+) -> list[Cell]:
     """The GAN units by fraction, variant, class set and seed; each needs the K of its fraction and
-    seed's `none` classifier (`none`), whose features its evaluation uses, when there is one."""
+    seed's `none` classifier (`none`), whose features its evaluation uses, when there is one, and
+    the K of its transfer source (`sources`) when there is one."""
+    sources = sources or {}
     return [
         Cell(
             "gan",
@@ -145,7 +190,7 @@ def gan_cells(sweep: Sweep, dataset: str, none: dict[tuple[float, int], int]) ->
             sweep.gan_dir(dataset, unit, f, s, v),
             unit=tuple(unit),
             variant=v,
-            needs=(none[f, s],) if (f, s) in none else (),
+            needs=tuple(k[f, s] for k in (none, sources) if (f, s) in k),
         )
         for f in sweep.fractions
         for v in sweep.gan_variants()
@@ -156,11 +201,15 @@ def gan_cells(sweep: Sweep, dataset: str, none: dict[tuple[float, int], int]) ->
 
 def cell_plan(sweep: Sweep, dataset: str) -> list[Cell]:
     """Every cell of the sweep in a stable order, K = position: the classifiers of the arms without
-    a GAN, then the GAN units (each needing its fraction and seed's `none` classifier, when the
-    sweep has that arm), then the classifiers of the GAN arms (each needing its GAN units)."""
+    a GAN, then the transfer sources (with `transfer_from`), then the GAN units (each needing its
+    fraction and seed's `none` classifier, when the sweep has that arm, and source), then the
+    classifiers of the GAN arms (each needing its GAN units)."""
     plain = classifier_cells(sweep, dataset, gan_arms=False)
     none = {(c.fraction, c.seed): k for k, c in enumerate(plain) if c.arm == "none"}
-    gans = gan_cells(sweep, dataset, none)
+    sources = source_cells(sweep, dataset)
+    at = {(c.fraction, c.seed): len(plain) + k for k, c in enumerate(sources)}
+    plain += sources
+    gans = gan_cells(sweep, dataset, none, at)
     first = len(plain)  # the K of the first GAN unit
     synthetic = [
         replace(

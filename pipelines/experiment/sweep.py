@@ -55,9 +55,39 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
         raise RareganError("give at least one rare class (--classes)")
     prepared.require_test_positives(sweep.classes)
     check_condition_on(prepared.records.label_names, sweep.classes, sweep.condition_on)
+    check_transfer(sweep, prepared, cfg)
     for variant in sweep.gan_variants():  # the smallest fraction must leave each GAN enough images
         for unit in sweep.gan_units():
             training_images(prepared, unit, sweep.fractions[0], variant_config(cfg, variant))
+
+
+def check_transfer(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
+    """Refuse (one line) a transfer source class the data lacks or the sweep studies, one beside
+    another way to start the GANs or beside label-conditional GANs (a source of another
+    architecture), and one with too few images at the smallest fraction."""
+    cls = sweep.transfer_from
+    if cls is None or not sweep.gan_variants():
+        return
+    names = prepared.records.label_names
+    if cls not in names:
+        raise RareganError(
+            f"unknown class {cls!r} for --transfer-from; this data has {', '.join(names)}"
+        )
+    if cls in sweep.classes:
+        raise RareganError(
+            f"--transfer-from names {cls!r}, a class the sweep studies: name one it does not study"
+        )
+    if cfg["gan"]["init_from"] is not None:
+        raise RareganError(
+            "give one GAN to start from: gan.init_from (one run for every fraction) or "
+            "--transfer-from (a source per fraction and seed), not both"
+        )
+    if max(len(unit) for unit in sweep.gan_units()) > 1:
+        raise RareganError(
+            "--transfer-from starts one-class GANs; label-conditional GANs (--condition-on, "
+            "--conditional-gan) would need a source of another architecture: drop one of them"
+        )
+    training_images(prepared, [cls], sweep.fractions[0], variant_config(cfg, "source"))
 
 
 def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.DataFrame:
@@ -65,7 +95,7 @@ def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.Dat
     (its `none` classifier, its GANs, its GAN classifiers), then the cells table. A cell another
     process is running stays pending here, and so do the cells that need it."""
     cells = cell_plan(sweep, dataset)
-    check = record_checker(sweep, prepared, cfg)
+    check = record_checker(sweep, prepared, cfg, dataset)
     for k in sorted(range(len(cells)), key=lambda k: (cells[k].fraction, cells[k].seed)):
         try:
             run_cell(sweep, prepared, cfg, dataset, cells, k, check)
@@ -85,7 +115,7 @@ def collect_cells(
     error and predictions file. Given the data and config, a record made by other settings stops
     the collection (never a mixed table)."""
     folder = sweep.records_dir(dataset)
-    check = record_checker(sweep, prepared, cfg) if prepared is not None and cfg else None
+    check = record_checker(sweep, prepared, cfg, dataset) if prepared is not None and cfg else None
     state = {}
     for cell in cell_plan(sweep, dataset):
         record = read_record(folder, cell.id)
@@ -136,6 +166,8 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
             continue
         rep = record["eval"]
         what = " (GAN without the filter bank)" if cell.variant == "nofilter" else ""
+        if sweep.transfer_from is not None:
+            what += f" (fine-tuned from a {sweep.transfer_from} GAN)"
         cls = " + ".join(cell.unit) + what
         space = space_label(str(rep.get("feature_space", "random-conv")))
         row = {"fraction": cell.fraction, "seed": cell.seed}

@@ -65,6 +65,8 @@ def gan_module(cfg: dict, label_dim: int = 0, precision: str | None = None) -> P
         n_levels = check_architecture(g["resolution"], g["channels"])
     except (TypeError, ValueError) as err:
         raise RareganError(f"gan config: {err}; e.g. resolution 64 with 5 channel widths") from None
+    if g["freeze_d"] and g["init_from"] is None:
+        raise RareganError("gan.freeze_d needs a GAN to fine-tune (gan.init_from)")
     if g["freeze_d"] >= n_levels:
         raise RareganError(
             f"gan.freeze_d {g['freeze_d']} freezes every level of D ({n_levels} at {g['resolution']} px); "
@@ -281,13 +283,14 @@ def gan_fingerprint(
     fraction: float,
     rows: pd.DataFrame,
     precision: str = "32",
+    source_id: str | None = None,
 ) -> dict:
     """What makes a GAN: its config (less the checkpoint interval), the filter bank, the data, the
     classes, the fraction and the exact positives it learns from.
 
     The augment section counts only when it augments, the class balance only when a conditional
     GAN balances, the resolved precision only when bf16, and the GAN it starts from (by its
-    fingerprint) only when it fine-tunes one: runs without them keep the fingerprints they had
+    fingerprint, `source_id` when given, else read from its run) only when it fine-tunes one: runs without them keep the fingerprints they had
     before these settings existed.
     """
     skip = ("checkpoint_every_kimg", "keep_checkpoints", "augment", "precision", "class_balance")
@@ -300,8 +303,9 @@ def gan_fingerprint(
         gan["precision"] = precision
     if balance := class_balance(cfg, classes):
         gan["class_balance"] = balance
-    if (source := transfer_source(cfg)) is not None:  # what it starts from, not where that lies
-        gan.update(init_from=run_id(source), freeze_d=cfg["gan"]["freeze_d"])
+    if cfg["gan"]["init_from"] is not None:  # what it starts from, not where that lies
+        source_id = source_id or run_id(transfer_source(cfg))
+        gan.update(init_from=source_id, freeze_d=cfg["gan"]["freeze_d"])
     return fingerprint(
         gan=gan,
         filters=cfg.get("filters", {}),
