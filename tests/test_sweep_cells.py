@@ -287,6 +287,19 @@ def test_transfer_from_trains_a_source_per_fraction_and_seed_that_each_gan_fine_
     ]
     assert "fine-tuned from a Lung Lesion GAN" in (cells.parent / "report.md").read_text()
 
+    # one finished GAN for every fraction (gan.init_from) must be of the smallest: refused up front
+    config = Path(argv[argv.index("--config") + 1])
+    fixed = tmp_path / "init-from.yaml"
+    settings = yaml.safe_load(config.read_text())
+    settings["gan"]["init_from"] = str(source)
+    fixed.write_text(yaml.safe_dump(settings))
+    one = [str(fixed) if a == str(config) else a for a in argv[: argv.index("--transfer-from")]]
+    one[one.index("--fractions") + 1 : one.index("--fractions") + 2] = ["50", "100"]
+    code, _, err = main_output([*one, "--list-cells"])
+    assert code == 2 and "training image(s) outside the 50 % fraction" in err, err
+    code, _, err = main_output([*one, "--transfer-from", "Lung Lesion", "--list-cells"])
+    assert code == 2 and "gan.init_from (one run for every fraction) or --transfer-from" in err
+
     shutil.rmtree(tmp_path / "runs/phantoms/gan")  # records alone: the source named by its record
     shutil.rmtree(tmp_path / "runs/phantoms/classify")
     assert main_output([*argv, "--collect"])[0] == 0

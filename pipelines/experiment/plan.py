@@ -91,6 +91,10 @@ class Sweep:
             self.runs, dataset, "gan", tag + ("" if variant == "filters" else f"-{variant}")
         )
 
+    def source_dir(self, dataset: str, fraction: float, seed: int) -> Path:
+        """Run folder of the transfer source (`transfer_from`'s GAN) of a fraction and seed."""
+        return self.gan_dir(dataset, [self.transfer_from], fraction, seed, "source")
+
     def out_dir(self, dataset: str) -> Path:
         """The sweep's folder among the runs (its locks; its results unless `results` is given)."""
         return run_path(self.runs, dataset, "compare", self.name)
@@ -112,7 +116,7 @@ class Sweep:
 class Cell:
     """One piece of a sweep's work: a GAN unit (class set, fraction, seed, filter variant) or a
     classifier (arm, fraction, seed); its run folder and the plan indices of the cells it needs
-    (a GAN unit: its `none` classifier; a GAN arm's classifier: its GAN units)."""
+    (a GAN unit: its `none` classifier and transfer source; a GAN arm's classifier: its GAN units)."""
 
     kind: str  # "gan", "source" (a GAN the sweep's GANs start from) or "classify"
     id: str
@@ -149,8 +153,8 @@ def source_id(sweep: Sweep, fraction: float, seed: int) -> str:
 
 def source_cells(sweep: Sweep, dataset: str) -> list[Cell]:
     """With `transfer_from`: its GAN per fraction and seed (the sweep's GANs of that fraction and
-    seed start from it); none otherwise."""
-    if sweep.transfer_from is None:
+    seed start from it); none otherwise, or when no arm needs a GAN."""
+    if sweep.transfer_from is None or not sweep.gan_variants():
         return []
     return [
         Cell(
@@ -158,7 +162,7 @@ def source_cells(sweep: Sweep, dataset: str) -> list[Cell]:
             source_id(sweep, f, s),
             f,
             s,
-            sweep.gan_dir(dataset, [sweep.transfer_from], f, s, "source"),
+            sweep.source_dir(dataset, f, s),
             unit=(sweep.transfer_from,),
             variant="source",
         )
@@ -171,7 +175,7 @@ def unit_source(sweep: Sweep, dataset: str, cell: Cell) -> Path | None:
     """The run folder of the transfer source a GAN unit fine-tunes (None: it starts from scratch)."""
     if cell.kind != "gan" or sweep.transfer_from is None:
         return None
-    return sweep.gan_dir(dataset, [sweep.transfer_from], cell.fraction, cell.seed, "source")
+    return sweep.source_dir(dataset, cell.fraction, cell.seed)
 
 
 def gan_cells(

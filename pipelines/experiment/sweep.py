@@ -41,7 +41,12 @@ from pipelines.experiment.plan import ERROR, Sweep, cell_plan, plan, status_of, 
 from pipelines.experiment.records import PREDICTIONS, read_record, record_path, side_file
 from pipelines.gan.distances import space_label
 from pipelines.gan.metrics import near_copy_share
-from pipelines.gan.run import check_condition_on, training_images
+from pipelines.gan.run import (
+    check_condition_on,
+    check_source_images,
+    training_images,
+    transfer_source,
+)
 from pipelines.runs import atomic_write_text
 
 
@@ -62,11 +67,23 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
 
 
 def check_transfer(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
-    """Refuse (one line) a transfer source class the data lacks or the sweep studies, one beside
+    """Refuse (one line) a gan.init_from run that learned from images a fraction's GANs may not
+    (see check_source_images), a transfer source class the data lacks or the sweep studies, one beside
     another way to start the GANs or beside label-conditional GANs (a source of another
     architecture), and one with too few images at the smallest fraction."""
+    if not sweep.gan_variants():
+        return
     cls = sweep.transfer_from
-    if cls is None or not sweep.gan_variants():
+    if cls is not None and cfg["gan"]["init_from"] is not None:
+        raise RareganError(
+            "give one GAN to start from: gan.init_from (one run for every fraction) or "
+            "--transfer-from (a source per fraction and seed), not both"
+        )
+    source = transfer_source(cfg)  # one run for every fraction: it must be of the smallest
+    if source is not None:
+        for fraction in sweep.fractions:
+            check_source_images(source, prepared, fraction, cfg["data"]["seed"])
+    if cls is None:
         return
     names = prepared.records.label_names
     if cls not in names:
@@ -76,11 +93,6 @@ def check_transfer(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
     if cls in sweep.classes:
         raise RareganError(
             f"--transfer-from names {cls!r}, a class the sweep studies: name one it does not study"
-        )
-    if cfg["gan"]["init_from"] is not None:
-        raise RareganError(
-            "give one GAN to start from: gan.init_from (one run for every fraction) or "
-            "--transfer-from (a source per fraction and seed), not both"
         )
     if max(len(unit) for unit in sweep.gan_units()) > 1:
         raise RareganError(
