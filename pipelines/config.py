@@ -56,6 +56,9 @@ DEFAULTS: dict = {
         # while it does (FreezeD, Mo et al. 2020; 0: none).
         "init_from": None,
         "freeze_d": 0,
+        # Several classes: one label-conditional GAN (true), or one GAN of their images pooled,
+        # without labels (false: a source for transfer, e.g. every grade but the rare one).
+        "conditional": True,
         "seed": 0,
     },
     "classify": {

@@ -190,3 +190,50 @@ def test_a_balanced_conditional_gan_sees_the_classes_equally_and_says_so(tmp_pat
         prepared, c, ["Fracture"], 100, prepared.positives("Fracture", 100, 0)
     )
     assert "gan.class_balance" not in one["settings"]
+
+
+def test_unconditional_gan_pools_its_classes_as_a_transfer_source(phantom_root, tmp_path, capsys):
+    """`--unconditional`: one GAN of both classes' images without labels (a transfer source): it
+    says so in its summary and fingerprint, gan-eval measures its classes together only, it cannot
+    draw one of them, its samples' labels are unknown, and a one-class GAN fine-tunes from it."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    common = ["--data", str(phantom_root), "--cache", str(tmp_path / "store")]
+    gan = ["gan", *common, "--config", str(cfg), "--no-progress", "--resplit"]
+    gan += ["--val", "0.25", "--test", "0.25"]  # enough held-out images for the C2ST
+    out = tmp_path / "pooled"
+    assert main([*gan, "--class", *CLASSES, "--unconditional", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["conditional"] is False and summary["classes"] == CLASSES
+    assert (
+        json.loads((out / "fingerprint.json").read_text())["settings"]["gan.conditional"] is False
+    )
+    G, _ = load_generator(out)
+    assert G.label_dim == 0
+    positives = pd.read_csv(out / "positives.csv")
+    shows = positives[CLASSES] > 0.5
+    assert shows.any(axis=1).all() and shows.any(axis=0).all()  # both classes, each image of one
+
+    assert (
+        main(["gan-eval", "--run", str(out), "--n", "40", "--cache", str(tmp_path / "store")]) == 0
+    )
+    report = json.loads((out / "eval" / "eval.json").read_text())
+    assert "per_class" not in report and report["c2st"]["n_per_side"] >= 20
+    synth = sorted(out.glob("synth-n*"))[-1]
+    rows = pd.read_csv(synth / "synthetic.csv")
+    assert rows[CLASSES].isna().all().all()  # which of its classes an image shows: unknown
+    capsys.readouterr()
+    assert main(["synth", "--run", str(out), "--n", "4", "--class", "Fracture"]) == 2
+    assert "learned Fracture, Lung Lesion pooled, without labels" in capsys.readouterr().err
+
+    ft = tmp_path / "ft"
+    argv = [*gan, "--class", "Fracture", "--init-from", str(out), "--out", str(ft)]
+    assert main(argv) == 0
+    assert json.loads((ft / "summary.json").read_text())["init_from"] == str(out)
+    # where a GAN of several classes must label its images, pooling is refused
+    capsys.readouterr()
+    unconditional = tmp_path / "unconditional.yaml"
+    unconditional.write_text(yaml.safe_dump({**TINY, "gan": {**TINY["gan"], "conditional": False}}))
+    compare = ["compare", *common, "--config", str(unconditional), "--classes", "Fracture"]
+    assert main([*compare, "--condition-on", "Lung Lesion", "--list-cells"]) == 2
+    assert "gan.conditional false pools a GAN's classes" in capsys.readouterr().err

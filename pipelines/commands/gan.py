@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="CLASS",
-        help="the rare class to learn; several classes train one label-conditional GAN",
+        help="the rare class to learn; several classes train one label-conditional GAN "
+        "(one GAN of them pooled with --unconditional)",
     )
     parser.add_argument(
         "--out",
@@ -50,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KIMG",
         help="thousands of images between checkpoints (default: gan.checkpoint_every_kimg, "
         "at most a fifth of the schedule, so every run writes several)",
+    )
+    parser.add_argument(
+        "--unconditional",
+        action="store_true",
+        help="with several classes: one GAN of their images pooled, without labels (gan.conditional "
+        "false), e.g. a source for --init-from; it cannot draw one class",
     )
     parser.add_argument(
         "--init-from",
@@ -133,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
 
     keys = {"kimg": "kimg_per_phase", "init_from": "init_from", "freeze_d": "freeze_d"}
     over = config_overrides(args, {option: ("gan", key) for option, key in keys.items()})
+    if args.unconditional:
+        over.setdefault("gan", {})["conditional"] = False
     cfg = load_config(args.config, over)
     augment = augment_overrides(args, cfg)
     if augment:

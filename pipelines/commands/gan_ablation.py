@@ -81,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, config_overrides(args, {"kimg": ("gan", "kimg_per_phase")}))
     variants = check_variants(args.variants, args.condition_on)
+    if args.condition_on:
+        from pipelines.gan.run import require_conditional
+
+        require_conditional(cfg, "gan-ablation")
     if not args.size:
         args.size = cfg["gan"]["resolution"]
     spec = spec_from_args(args, cfg)

@@ -44,6 +44,7 @@ from pipelines.gan.metrics import near_copy_share
 from pipelines.gan.run import (
     check_condition_on,
     check_source_images,
+    require_conditional,
     training_images,
     transfer_source,
 )
@@ -60,6 +61,8 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
         raise RareganError("give at least one rare class (--classes)")
     prepared.require_test_positives(sweep.classes)
     check_condition_on(prepared.records.label_names, sweep.classes, sweep.condition_on)
+    if max(len(unit) for unit in sweep.gan_units()) > 1 and sweep.gan_variants():
+        require_conditional(cfg, "compare")
     check_transfer(sweep, prepared, cfg)
     for variant in sweep.gan_variants():  # the smallest fraction must leave each GAN enough images
         for unit in sweep.gan_units():

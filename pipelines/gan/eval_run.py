@@ -140,7 +140,7 @@ def heldout_fidelity(
     held = stored_images(held_rows, size, cache) if len(held_rows) else originals[:0]
     out = heldout_block(run, summary["class"], originals, held, fake, net, seed, mode)
     classes = summary.get("classes", [summary["class"]])
-    if len(classes) > 1:
+    if summary.get("conditional"):  # a GAN of several classes pooled: its classes together only
         out["per_class"] = {
             c: heldout_block(
                 run,

@@ -178,7 +178,7 @@ def start_from(module: PGGAN, source: Path) -> None:
 
 
 def as_classes(classes: str | list[str]) -> list[str]:
-    """One class name or several, as a list without repeats (several → a label-conditional GAN)."""
+    """One class name or several, as a list without repeats (several → one GAN of them all)."""
     out = [classes] if isinstance(classes, str) else list(dict.fromkeys(classes))
     if not out:
         raise RareganError("give at least one class for the GAN")
@@ -271,6 +271,21 @@ def check_same_classes(run: Path, classes: list[str]) -> None:
         )
 
 
+def is_conditional(cfg: dict, classes: list[str]) -> bool:
+    """Whether a GAN of `classes` is label-conditional: several classes, unless gan.conditional is
+    false (their images pooled, no labels)."""
+    return len(classes) > 1 and cfg["gan"]["conditional"]
+
+
+def require_conditional(cfg: dict, command: str) -> None:
+    """Refuse (one line) gan.conditional false where a GAN of several classes must label its images."""
+    if not cfg["gan"]["conditional"]:
+        raise RareganError(
+            f"gan.conditional false pools a GAN's classes without labels, so {command} could not "
+            "tell which class its images are; it is for transfer sources (raregan gan --unconditional)"
+        )
+
+
 def class_balance(cfg: dict, classes: list[str]) -> float:
     """The gan.class_balance a GAN of `classes` trains with: 0 for one class (nothing to balance)."""
     return cfg["gan"]["class_balance"] if len(classes) > 1 else 0.0
@@ -289,12 +304,12 @@ def gan_fingerprint(
     classes, the fraction and the exact positives it learns from.
 
     The augment section counts only when it augments, the class balance only when a conditional
-    GAN balances, the resolved precision only when bf16, and the GAN it starts from (by its
+    GAN balances, an unconditional GAN of several classes only as such, the resolved precision only when bf16, and the GAN it starts from (by its
     fingerprint, `source_id` when given, else read from its run) only when it fine-tunes one: runs without them keep the fingerprints they had
     before these settings existed.
     """
     skip = ("checkpoint_every_kimg", "keep_checkpoints", "augment", "precision", "class_balance")
-    skip += ("init_from", "freeze_d")
+    skip += ("init_from", "freeze_d", "conditional")
     gan = {k: v for k, v in cfg["gan"].items() if k not in skip}
     if augment_on(cfg["gan"]["augment"]):
         policy = ",".join(parse_policy(cfg["gan"]["augment"]["policy"]))
@@ -303,6 +318,8 @@ def gan_fingerprint(
         gan["precision"] = precision
     if balance := class_balance(cfg, classes):
         gan["class_balance"] = balance
+    if len(classes) > 1 and not is_conditional(cfg, classes):
+        gan["conditional"] = False
     if cfg["gan"]["init_from"] is not None:  # what it starts from, not where that lies
         source_id = source_id or run_id(transfer_source(cfg))
         gan.update(init_from=source_id, freeze_d=cfg["gan"]["freeze_d"])
@@ -327,7 +344,8 @@ def train_gan(
 ) -> Path:
     """Train (or resume) the GAN of a class and fraction in `run`; returns the run folder.
 
-    Several classes train one label-conditional GAN on the union of their positives. A finished
+    Several classes train one label-conditional GAN on the union of their positives (one GAN of
+    them pooled, without labels, when gan.conditional is false). A finished
     or interrupted run is reused only when its fingerprint matches (`redo`: replaced otherwise).
     Checkpoints come every `checkpoint_every` kimg; by default every gan.checkpoint_every_kimg but
     at least five times per schedule. A resume continues exactly: schedule, optimizers, EMA, the
@@ -338,7 +356,7 @@ def train_gan(
     devices, strategy, accelerator = opts.devices, opts.strategy, opts.accelerator
     run = Path(run)
     classes = as_classes(classes)
-    conditional = len(classes) > 1
+    conditional = is_conditional(cfg, classes)
     ckpt = run / CKPT
     rows, images, labels = training_images(prepared, classes, fraction, cfg)
     if (source := transfer_source(cfg)) is not None:
@@ -394,7 +412,8 @@ def train_gan(
         )
     if trainer.global_rank == 0:
         rec = prepared.records
-        finish(run, module, rows, images, classes, fraction, cfg, list(rec.label_names), rec.task)
+        names = list(rec.label_names)
+        finish(run, module, rows, images, classes, fraction, cfg, names, rec.task, conditional)
     return run
 
 
@@ -408,6 +427,7 @@ def finish(
     cfg: dict,
     label_names: list[str],
     task: str = "multilabel",
+    conditional: bool = False,
 ) -> None:
     """Final grid, loss curve, EMA generator weights and summary; DONE last."""
     sample_grid(module, run / "samples" / "final.png", 64, cfg["gan"]["seed"])
@@ -421,7 +441,7 @@ def finish(
     summary = {
         "class": " + ".join(classes),
         "classes": classes,
-        "conditional": len(classes) > 1,
+        "conditional": conditional,
         "fraction": fraction,
         "positives": len(rows),
         "training_images": len(images),

@@ -126,7 +126,8 @@ def synthesize(
     """Write n synthetic images (or `ratio` per real positive) and their label rows; returns the folder.
 
     A real positive's row is drawn for each image; a label-conditional GAN is conditioned on that
-    row's classes, and `only` restricts the draw to the positives of one or some of its classes.
+    row's classes (a GAN of several classes pooled, without labels, writes them unknown, NaN), and
+    `only` restricts the draw to the positives of one or some of its classes.
     `label_rows` says what the written row holds: "gan" (default) only what the GAN knows, i.e. its class(es)
     (1, or the conditioning 1/0 of a conditional GAN) and every other label unknown (NaN, masked
     in the loss; 0 for single-label tasks, where the class excludes the others); "copy_real" the
@@ -143,6 +144,12 @@ def synthesize(
     label_names = summary["label_names"]
     classes = summary.get("classes", [summary["class"]])
     wanted = [] if only is None else [only] if isinstance(only, str) else list(only)
+    pooled = len(classes) > 1 and not summary.get("conditional")  # several classes, no labels
+    if pooled and wanted:
+        raise RareganError(
+            f"GAN run {run} learned {', '.join(classes)} pooled, without labels; it cannot draw "
+            "one of them (train a label-conditional GAN, or fine-tune it on one: --init-from)"
+        )
     for cls in wanted:
         if cls not in classes:
             raise RareganError(
@@ -184,6 +191,8 @@ def synthesize(
             }
         )
         known = dict(zip(classes, condition_labels(source, classes).T, strict=True))
+        if pooled:  # an image of one of its classes, which one unknown
+            known = dict.fromkeys(classes, np.full(n, np.nan, dtype=np.float32))
         other = np.nan if summary.get("task", "multilabel") == "multilabel" else 0.0
         for label in label_names:
             if label_rows == "copy_real":
