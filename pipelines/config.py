@@ -89,7 +89,7 @@ DEFAULTS: dict = {
         "synth_ratio": 3.0,
         "conditional_gan": False,
         "condition_on": [],  # abundant classes each GAN also learns (label-conditional), never synthesized
-        "transfer_from": None,  # a class whose GAN (per fraction and seed) each GAN fine-tunes
+        "transfer_from": [],  # classes whose GAN (pooled, per fraction and seed) each GAN fine-tunes
         "transfer_kimg": 8.0,  # the fine-tune's final phase (gan.final_kimg of the GAN units)
         "label_rows": "gan",
         "n_boot": 1000,
@@ -205,7 +205,7 @@ def _check_choices(cfg: dict, source: str) -> None:
         value = cfg["gan"]["class_balance"]
         bad = f"config key 'gan.class_balance' must be in [0, 1], not {value!r}"
     if cfg["gan"]["freeze_d"] and cfg["gan"]["init_from"] is None:
-        if cfg["compare"]["transfer_from"] is None:
+        if not cfg["compare"]["transfer_from"]:
             bad = "config key 'gan.freeze_d' needs gan.init_from (a GAN run to fine-tune)"
     if cfg["gan"]["precision"] not in PRECISIONS:
         value = cfg["gan"]["precision"]

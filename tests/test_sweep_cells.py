@@ -248,32 +248,37 @@ def test_two_processes_run_two_cells_of_one_sweep_at_once(phantom_root, tmp_path
 def test_transfer_from_trains_a_source_per_fraction_and_seed_that_each_gan_fine_tunes(
     phantom_root, tmp_path
 ):
-    """`--transfer-from`: the abundant class's GAN is a cell of its own per fraction and seed (no
-    filter bank); the GAN unit needs it, starts from its weights and trains only the final phase
+    """`--transfer-from`: the GAN of other classes' images pooled is a cell of its own per fraction
+    and seed (no filter bank, no labels); the GAN unit needs it, starts from its weights and trains only the final phase
     for compare.transfer_kimg; the records alone collect (the source named by its record), a
     changed fine-tune length makes them stale, and bad uses are one line each."""
     argv = tiny_argv(phantom_root, tmp_path, "transfer", ["none", "gan"])
-    argv += ["--transfer-from", "Lung Lesion", "--transfer-kimg", "0.05"]
+    argv += ["--transfer-from", "Lung Lesion", "Pleural Other", "--transfer-kimg", "0.05"]
     code, out, _ = main_output([*argv, "--list-cells"])
     rows = [line.split() for line in out.splitlines()[1:]]
     assert code == 0 and rows == [
         ["0", "pending", "classify-none-f100-s0", "-"],
-        ["1", "pending", "source-Lung_Lesion-f100-s0", "-"],
+        ["1", "pending", "source-Lung_Lesion+Pleural_Other-f100-s0", "-"],
         ["2", "pending", "gan-Fracture-f100-s0", "0,1"],
         ["3", "pending", "classify-gan-f100-s0", "2"],
     ]
     main_output([*argv, "--cell", "0"])
     code, _, err = main_output([*argv, "--cell", "2"])
-    assert code == 2 and "needs source GAN 1 (source-Lung_Lesion-f100-s0), which is not done" in err
+    assert (
+        code == 2
+        and "needs source GAN 1 (source-Lung_Lesion+Pleural_Other-f100-s0), which is not done"
+        in err
+    )
     code, out, err = main_output(argv)
     assert code == 0, err
     gans = tmp_path / "runs/phantoms/gan"
     source, unit = (
-        gans / "transfer-Lung_Lesion-f100-seed0-source",
+        gans / "transfer-Lung_Lesion+Pleural_Other-f100-seed0-source",
         gans / "transfer-Fracture-f100-seed0",
     )
     source_summary = json.loads((source / "summary.json").read_text())
-    assert "init_from" not in source_summary and source_summary["classes"] == ["Lung Lesion"]
+    assert "init_from" not in source_summary and not source_summary["conditional"]
+    assert source_summary["classes"] == ["Lung Lesion", "Pleural Other"]  # pooled, no labels
     assert source_summary["training_images"] == source_summary["positives"]  # no filter bank
     summary = json.loads((unit / "summary.json").read_text())
     assert summary["init_from"] == str(source) and summary["kimg"] == pytest.approx(0.05, abs=0.01)
@@ -283,9 +288,12 @@ def test_transfer_from_trains_a_source_per_fraction_and_seed_that_each_gan_fine_
     cells = tmp_path / "runs/phantoms/compare/transfer/cells"
     assert read_record(cells, "gan-Fracture-f100-s0")["needs"] == [
         "classify-none-f100-s0",
-        "source-Lung_Lesion-f100-s0",
+        "source-Lung_Lesion+Pleural_Other-f100-s0",
     ]
-    assert "fine-tuned from a Lung Lesion GAN" in (cells.parent / "report.md").read_text()
+    assert (
+        "fine-tuned from a Lung Lesion + Pleural Other GAN"
+        in (cells.parent / "report.md").read_text()
+    )
 
     # one finished GAN for every fraction (gan.init_from) must be of the smallest: refused up front
     config = Path(argv[argv.index("--config") + 1])

@@ -69,10 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--transfer-from",
+        nargs="+",
         metavar="CLASS",
-        help="a class (not studied, e.g. an abundant one) whose GAN is trained per fraction and "
-        "seed, without the filter bank; each GAN of that fraction and seed starts from it and "
-        "trains only its final phase for compare.transfer_kimg (default: config, none)",
+        help="classes (not studied, e.g. the abundant ones) whose GAN, of their images pooled and "
+        "without the filter bank, is trained per fraction and seed; each GAN of that fraction and "
+        "seed starts from it and trains only its final phase for compare.transfer_kimg "
+        "(default: config, none)",
     )
     parser.add_argument(
         "--transfer-kimg",
@@ -165,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         redo=args.redo,
         results=args.results,
         condition_on=tuple(cmp["condition_on"]),
-        transfer_from=cmp["transfer_from"],
+        transfer_from=tuple(cmp["transfer_from"]),
     )
     dataset = prepared.dataset_name
     validate(sweep, prepared, cfg)

@@ -114,7 +114,7 @@ def record_checker(
         vcfg = variant_config(cfg, cell.variant, unit_source(sweep, dataset, cell))
         g = {**vcfg, "gan": {**vcfg["gan"], "seed": cell.seed}}
         source = None
-        if vcfg["gan"]["init_from"] is not None and sweep.transfer_from is not None:
+        if vcfg["gan"]["init_from"] is not None and sweep.transfer_from:
             name = source_id(sweep, cell.fraction, cell.seed)
             source = (
                 (read_record(sweep.records_dir(dataset), name) or {})

@@ -28,12 +28,13 @@ GAN_VARIANT = {"gan": "filters", "gan_standard": "filters", "gan_nofilter": "nof
 
 def variant_config(cfg: dict, variant: str, source: Path | None = None) -> dict:
     """The config of a GAN variant: "nofilter" empties the filter bank (originals only); "source"
-    (the abundant class's GAN a sweep's GANs start from) has no filter bank and starts from no GAN.
+    (the abundant classes' GAN a sweep's GANs start from) has no filter bank, pools its classes
+    without labels (so that one-class GANs can start from it) and starts from no GAN.
     With `source`, a GAN unit fine-tunes that source for compare.transfer_kimg (its final phase)."""
     if variant in ("nofilter", "source"):
         cfg = {**cfg, "filters": {**cfg["filters"], "names": []}}
     if variant == "source":
-        cfg = {**cfg, "gan": {**cfg["gan"], "init_from": None, "freeze_d": 0}}
+        cfg = {**cfg, "gan": {**cfg["gan"], "init_from": None, "freeze_d": 0, "conditional": False}}
     if source is not None:
         kimg = cfg["compare"]["transfer_kimg"]
         cfg = {**cfg, "gan": {**cfg["gan"], "init_from": str(source), "final_kimg": kimg}}
@@ -57,7 +58,9 @@ class Sweep:
     log: list[str] = field(default_factory=list)
     results: Path | None = None  # where cell records, tables and report go (default: out_dir)
     condition_on: tuple[str, ...] = ()  # classes each GAN also learns, never synthesized
-    transfer_from: str | None = None  # a class whose GAN (per fraction, seed) each GAN starts from
+    transfer_from: tuple[
+        str, ...
+    ] = ()  # classes whose GAN (per fraction, seed) each GAN starts from
 
     def gan_units(self) -> list[list[str]]:
         """The class sets that get a GAN: each class alone, or all together (conditional); each
@@ -93,7 +96,7 @@ class Sweep:
 
     def source_dir(self, dataset: str, fraction: float, seed: int) -> Path:
         """Run folder of the transfer source (`transfer_from`'s GAN) of a fraction and seed."""
-        return self.gan_dir(dataset, [self.transfer_from], fraction, seed, "source")
+        return self.gan_dir(dataset, list(self.transfer_from), fraction, seed, "source")
 
     def out_dir(self, dataset: str) -> Path:
         """The sweep's folder among the runs (its locks; its results unless `results` is given)."""
@@ -148,13 +151,13 @@ def classifier_cells(sweep: Sweep, dataset: str, gan_arms: bool) -> list[Cell]:
 
 def source_id(sweep: Sweep, fraction: float, seed: int) -> str:
     """The id (and record name) of the transfer source cell of a fraction and seed."""
-    return f"source-{class_tag([sweep.transfer_from])}-f{fraction:g}-s{seed}"
+    return f"source-{class_tag(list(sweep.transfer_from))}-f{fraction:g}-s{seed}"
 
 
 def source_cells(sweep: Sweep, dataset: str) -> list[Cell]:
     """With `transfer_from`: its GAN per fraction and seed (the sweep's GANs of that fraction and
     seed start from it); none otherwise, or when no arm needs a GAN."""
-    if sweep.transfer_from is None or not sweep.gan_variants():
+    if not sweep.transfer_from or not sweep.gan_variants():
         return []
     return [
         Cell(
@@ -163,7 +166,7 @@ def source_cells(sweep: Sweep, dataset: str) -> list[Cell]:
             f,
             s,
             sweep.source_dir(dataset, f, s),
-            unit=(sweep.transfer_from,),
+            unit=tuple(sweep.transfer_from),
             variant="source",
         )
         for f in sweep.fractions
@@ -173,7 +176,7 @@ def source_cells(sweep: Sweep, dataset: str) -> list[Cell]:
 
 def unit_source(sweep: Sweep, dataset: str, cell: Cell) -> Path | None:
     """The run folder of the transfer source a GAN unit fine-tunes (None: it starts from scratch)."""
-    if cell.kind != "gan" or sweep.transfer_from is None:
+    if cell.kind != "gan" or not sweep.transfer_from:
         return None
     return sweep.source_dir(dataset, cell.fraction, cell.seed)
 

@@ -76,8 +76,8 @@ def check_transfer(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
     architecture), and one with too few images at the smallest fraction."""
     if not sweep.gan_variants():
         return
-    cls = sweep.transfer_from
-    if cls is not None and cfg["gan"]["init_from"] is not None:
+    classes = list(sweep.transfer_from)
+    if classes and cfg["gan"]["init_from"] is not None:
         raise RareganError(
             "give one GAN to start from: gan.init_from (one run for every fraction) or "
             "--transfer-from (a source per fraction and seed), not both"
@@ -86,23 +86,24 @@ def check_transfer(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
     if source is not None:
         for fraction in sweep.fractions:
             check_source_images(source, prepared, fraction, cfg["data"]["seed"])
-    if cls is None:
+    if not classes:
         return
     names = prepared.records.label_names
-    if cls not in names:
-        raise RareganError(
-            f"unknown class {cls!r} for --transfer-from; this data has {', '.join(names)}"
-        )
-    if cls in sweep.classes:
-        raise RareganError(
-            f"--transfer-from names {cls!r}, a class the sweep studies: name one it does not study"
-        )
+    for cls in classes:
+        if cls not in names:
+            raise RareganError(
+                f"unknown class {cls!r} for --transfer-from; this data has {', '.join(names)}"
+            )
+        if cls in sweep.classes:
+            raise RareganError(
+                f"--transfer-from names {cls!r}, a class the sweep studies: name only others"
+            )
     if max(len(unit) for unit in sweep.gan_units()) > 1:
         raise RareganError(
             "--transfer-from starts one-class GANs; label-conditional GANs (--condition-on, "
             "--conditional-gan) would need a source of another architecture: drop one of them"
         )
-    training_images(prepared, [cls], sweep.fractions[0], variant_config(cfg, "source"))
+    training_images(prepared, classes, sweep.fractions[0], variant_config(cfg, "source"))
 
 
 def execute(sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str) -> pd.DataFrame:
@@ -181,8 +182,8 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
             continue
         rep = record["eval"]
         what = " (GAN without the filter bank)" if cell.variant == "nofilter" else ""
-        if sweep.transfer_from is not None:
-            what += f" (fine-tuned from a {sweep.transfer_from} GAN)"
+        if sweep.transfer_from:
+            what += f" (fine-tuned from a {' + '.join(sweep.transfer_from)} GAN)"
         cls = " + ".join(cell.unit) + what
         space = space_label(str(rep.get("feature_space", "random-conv")))
         row = {"fraction": cell.fraction, "seed": cell.seed}
