@@ -304,8 +304,9 @@ def gan_fingerprint(
     classes, the fraction and the exact positives it learns from.
 
     The augment section counts only when it augments, the class balance only when a conditional
-    GAN balances, an unconditional GAN of several classes only as such, the resolved precision only when bf16, and the GAN it starts from (by its
-    fingerprint, `source_id` when given, else read from its run) only when it fine-tunes one: runs without them keep the fingerprints they had
+    GAN balances, gan.conditional only when false for several classes, the resolved precision only
+    when bf16, and the GAN it starts from (by its fingerprint: `source_id` when given, else read
+    from its run) only when it fine-tunes one: runs without them keep the fingerprints they had
     before these settings existed.
     """
     skip = ("checkpoint_every_kimg", "keep_checkpoints", "augment", "precision", "class_balance")
