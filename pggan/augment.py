@@ -24,9 +24,12 @@ untouched and a resumed run replays exactly.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import kornia.augmentation as K
 import torch
+
+if TYPE_CHECKING:  # kornia loads only when a policy names one of its ops (a GAN without
+    import kornia.augmentation as K  # augmentation, e.g. on a GPU machine without it, needs none)
 
 POLICIES = ("color", "affine", "translation", "cutout")  # the order the ops run in
 OFF = ("", "none")
@@ -53,8 +56,13 @@ def check_p(p: float) -> float:
     return float(p)
 
 
+KORNIA_OPS = ("affine", "translation", "cutout")
+
+
 def _kornia_ops() -> dict[str, K.AugmentationBase2D]:
     """The kornia modules behind the geometric ops and cutout (kept on the CPU: they sample there)."""
+    import kornia.augmentation as K
+
     return {
         "affine": K.RandomAffine(degrees=10.0, scale=(0.9, 1.1), padding_mode="border"),
         "translation": K.RandomTranslate(
@@ -86,7 +94,7 @@ class DiffAugment:
 
     def __init__(self, policy: str = ""):
         self.names = parse_policy(policy)
-        ops = _kornia_ops()
+        ops = _kornia_ops() if set(self.names) & set(KORNIA_OPS) else {}
         self.ops: dict[str, K.AugmentationBase2D] = {n: ops[n] for n in self.names if n in ops}
 
     def __bool__(self) -> bool:

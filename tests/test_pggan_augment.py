@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
+from conftest import REPO
 
 from pggan.augment import POLICIES, AdaptiveP, DiffAugment, check_p, parse_policy
 
@@ -107,3 +111,15 @@ def test_adaptive_p_state_round_trip_mid_interval():
     for s in (0.25, 1.0):
         assert a.update(torch.tensor(s), 16) == b.update(torch.tensor(s), 16)
     assert a.state_dict() == b.state_dict() and a.p != 0.3
+
+
+def test_kornia_loads_only_for_a_policy_that_uses_it():
+    """A GAN without augmentation (or with color alone) needs no kornia: the GPU machine lacks it."""
+    code = (
+        "import sys; import pggan.module, pipelines.gan.run, pipelines.gan.synth; "
+        "from pggan.augment import DiffAugment; DiffAugment(''); DiffAugment('color'); "
+        "assert 'kornia' not in sys.modules, 'kornia loaded'; "
+        "DiffAugment('cutout'); assert 'kornia' in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1000:]
