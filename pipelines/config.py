@@ -46,7 +46,7 @@ DEFAULTS: dict = {
         # (0.55 vs 0.70 over 2 seeds each, benchmarks/bench_gan_bf16_fidelity.py) for 1.4x speed.
         # bf16: autocast where native (else a warning and fp32); auto: bf16 where native.
         "precision": "32",
-        # A label-conditional GAN draws class c's images in proportion to n_c^(1 - class_balance)
+        # A GAN of several classes draws class c's images in proportion to n_c^(1 - class_balance)
         # (Kang et al. 2020's p ∝ n^q, q = 1 - class_balance): 0 in the data's proportions, 1 every
         # class equally often (the rare class's images repeat in each pass, rounded to whole copies).
         "class_balance": 0.0,

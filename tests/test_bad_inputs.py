@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
+import pandas as pd
 import pytest
 
 from pipelines.cli import main
@@ -113,6 +117,20 @@ def test_synthetic_set_from_a_gan_that_saw_other_patients_is_refused(
     argv += ["--fraction", "10", "--arm", "gan", "--synth", synth, "--out", tmp_path / "clf"]
     code, err = run_cli(capsys, *argv, "--model", "cnn5", "--no-progress")
     assert_one_line_error(code, err, str(synth), "outside this classifier's train rows")
+    assert not (tmp_path / "clf").exists()
+
+    # nor through the GAN it was fine-tuned from: a GAN whose own positives are none of these
+    # rows, fine-tuned from the 100 % GAN, is refused naming that source
+    ft = tmp_path / "fine-tuned"
+    shutil.copytree(finished_run, ft)
+    synth = synthesize(ft, n=4, out=tmp_path / "synth-ft")
+    positives = pd.read_csv(ft / "positives.csv")
+    positives.iloc[:0].to_csv(ft / "positives.csv", index=False)
+    summary = json.loads((ft / "summary.json").read_text())
+    (ft / "summary.json").write_text(json.dumps({**summary, "init_from": str(finished_run)}))
+    argv[argv.index(tmp_path / "synth")] = synth
+    code, err = run_cli(capsys, *argv, "--model", "cnn5", "--no-progress")
+    assert_one_line_error(code, err, f"fine-tuned from {finished_run}", "outside this classifier")
     assert not (tmp_path / "clf").exists()
 
 

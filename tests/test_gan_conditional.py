@@ -225,6 +225,8 @@ def test_unconditional_gan_pools_its_classes_as_a_transfer_source(phantom_root, 
     capsys.readouterr()
     assert main(["synth", "--run", str(out), "--n", "4", "--class", "Fracture"]) == 2
     assert "learned Fracture, Lung Lesion pooled, without labels" in capsys.readouterr().err
+    assert main(["synth", "--run", str(out), "--n", "4", "--label-rows", "copy_real"]) == 2
+    assert "cannot take a real positive's label row (copy_real)" in capsys.readouterr().err
 
     ft = tmp_path / "ft"
     argv = [*gan, "--class", "Fracture", "--init-from", str(out), "--out", str(ft)]

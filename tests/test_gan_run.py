@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import gan_argv, tiny_config
 from PIL import Image
 
@@ -374,13 +375,19 @@ def test_init_from_refuses_a_source_that_learned_from_images_this_run_may_not(
             phantom_root, tmp_path, capsys, out, "--init-from", str(source), *extra
         )
 
-    def copy_with(name, extra_paths=(), init_from=None):
-        """A copy of the --resplit Fracture GAN whose positives list extra images."""
+    def copy_with(name, extra_paths=(), init_from=None, data=None, ids=None):
+        """A copy of the --resplit Fracture GAN whose positives list extra images (their ids new
+        unless given), trained on `data` by its config when given."""
         run = tmp_path / name
         shutil.copytree(resplit_source, run)
         positives = pd.read_csv(run / "positives.csv")
         extra = positives.iloc[[0] * len(extra_paths)].assign(path=list(extra_paths))
+        extra["image_id"] = ids or [f"extra-{k}" for k in range(len(extra))]
         pd.concat([positives, extra]).to_csv(run / "positives.csv", index=False)
+        if data is not None:
+            config = yaml.safe_load((run / "config.yaml").read_text())
+            config["run"]["data"] = str(data)
+            (run / "config.yaml").write_text(yaml.safe_dump(config))
         if init_from is not None:
             summary = json.loads((run / "summary.json").read_text())
             (run / "summary.json").write_text(json.dumps({**summary, "init_from": str(init_from)}))
@@ -416,5 +423,12 @@ def test_init_from_refuses_a_source_that_learned_from_images_this_run_may_not(
     assert code == 2 and "does not list the images it learned from" in err
     assert not (tmp_path / "x").exists()
     # images of another data set are the user's pretraining choice
-    other = copy_with("other-data", [str(tmp_path / "elsewhere" / "a.png")])
+    other = copy_with(
+        "other-data", [str(tmp_path / "elsewhere" / "a.png")], data=tmp_path / "elsewhere"
+    )
     assert gan(tmp_path / "ok", other, "--resplit")[0] == 0
+    # a source trained on a copy of this data, moved since: its images are matched by id
+    held_id = pd.read_csv(resplit_source / "heldout.csv")["image_id"].iloc[0]
+    moved = copy_with("moved", [str(tmp_path / "old-copy" / "a.png")], ids=[held_id])
+    code, err = gan(tmp_path / "x", moved, "--resplit")
+    assert code == 2 and "1 image(s) of this run's validation/test split" in err

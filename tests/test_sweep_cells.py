@@ -314,6 +314,13 @@ def test_transfer_from_trains_a_source_per_fraction_and_seed_that_each_gan_fine_
     longer = [*argv[:-1], "0.1"]
     code, _, err = main_output([*longer, "--collect"])
     assert code == 2 and "gan.final_kimg" in err
+    remove_record(cells, "source-Lung_Lesion+Pleural_Other-f100-s0")  # the unit's source: gone
+    code, _, err = main_output([*argv, "--collect"])
+    assert code == 2 and "the record of the source GAN it fine-tuned" in err
+    assert "run --cell source-Lung_Lesion+Pleural_Other-f100-s0" in err
+    twice = ["--transfer-from", "Lung Lesion", "Pleural Other", "Lung Lesion", "--list-cells"]
+    code, out, _ = main_output([*argv, *twice])  # a class named twice is one class
+    assert code == 0 and "source-Lung_Lesion+Pleural_Other-f100-s0" in out
 
     for extra, needle in [
         (["--transfer-from", "Fracture"], "'Fracture', a class the sweep studies"),

@@ -3,6 +3,7 @@ filter-bank copies added, and the datasets of train, val and test."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from pipelines.data.prepare import Prepared
 from pipelines.data.store import StoreDataset
 from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
+from pipelines.gan.run import data_folder, source_runs
 
 ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard", "synth_only")
 # train on real rows + synthetic sets; synth_only: train on synthetic, test on real (the real
@@ -55,20 +57,31 @@ def arm_rows(rows: pd.DataFrame, arm: str, classes: list[str]) -> pd.DataFrame:
     return rows[~(rows[classes] > 0.5).any(axis=1).to_numpy()]
 
 
-def check_gan_saw_only(folder: Path, synth_rows: pd.DataFrame, rows: pd.DataFrame) -> None:
-    """Refuse a synthetic set whose GAN learned from real images outside this run's train rows."""
+def check_gan_saw_only(
+    folder: Path, synth_rows: pd.DataFrame, rows: pd.DataFrame, data: str = ""
+) -> None:
+    """Refuse a synthetic set whose GAN, or a GAN it was fine-tuned from (gan.init_from), learned
+    from real images of this data outside this run's train rows (a source trained on another data
+    set, by its config's folder name, is not compared)."""
+    train = set(rows["image_id"].astype(str))
     for gan_run in synth_rows["gan_run"].dropna().unique() if "gan_run" in synth_rows else []:
-        positives = Path(gan_run) / "positives.csv"
-        if not positives.is_file():
-            continue  # a set from elsewhere: nothing to check it against
-        seen = pd.read_csv(positives, usecols=["image_id"])["image_id"].astype(str)
-        outside = sorted(set(seen) - set(rows["image_id"].astype(str)))
-        if outside:
-            raise RareganError(
-                f"the GAN behind synthetic set {folder} ({gan_run}) learned from {len(outside)} real "
-                f"images outside this classifier's train rows (e.g. {outside[0]}); train the GAN on "
-                "the same data, split seed and fraction (or a smaller one)"
-            )
+        summary = Path(gan_run) / "summary.json"
+        chain = [Path(gan_run)]
+        chain += source_runs(json.loads(summary.read_text())) if summary.is_file() else []
+        for run in chain:
+            positives = run / "positives.csv"
+            if not positives.is_file() or (run != chain[0] and data_folder(run) != data):
+                continue  # a set from elsewhere, or a source of other data: nothing to compare
+            seen = pd.read_csv(positives, usecols=["image_id"])["image_id"].astype(str)
+            outside = sorted(set(seen) - train)
+            if outside:
+                via = "" if run == chain[0] else f", fine-tuned from {run},"
+                raise RareganError(
+                    f"the GAN behind synthetic set {folder} ({gan_run}){via} learned from "
+                    f"{len(outside)} real images outside this classifier's train rows (e.g. "
+                    f"{outside[0]}); train the GAN on the same data, split seed and fraction (or a "
+                    "smaller one)"
+                )
 
 
 def filtered_copies(
@@ -111,7 +124,8 @@ def datasets(
                 f"synthetic images in {folder} are {images.shape[-1]} px but the data store is "
                 f"{prepared.store.size} px; synthesize from a GAN of the same resolution"
             )
-        check_gan_saw_only(folder, synth_rows, rows if seen is None else seen)
+        data = Path(prepared.records.root).name
+        check_gan_saw_only(folder, synth_rows, rows if seen is None else seen, data)
         labels = torch.from_numpy(synth_rows[label_names].to_numpy(np.float32))
         parts.append(TensorDataset(torch.from_numpy(images), labels))
         n_synth += len(synth_rows)

@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         redo=args.redo,
         results=args.results,
         condition_on=tuple(cmp["condition_on"]),
-        transfer_from=tuple(cmp["transfer_from"]),
+        transfer_from=tuple(dict.fromkeys(cmp["transfer_from"])),
     )
     dataset = prepared.dataset_name
     validate(sweep, prepared, cfg)

@@ -28,7 +28,7 @@ from pipelines.experiment.records import (
     write_record,
 )
 from pipelines.gan.run import gan_fingerprint
-from pipelines.runs import FINGERPRINT, is_done, refuse_stale
+from pipelines.runs import FINGERPRINT, StaleRunError, is_done, refuse_stale
 
 GRIDS = {  # a GAN record's image side files (first seed only): suffix → caption after "what: "
     "-real_vs_synthetic.png": "real train positives (top) vs GAN samples",
@@ -43,9 +43,10 @@ def cell_settings(sweep: Sweep, cfg: dict, dataset: str, cell: Cell) -> dict:
         c = variant_config(cfg, cell.variant, unit_source(sweep, dataset, cell))
         config = {"gan": {**c["gan"], "seed": cell.seed}, "filters": c["filters"]}
         synth = {k: cfg["compare"][k] for k in ("synth_ratio", "label_rows")}
+        synth = {"synth": synth} if cell.kind == "gan" else {}  # a source synthesizes nothing
         return (
             out
-            | {"classes": list(cell.unit), "variant": cell.variant, "synth": synth}
+            | {"classes": list(cell.unit), "variant": cell.variant, **synth}
             | {"config": config | {"data": cfg["data"]}}
         )
     config = {"classify": {**cfg["classify"], "seed": cell.seed}, "compare": cfg["compare"]}
@@ -116,11 +117,12 @@ def record_checker(
         source = None
         if vcfg["gan"]["init_from"] is not None and sweep.transfer_from:
             name = source_id(sweep, cell.fraction, cell.seed)
-            source = (
-                (read_record(sweep.records_dir(dataset), name) or {})
-                .get("fingerprint", {})
-                .get("id")
-            )
+            if (made := read_record(sweep.records_dir(dataset), name)) is None:
+                raise StaleRunError(
+                    f"{path}: the record of the source GAN it fine-tuned ({name}) is not here; run "
+                    f"--cell {name}, or delete {path} to train this GAN again"
+                )
+            source = made["fingerprint"]["id"]
         # gan.precision `auto` is the machine's (bf16 where native): a record from a bf16 CPU or GPU
         # stands on an fp32 machine and the other way round, and says which one made it. An explicit
         # 32 or bf16 is a setting like any other: a GAN of the other precision is stale.
@@ -131,6 +133,7 @@ def record_checker(
             precision, source,
         )  # fmt: skip
         synth_now = {f"synth.{k}": cfg["compare"][k] for k in ("synth_ratio", "label_rows")}
+        synth_now = synth_now if cell.kind == "gan" else {}
         synth_then = {f"synth.{k}": v for k, v in record["settings"].get("synth", {}).items()}
         ignore = ("gan.precision",) if setting == "auto" else ()
         refuse_stale(path, before | synth_then, now["settings"] | synth_now, ignore=ignore)

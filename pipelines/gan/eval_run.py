@@ -140,7 +140,9 @@ def heldout_fidelity(
     held = stored_images(held_rows, size, cache) if len(held_rows) else originals[:0]
     out = heldout_block(run, summary["class"], originals, held, fake, net, seed, mode)
     classes = summary.get("classes", [summary["class"]])
-    if summary.get("conditional"):  # a GAN of several classes pooled: its classes together only
+    if summary.get(
+        "conditional"
+    ):  # per class for a label-conditional GAN; one pooled: together only
         out["per_class"] = {
             c: heldout_block(
                 run,

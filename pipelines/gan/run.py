@@ -122,26 +122,47 @@ def source_runs(summary: dict) -> list[Path]:
     return out
 
 
+def data_folder(run: Path) -> str:
+    """The name of the data folder a GAN run was trained on, from its config ("" if unknown)."""
+    path = Path(run) / "config.yaml"
+    saved = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return Path(str(saved.get("run", {}).get("data", ""))).name
+
+
 def check_source_images(source: Path, prepared: Prepared, fraction: float, seed: int) -> None:
     """Refuse (one line) a GAN to start from whose training images, or those of a GAN it started
     from in turn, this run may not learn from: images of this data's validation or test split (the
     scores would be of images the GAN saw), training images outside this fraction (the GAN would
-    bring the classifier images its fraction leaves out), or images of this data's folder that the
-    run leaves out (--rarefy). Images of another data set are the user's choice of pretraining."""
+    bring the classifier images its fraction leaves out), or images of this data that the run
+    leaves out (--rarefy). An image is this data's by its resolved path, or, for a source trained on
+    a copy of the data by the same folder name (moved since), by its image id. Images of another
+    data set are the user's choice of pretraining."""
     frame = prepared.records.frame
-    where = {os.path.realpath(p): s for p, s in zip(frame["path"], frame["split"], strict=True)}
-    allowed = {os.path.realpath(p) for p in prepared.train_fraction(fraction, seed)["path"]}
-    root = os.path.realpath(prepared.records.root) + os.sep
+    ids = frame["image_id"].astype(str)
+    by_path = {os.path.realpath(p): i for p, i in zip(frame["path"], ids, strict=True)}
+    split_of = dict(zip(ids, frame["split"], strict=True))
+    allowed = set(prepared.train_fraction(fraction, seed)["image_id"].astype(str))
+    root = Path(prepared.records.root)
+    inside = tuple(os.path.join(r, "") for r in {os.path.realpath(root), os.path.abspath(root)})
     for run in source_runs({"init_from": str(source)}):
         if not (run / POSITIVES).is_file():
             raise RareganError(
                 f"gan.init_from: {run} does not list the images it learned from ({POSITIVES}), so "
                 "it cannot be checked against this run's test split; train it again with raregan gan"
             )
-        paths = [os.path.realpath(p) for p in pd.read_csv(run / POSITIVES)["path"]]
-        held = [p for p in paths if where.get(p) in ("val", "test")]
-        outside = [p for p in paths if where.get(p) == "train" and p not in allowed]
-        left_out = [p for p in paths if p not in where and p.startswith(root)]
+        same_name = data_folder(run) == root.name
+        held, outside, left_out = [], [], []
+        for path, image_id in pd.read_csv(run / POSITIVES)[["path", "image_id"]].itertuples(
+            index=False
+        ):
+            iid = by_path.get(os.path.realpath(path)) or (str(image_id) if same_name else None)
+            split = split_of.get(iid)
+            if split in ("val", "test"):
+                held.append(path)
+            elif split == "train" and iid not in allowed:
+                outside.append(path)
+            elif split is None and (same_name or os.path.abspath(path).startswith(inside)):
+                left_out.append(path)
         if held:
             why = (
                 f"{len(held)} image(s) of this run's validation/test split (e.g. {held[0]}), so "
@@ -303,8 +324,8 @@ def gan_fingerprint(
     """What makes a GAN: its config (less the checkpoint interval), the filter bank, the data, the
     classes, the fraction and the exact positives it learns from.
 
-    The augment section counts only when it augments, the class balance only when a conditional
-    GAN balances, gan.conditional only when false for several classes, the resolved precision only
+    The augment section counts only when it augments, the class balance only when a GAN of
+    several classes balances, gan.conditional only when false for several classes, the resolved precision only
     when bf16, and the GAN it starts from (by its fingerprint: `source_id` when given, else read
     from its run) only when it fine-tunes one: runs without them keep the fingerprints they had
     before these settings existed.

@@ -145,10 +145,11 @@ def synthesize(
     classes = summary.get("classes", [summary["class"]])
     wanted = [] if only is None else [only] if isinstance(only, str) else list(only)
     pooled = len(classes) > 1 and not summary.get("conditional")  # several classes, no labels
-    if pooled and wanted:
+    if pooled and (wanted or label_rows == "copy_real"):
+        what = "draw one of them" if wanted else "take a real positive's label row (copy_real)"
         raise RareganError(
-            f"GAN run {run} learned {', '.join(classes)} pooled, without labels; it cannot draw "
-            "one of them (train a label-conditional GAN, or fine-tune it on one: --init-from)"
+            f"GAN run {run} learned {', '.join(classes)} pooled, without labels; it cannot {what} "
+            "(train a label-conditional GAN, or fine-tune it on one class: --init-from)"
         )
     for cls in wanted:
         if cls not in classes:
