@@ -372,3 +372,20 @@ def open_run(run: Path, fp: dict, config: dict) -> None:
     Path(run).mkdir(parents=True, exist_ok=True)
     write_fingerprint(run, fp)
     write_yaml(Path(run) / "config.yaml", config)
+
+
+def source_runs(summary: dict) -> list[Path]:
+    """The GAN runs a run was fine-tuned from (gan.init_from), nearest first, followed back."""
+    out: list[Path] = []
+    while (source := summary.get("init_from")) and Path(source) not in out:
+        out.append(Path(source))
+        path = Path(source) / "summary.json"
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    return out
+
+
+def data_folder(run: Path) -> str:
+    """The name of the data folder a GAN run was trained on, from its config ("" if unknown)."""
+    path = Path(run) / "config.yaml"
+    saved = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return Path(str(saved.get("run", {}).get("data", ""))).name

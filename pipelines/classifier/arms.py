@@ -16,7 +16,7 @@ from pipelines.data.prepare import Prepared
 from pipelines.data.store import StoreDataset
 from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
-from pipelines.gan.run import data_folder, source_runs
+from pipelines.runs import data_folder, source_runs
 
 ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard", "synth_only")
 # train on real rows + synthetic sets; synth_only: train on synthetic, test on real (the real

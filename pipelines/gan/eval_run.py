@@ -24,10 +24,10 @@ from pipelines.gan.metrics import (
     random_feature_net,
     save_closest_pairs_png,
 )
-from pipelines.gan.run import HELDOUT, POSITIVES, source_runs
+from pipelines.gan.run import HELDOUT, POSITIVES
 from pipelines.gan.synth import load_generator, synthesize
 from pipelines.images import save_grid
-from pipelines.runs import file_sha256, staged_dir, write_json
+from pipelines.runs import file_sha256, source_runs, staged_dir, write_json
 
 
 def feature_net(path: Path | None):

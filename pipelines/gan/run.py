@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pipelines.gan.outputs import CKPT, PhaseLines, RunOutputs, ScheduleBar, los
 from pipelines.machine import mixed_precision
 from pipelines.runs import (
     RunOptions,
+    data_folder,
     fingerprint,
     frame_id,
     is_done,
@@ -32,6 +32,7 @@ from pipelines.runs import (
     open_run,
     reuse_or_start,
     run_id,
+    source_runs,
     write_json,
 )
 
@@ -110,23 +111,6 @@ def transfer_source(cfg: dict) -> Path | None:
             "train the GAN to start from first (raregan gan --class ABUNDANT_CLASS)"
         )
     return run
-
-
-def source_runs(summary: dict) -> list[Path]:
-    """The GAN runs a run was fine-tuned from (gan.init_from), nearest first, followed back."""
-    out: list[Path] = []
-    while (source := summary.get("init_from")) and Path(source) not in out:
-        out.append(Path(source))
-        path = Path(source) / "summary.json"
-        summary = json.loads(path.read_text()) if path.is_file() else {}
-    return out
-
-
-def data_folder(run: Path) -> str:
-    """The name of the data folder a GAN run was trained on, from its config ("" if unknown)."""
-    path = Path(run) / "config.yaml"
-    saved = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-    return Path(str(saved.get("run", {}).get("data", ""))).name
 
 
 def check_source_images(source: Path, prepared: Prepared, fraction: float, seed: int) -> None:
