@@ -136,7 +136,8 @@ def gan_run_name(classes: list[str], fraction: float, seed: int, filters: bool =
 def run(args: argparse.Namespace) -> int:
     """Prepare the data, then train or resume the GAN; print where its outputs are."""
     from pipelines.data.prepare import prepare  # torch and Lightning load only when a run starts
-    from pipelines.gan.run import train_gan, transfer_source
+    from pipelines.gan.run import train_gan
+    from pipelines.gan.transfer import transfer_source
 
     keys = {"kimg": "kimg_per_phase", "init_from": "init_from", "freeze_d": "freeze_d"}
     over = config_overrides(args, {option: ("gan", key) for option, key in keys.items()})

@@ -41,13 +41,8 @@ from pipelines.experiment.plan import ERROR, Sweep, cell_plan, plan, status_of, 
 from pipelines.experiment.records import PREDICTIONS, read_record, record_path, side_file
 from pipelines.gan.distances import space_label
 from pipelines.gan.metrics import near_copy_share
-from pipelines.gan.run import (
-    check_condition_on,
-    check_source_images,
-    require_conditional,
-    training_images,
-    transfer_source,
-)
+from pipelines.gan.run import check_condition_on, require_conditional, training_images
+from pipelines.gan.transfer import check_source_images, transfer_source
 from pipelines.runs import atomic_write_text
 
 

@@ -15,10 +15,13 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 
 from pggan import PGGAN, fixed_latents, make_grid_uint8, to_uint8
+from pipelines.errors import RareganError
 from pipelines.images import save_png
 from pipelines.runs import save_checkpoint_atomic
 
 CKPT = "checkpoints/last.ckpt"
+POSITIVES = "positives.csv"  # the real images a GAN run learned from
+HELDOUT = "heldout.csv"  # the classes' val and test positives: real images the GAN never saw
 
 
 class ScheduleBar(TQDMProgressBar):
@@ -202,3 +205,16 @@ def loss_curve(frame: pd.DataFrame, out_png: Path) -> None:
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A PGGAN training checkpoint's contents; a user error unless it is a readable one."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: torch raises many kinds
+        raise RareganError(
+            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); delete it and start over"
+        ) from None
+    if not isinstance(state, dict) or "pggan_state" not in state or "state_dict" not in state:
+        raise RareganError(f"{path} is not a raregan GAN checkpoint; delete it and start over")
+    return state

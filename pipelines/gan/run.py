@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,27 +17,33 @@ from pipelines.data.prefilter import expand
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
 from pipelines.gan.data_order import DataOrder, class_repeats, loader
-from pipelines.gan.outputs import CKPT, PhaseLines, RunOutputs, ScheduleBar, loss_curve, sample_grid
+from pipelines.gan.outputs import (
+    CKPT,
+    HELDOUT,
+    POSITIVES,
+    PhaseLines,
+    RunOutputs,
+    ScheduleBar,
+    loss_curve,
+    read_checkpoint,
+    sample_grid,
+)
+from pipelines.gan.transfer import check_source_images, start_from, transfer_source
 from pipelines.machine import mixed_precision
 from pipelines.runs import (
     RunOptions,
-    data_folder,
     fingerprint,
     frame_id,
-    is_done,
     loggers,
     mark_done,
     merged_logs,
     open_run,
     reuse_or_start,
     run_id,
-    source_runs,
     write_json,
 )
 
 GENERATOR = "generator_ema.pt"
-POSITIVES = "positives.csv"
-HELDOUT = "heldout.csv"  # the classes' val and test positives: real images the GAN never saw
 
 
 def gan_precision(accelerator: str, setting: str) -> str:
@@ -97,89 +102,6 @@ def gan_module(cfg: dict, label_dim: int = 0, precision: str | None = None) -> P
         precision=precision or gan_precision("auto", g["precision"]),
         freeze_d=g["freeze_d"],
     )
-
-
-def transfer_source(cfg: dict) -> Path | None:
-    """The finished GAN run gan.init_from names (None when unset); a user error unless it is one."""
-    source = cfg["gan"]["init_from"]
-    if source is None:
-        return None
-    run = Path(source)
-    if not (run / CKPT).is_file() or not is_done(run):
-        raise RareganError(
-            f"gan.init_from: {run} is not a finished GAN run (it needs DONE and {CKPT}); "
-            "train the GAN to start from first (raregan gan --class ABUNDANT_CLASS)"
-        )
-    return run
-
-
-def check_source_images(source: Path, prepared: Prepared, fraction: float, seed: int) -> None:
-    """Refuse (one line) a GAN to start from whose training images, or those of a GAN it started
-    from in turn, this run may not learn from: images of this data's validation or test split (the
-    scores would be of images the GAN saw), training images outside this fraction (the GAN would
-    bring the classifier images its fraction leaves out), or images of this data that the run
-    leaves out (--rarefy). An image is this data's by its resolved path, or, for a source trained on
-    a copy of the data by the same folder name (moved since), by its image id. Images of another
-    data set are the user's choice of pretraining."""
-    frame = prepared.records.frame
-    ids = frame["image_id"].astype(str)
-    by_path = {os.path.realpath(p): i for p, i in zip(frame["path"], ids, strict=True)}
-    split_of = dict(zip(ids, frame["split"], strict=True))
-    allowed = set(prepared.train_fraction(fraction, seed)["image_id"].astype(str))
-    root = Path(prepared.records.root)
-    inside = tuple(os.path.join(r, "") for r in {os.path.realpath(root), os.path.abspath(root)})
-    for run in source_runs({"init_from": str(source)}):
-        if not (run / POSITIVES).is_file():
-            raise RareganError(
-                f"gan.init_from: {run} does not list the images it learned from ({POSITIVES}), so "
-                "it cannot be checked against this run's test split; train it again with raregan gan"
-            )
-        same_name = data_folder(run) == root.name
-        held, outside, left_out = [], [], []
-        for path, image_id in pd.read_csv(run / POSITIVES)[["path", "image_id"]].itertuples(
-            index=False
-        ):
-            iid = by_path.get(os.path.realpath(path)) or (str(image_id) if same_name else None)
-            split = split_of.get(iid)
-            if split in ("val", "test"):
-                held.append(path)
-            elif split == "train" and iid not in allowed:
-                outside.append(path)
-            elif split is None and (same_name or os.path.abspath(path).startswith(inside)):
-                left_out.append(path)
-        if held:
-            why = (
-                f"{len(held)} image(s) of this run's validation/test split (e.g. {held[0]}), so "
-                "it would be scored on images it saw; train it with this run's split: the same "
-                "data, --seed and --rarefy, and --resplit for both where val is carved per class"
-            )
-        elif outside:
-            why = (
-                f"{len(outside)} training image(s) outside the {fraction:g} % fraction (e.g. "
-                f"{outside[0]}), which a run at that fraction may not learn from; train it with "
-                f"--fraction {fraction:g} or smaller"
-            )
-        elif left_out:
-            why = (
-                f"{len(left_out)} image(s) this run's data leaves out (e.g. {left_out[0]}; "
-                "--rarefy drops them); train it with the same --rarefy"
-            )
-        else:
-            continue
-        raise RareganError(f"gan.init_from: {run} learned from {why}")
-
-
-def start_from(module: PGGAN, source: Path) -> None:
-    """Load the weights of GAN run `source` into `module` (its checkpoint read once, a user error
-    if damaged or of another architecture) and move it to its final phase."""
-    state = read_checkpoint(source / CKPT)
-    try:
-        module.start_from(state["state_dict"])
-    except ValueError as err:
-        raise RareganError(
-            f"gan.init_from: {source} is a GAN of another architecture ({err}); give one trained "
-            "with the same gan.resolution, channels, latent_dim and number of classes"
-        ) from None
 
 
 def as_classes(classes: str | list[str]) -> list[str]:
@@ -249,19 +171,6 @@ def heldout_positives(prepared: Prepared, classes: list[str], rows: pd.DataFrame
 def condition_labels(rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
     """(N, K) float32: 1 where a row is positive for the class (unknown counts as 0)."""
     return (rows[classes].to_numpy(dtype=np.float32) > 0.5).astype(np.float32)
-
-
-def read_checkpoint(path: Path) -> dict:
-    """A PGGAN training checkpoint's contents; a user error unless it is a readable one."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated or foreign file: torch raises many kinds
-        raise RareganError(
-            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); delete it and start over"
-        ) from None
-    if not isinstance(state, dict) or "pggan_state" not in state or "state_dict" not in state:
-        raise RareganError(f"{path} is not a raregan GAN checkpoint; delete it and start over")
-    return state
 
 
 def check_same_classes(run: Path, classes: list[str]) -> None:

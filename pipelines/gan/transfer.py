@@ -1,0 +1,101 @@
+"""Transfer (gan.init_from): the finished GAN run a GAN starts from, checked for what it learned
+from (never this run's val/test images, nor images outside its fraction), and its weights loaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from pipelines.errors import RareganError
+from pipelines.gan.outputs import CKPT, POSITIVES, read_checkpoint
+from pipelines.runs import data_folder, is_done, source_runs
+
+if TYPE_CHECKING:
+    from pggan import PGGAN
+    from pipelines.data.prepare import Prepared
+
+
+def transfer_source(cfg: dict) -> Path | None:
+    """The finished GAN run gan.init_from names (None when unset); a user error unless it is one."""
+    source = cfg["gan"]["init_from"]
+    if source is None:
+        return None
+    run = Path(source)
+    if not (run / CKPT).is_file() or not is_done(run):
+        raise RareganError(
+            f"gan.init_from: {run} is not a finished GAN run (it needs DONE and {CKPT}); "
+            "train the GAN to start from first (raregan gan --class ABUNDANT_CLASS)"
+        )
+    return run
+
+
+def check_source_images(source: Path, prepared: Prepared, fraction: float, seed: int) -> None:
+    """Refuse (one line) a GAN to start from whose training images, or those of a GAN it started
+    from in turn, this run may not learn from: images of this data's validation or test split (the
+    scores would be of images the GAN saw), training images outside this fraction (the GAN would
+    bring the classifier images its fraction leaves out), or images of this data that the run
+    leaves out (--rarefy). An image is this data's by its resolved path, or, for a source trained on
+    a copy of the data by the same folder name (moved since), by its image id. Images of another
+    data set are the user's choice of pretraining."""
+    frame = prepared.records.frame
+    ids = frame["image_id"].astype(str)
+    by_path = {os.path.realpath(p): i for p, i in zip(frame["path"], ids, strict=True)}
+    split_of = dict(zip(ids, frame["split"], strict=True))
+    allowed = set(prepared.train_fraction(fraction, seed)["image_id"].astype(str))
+    root = Path(prepared.records.root)
+    inside = tuple(os.path.join(r, "") for r in {os.path.realpath(root), os.path.abspath(root)})
+    for run in source_runs({"init_from": str(source)}):
+        if not (run / POSITIVES).is_file():
+            raise RareganError(
+                f"gan.init_from: {run} does not list the images it learned from ({POSITIVES}), so "
+                "it cannot be checked against this run's test split; train it again with raregan gan"
+            )
+        same_name = data_folder(run) == root.name
+        held, outside, left_out = [], [], []
+        for path, image_id in pd.read_csv(run / POSITIVES)[["path", "image_id"]].itertuples(
+            index=False
+        ):
+            iid = by_path.get(os.path.realpath(path)) or (str(image_id) if same_name else None)
+            split = split_of.get(iid)
+            if split in ("val", "test"):
+                held.append(path)
+            elif split == "train" and iid not in allowed:
+                outside.append(path)
+            elif split is None and (same_name or os.path.abspath(path).startswith(inside)):
+                left_out.append(path)
+        if held:
+            why = (
+                f"{len(held)} image(s) of this run's validation/test split (e.g. {held[0]}), so "
+                "it would be scored on images it saw; train it with this run's split: the same "
+                "data, --seed and --rarefy, and --resplit for both where val is carved per class"
+            )
+        elif outside:
+            why = (
+                f"{len(outside)} training image(s) outside the {fraction:g} % fraction (e.g. "
+                f"{outside[0]}), which a run at that fraction may not learn from; train it with "
+                f"--fraction {fraction:g} or smaller"
+            )
+        elif left_out:
+            why = (
+                f"{len(left_out)} image(s) this run's data leaves out (e.g. {left_out[0]}; "
+                "--rarefy drops them); train it with the same --rarefy"
+            )
+        else:
+            continue
+        raise RareganError(f"gan.init_from: {run} learned from {why}")
+
+
+def start_from(module: PGGAN, source: Path) -> None:
+    """Load the weights of GAN run `source` into `module` (its checkpoint read once, a user error
+    if damaged or of another architecture) and move it to its final phase."""
+    state = read_checkpoint(source / CKPT)
+    try:
+        module.start_from(state["state_dict"])
+    except ValueError as err:
+        raise RareganError(
+            f"gan.init_from: {source} is a GAN of another architecture ({err}); give one trained "
+            "with the same gan.resolution, channels, latent_dim and number of classes"
+        ) from None
