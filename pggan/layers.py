@@ -17,14 +17,41 @@ def lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, LRELU_SLOPE)
 
 
-def upsample(x: torch.Tensor) -> torch.Tensor:
-    """Nearest-neighbour 2x upsampling."""
+# How images and features change resolution: "nearest" is the paper's (nearest-neighbour 2x up,
+# 2x2 box average down); "lowpass" filters both ways with the binomial [1, 3, 3, 1] (StyleGAN,
+# Karras et al. 2019), which keeps the generator from painting pixel-scale blocks.
+RESAMPLE = ("nearest", "lowpass")
+
+
+def check_resample(resample: str) -> str:
+    """A resample mode's name, or a ValueError listing the modes."""
+    if resample not in RESAMPLE:
+        raise ValueError(f"resample {resample!r}: use one of {', '.join(RESAMPLE)}")
+    return resample
+
+
+def upsample(x: torch.Tensor, resample: str = "nearest") -> torch.Tensor:
+    """2x upsampling: nearest-neighbour, or "lowpass" (bilinear, half-pixel centres: each axis the
+    transposed [1, 3, 3, 1] / 4 filter, edges clamped)."""
+    if resample == "lowpass":
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
     return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
 
-def downsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
-    """Box-filter (average-pool) downsampling by an integer factor."""
-    return F.avg_pool2d(x, factor) if factor > 1 else x
+def downsample(x: torch.Tensor, factor: int = 2, resample: str = "nearest") -> torch.Tensor:
+    """Downsampling by an integer factor: box filter (average pool), or "lowpass" (per 2x step,
+    each axis the [1, 3, 3, 1] / 8 filter at stride 2, edges replicated: two 2-tap averages at
+    stride 1, then one at stride 2, [1, 1] * [1, 1] * [1, 1] = [1, 3, 3, 1]; plain average pools
+    keep the input's dtype, where bf16 has no antialiased interpolation on CPU)."""
+    if resample != "lowpass":
+        return F.avg_pool2d(x, factor) if factor > 1 else x
+    while factor > 1:
+        if factor % 2:
+            raise ValueError(f"lowpass downsampling needs a power-of-2 factor, got {factor}")
+        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        x = F.avg_pool2d(F.avg_pool2d(F.avg_pool2d(x, 2, stride=1), 2, stride=1), 2)
+        factor //= 2
+    return x
 
 
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -54,14 +54,17 @@ _STATE_KEY = "pggan_state"
 PRECISIONS = ("32", "bf16")
 
 
-def prepare_reals(x: torch.Tensor, resolution: int, alpha: float) -> torch.Tensor:
-    """Area-downsample reals to ``resolution`` and blend them across a fade-in like G's output."""
+def prepare_reals(
+    x: torch.Tensor, resolution: int, alpha: float, resample: str = "nearest"
+) -> torch.Tensor:
+    """Downsample reals to ``resolution`` (area, or lowpass) and blend them across a fade-in like
+    G's output (resampled the way G and D resample)."""
     factor = x.shape[-1] // resolution
     if factor < 1 or x.shape[-1] != factor * resolution:
         raise ValueError(f"real images of {x.shape[-1]} px cannot be reduced to {resolution} px")
-    x = downsample(x, factor)
+    x = downsample(x, factor, resample)
     if alpha < 1.0:
-        x = torch.lerp(upsample(downsample(x)), x, alpha)
+        x = torch.lerp(upsample(downsample(x, 2, resample), resample), x, alpha)
     return x
 
 
@@ -94,6 +97,7 @@ class PGGAN(pl.LightningModule):
         augment_speed_kimg: float = 10.0,
         precision: str = "32",
         freeze_d: int = 0,
+        resample: str = "nearest",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -110,8 +114,12 @@ class PGGAN(pl.LightningModule):
         )
         with torch.random.fork_rng(devices=[]):  # initial weights depend on the seed only
             torch.manual_seed(seed)
-            self.G = Generator(resolution, channels, latent_dim, label_dim, img_channels)
-            self.D = Discriminator(resolution, channels, label_dim, img_channels, mbstd_group)
+            self.G = Generator(
+                resolution, channels, latent_dim, label_dim, img_channels, resample=resample
+            )
+            self.D = Discriminator(
+                resolution, channels, label_dim, img_channels, mbstd_group, resample
+            )
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
         if channels_last:
             for net in (self.G, self.D, self.G_ema):
@@ -248,7 +256,7 @@ class PGGAN(pl.LightningModule):
             return None
         reals, labels = self._unpack(batch)
         n = min(phase.batch_size, reals.shape[0])
-        reals = prepare_reals(reals[:n].float(), phase.resolution, phase.alpha)
+        reals = prepare_reals(reals[:n].float(), phase.resolution, phase.alpha, self.G.resample)
         if self.hparams.channels_last:
             reals = reals.contiguous(memory_format=torch.channels_last)
         labels = None if labels is None else labels[:n].float()

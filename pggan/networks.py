@@ -16,6 +16,7 @@ from pggan.layers import (
     EqualConv2d,
     EqualLinear,
     MinibatchStd,
+    check_resample,
     downsample,
     lrelu,
     pixel_norm,
@@ -57,17 +58,21 @@ def _check_labels(labels: torch.Tensor | None, label_dim: int, n: int) -> None:
 
 
 class GBlock(nn.Module):
-    """Upsample, conv3x3, conv3x3; each conv followed by leaky ReLU and pixel norm."""
+    """Upsample, conv3x3, conv3x3; each conv followed by leaky ReLU and pixel norm.
 
-    def __init__(self, in_ch: int, out_ch: int, fused_up: bool = True):
+    Nearest upsampling is fused into the first conv (``fused_up``); lowpass upsampling never is.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, fused_up: bool = True, resample: str = "nearest"):
         super().__init__()
-        self.fused_up = fused_up
-        self.conv1 = EqualConv2d(in_ch, out_ch, 3, up=fused_up)
+        self.resample = check_resample(resample)
+        self.fused_up = fused_up and resample == "nearest"
+        self.conv1 = EqualConv2d(in_ch, out_ch, 3, up=self.fused_up)
         self.conv2 = EqualConv2d(out_ch, out_ch, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Double the resolution."""
-        x = self.conv1(x if self.fused_up else upsample(x))
+        x = self.conv1(x if self.fused_up else upsample(x, self.resample))
         x = pixel_norm(lrelu(x))
         return pixel_norm(lrelu(self.conv2(x)))
 
@@ -83,17 +88,19 @@ class Generator(nn.Module):
         label_dim: int = 0,
         img_channels: int = 1,
         fused_up: bool = True,
+        resample: str = "nearest",
     ):
         super().__init__()
         self.n_levels = check_architecture(resolution, channels)
         self.resolution, self.latent_dim, self.label_dim = resolution, latent_dim, label_dim
-        self.img_channels = img_channels
+        self.img_channels, self.resample = img_channels, check_resample(resample)
         c0 = channels[0]
         # The 4x4 "deconv" of the paper is a dense layer to 4x4xC (official gain sqrt(2)/4).
         self.dense = EqualLinear(latent_dim + label_dim, c0 * 16, gain=HE_GAIN / 4)
         self.conv0 = EqualConv2d(c0, c0, 3)
         self.blocks = nn.ModuleList(
-            GBlock(channels[k - 1], channels[k], fused_up) for k in range(1, self.n_levels)
+            GBlock(channels[k - 1], channels[k], fused_up, resample)
+            for k in range(1, self.n_levels)
         )
         self.to_rgb = nn.ModuleList(EqualConv2d(c, img_channels, 1, gain=1.0) for c in channels)
 
@@ -118,21 +125,22 @@ class Generator(nn.Module):
             h_prev, h = h, block(h)
         out = self.to_rgb[level](h)
         if level > 0 and alpha < 1.0:
-            out = torch.lerp(upsample(self.to_rgb[level - 1](h_prev)), out, alpha)
+            out = torch.lerp(upsample(self.to_rgb[level - 1](h_prev), self.resample), out, alpha)
         return out
 
 
 class DBlock(nn.Module):
-    """conv3x3, conv3x3 (to the lower level's width), each with leaky ReLU, then 2x avg-pool."""
+    """conv3x3, conv3x3 (to the lower level's width), each with leaky ReLU, then 2x downsampling."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, resample: str = "nearest"):
         super().__init__()
         self.conv1 = EqualConv2d(in_ch, in_ch, 3)
         self.conv2 = EqualConv2d(in_ch, out_ch, 3)
+        self.resample = check_resample(resample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Halve the resolution."""
-        return downsample(lrelu(self.conv2(lrelu(self.conv1(x)))))
+        return downsample(lrelu(self.conv2(lrelu(self.conv1(x)))), resample=self.resample)
 
 
 class Discriminator(nn.Module):
@@ -145,15 +153,17 @@ class Discriminator(nn.Module):
         label_dim: int = 0,
         img_channels: int = 1,
         mbstd_group: int = 4,
+        resample: str = "nearest",
     ):
         super().__init__()
         self.n_levels = check_architecture(resolution, channels)
         self.resolution, self.label_dim, self.img_channels = resolution, label_dim, img_channels
+        self.resample = check_resample(resample)
         c0 = channels[0]
         self.from_rgb = nn.ModuleList(EqualConv2d(img_channels, c, 1) for c in channels)
         # blocks[k - 1] takes level k (channels[k]) down to level k - 1 (channels[k - 1]).
         self.blocks = nn.ModuleList(
-            DBlock(channels[k], channels[k - 1]) for k in range(1, self.n_levels)
+            DBlock(channels[k], channels[k - 1], resample) for k in range(1, self.n_levels)
         )
         self.mbstd = MinibatchStd(mbstd_group)
         self.conv_last = EqualConv2d(c0 + 1, c0, 3)
@@ -182,7 +192,8 @@ class Discriminator(nn.Module):
         if level > 0:
             h = self.blocks[level - 1](h)
             if alpha < 1.0:
-                h = torch.lerp(lrelu(self.from_rgb[level - 1](downsample(x))), h, alpha)
+                low = downsample(x, resample=self.resample)
+                h = torch.lerp(lrelu(self.from_rgb[level - 1](low)), h, alpha)
         for k in range(level - 1, 0, -1):
             h = self.blocks[k - 1](h)
         h = lrelu(self.conv_last(self.mbstd(h, n_segments)))

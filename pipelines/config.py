@@ -59,6 +59,9 @@ DEFAULTS: dict = {
         # Several classes: one label-conditional GAN (true), or one GAN of their images pooled,
         # without labels (false: a source for transfer, e.g. every grade but the rare one).
         "conditional": True,
+        # How G and D change resolution: nearest (the paper: nearest-neighbour up, box down) or
+        # lowpass (the binomial [1, 3, 3, 1] filter both ways, as StyleGAN, Karras et al. 2019).
+        "resample": "nearest",
         "seed": 0,
     },
     "classify": {
@@ -187,8 +190,8 @@ def _check_value(key: str, value, source: str) -> None:
 
 
 def _check_choices(cfg: dict, source: str) -> None:
-    """Values whose type is right but whose range or name is not: augmentation, class balance and
-    precision."""
+    """Values whose type is right but whose range or name is not: augmentation, class balance,
+    precision and resampling."""
     aug, bad = cfg["gan"]["augment"], None
     if aug["policy"].strip() not in ("", "none"):
         from pggan.augment import parse_policy  # torch loads only when a policy is set
@@ -210,6 +213,13 @@ def _check_choices(cfg: dict, source: str) -> None:
     if cfg["gan"]["precision"] not in PRECISIONS:
         value = cfg["gan"]["precision"]
         bad = f"config key 'gan.precision' must be one of {', '.join(PRECISIONS)}, not {value!r}"
+    if cfg["gan"]["resample"] != "nearest":
+        from pggan.layers import check_resample  # torch loads only when it is set
+
+        try:
+            check_resample(cfg["gan"]["resample"])
+        except ValueError as err:
+            bad = f"config key 'gan.{err}'"
     if bad:
         raise RareganError(f"{source}: {bad}")
 

@@ -227,12 +227,17 @@ def test_augment_settings_change_the_fingerprint_only_when_they_augment():
 
     prepared, rows = SimpleNamespace(data_id="d"), pd.DataFrame({"image_id": ["a", "b"]})
 
-    def fp(augment: dict | None = None, precision: str = "32") -> dict:
-        over = {"gan": {"augment": augment}} if augment else None
+    def fp(augment: dict | None = None, precision: str = "32", **gan) -> dict:
+        over = {"gan": {**gan, **({"augment": augment} if augment else {})}}
         return gan_fingerprint(prepared, load_config(None, over), ["X"], 100.0, rows, precision)
 
     base = fp()
-    assert not [k for k in base["settings"] if k.startswith(("gan.augment", "gan.precision"))]
+    settings = base["settings"]
+    assert not [
+        k for k in settings if k.startswith(("gan.augment", "gan.precision", "gan.resample"))
+    ]
+    assert fp(resample="nearest")["id"] == base["id"]
+    assert fp(resample="lowpass")["settings"]["gan.resample"] == "lowpass"
     assert fp({"policy": "cutout,translation", "p": 0.0})["id"] == base["id"]  # p 0: identity
     assert fp({"policy": "", "adaptive": True})["id"] == base["id"]  # no policy: identity
     on = fp({"policy": "cutout,translation", "p": 0.3})
@@ -245,8 +250,9 @@ def test_augment_settings_change_the_fingerprint_only_when_they_augment():
         fp({"policy": "translation,cutout", "p": 0.3, "adaptive": True})["id"],
         fp({"policy": "translation,cutout", "p": 0.3, "target": 0.7})["id"],
         fp(precision="bf16")["id"],
+        fp(resample="lowpass")["id"],
     }
-    assert len(ids) == 5 and on["id"] not in ids and base["id"] not in ids
+    assert len(ids) == 6 and on["id"] not in ids and base["id"] not in ids
 
 
 def test_gan_precision_bf16_only_where_native_and_wired_into_the_module(monkeypatch, capsys):
@@ -289,3 +295,22 @@ def test_gan_cli_augment_sets_p_logs_it_and_plots_it(phantom_root, tmp_path):
     settings = json.loads((fixed / "fingerprint.json").read_text())["settings"]
     assert settings["gan.augment.p"] == 0.5 and settings["gan.augment.adaptive"] is False
     assert (pd.read_csv(fixed / "losses.csv")["aug_p"].dropna() == 0.5).all()
+
+
+def test_lowpass_gan_trains_and_its_images_come_from_a_lowpass_generator(phantom_root, tmp_path):
+    """gan.resample lowpass end to end: in the fingerprint, the module, and the generator that
+    synth rebuilds from the run (and from a checkpoint) resamples as it was trained."""
+    from pipelines.gan.synth import checkpoint_generator, load_generator
+
+    cfg = tiny_config(tmp_path, kimg=0.02, every=0.02)
+    cfg.write_text(cfg.read_text() + "  resample: lowpass\n")
+    out = tmp_path / "run"
+    assert main(gan_argv(phantom_root, tmp_path, out, cfg)) == 0
+    settings = json.loads((out / "fingerprint.json").read_text())["settings"]
+    assert settings["gan.resample"] == "lowpass"
+    G, _ = load_generator(out)
+    assert G.resample == "lowpass" and all(b.resample == "lowpass" for b in G.blocks)
+    saved = torch.load(out / "checkpoints/last.ckpt", weights_only=False)
+    weights = {k[6:]: v for k, v in saved["state_dict"].items() if k.startswith("G_ema.")}
+    torch.testing.assert_close(G.state_dict(), weights)
+    assert checkpoint_generator(out, "last.ckpt")[0].resample == "lowpass"

@@ -79,6 +79,10 @@ def test_init_from_fine_tunes_a_finished_gan_in_its_final_phase(
     wider.write_text(cfg.read_text().replace("[16, 16, 8]", "[16, 16, 16]"))
     code, err = gan(tmp_path / "x", "--init-from", str(finished_run), config=wider)
     assert code == 2 and "another architecture" in err and "G.blocks.1.conv1.weight" in err
+    lowpass = tmp_path / "lowpass.yaml"
+    lowpass.write_text(cfg.read_text() + "  resample: lowpass\n")
+    code, err = gan(tmp_path / "x", "--init-from", str(finished_run), config=lowpass)
+    assert code == 2 and "gan.resample nearest, this one lowpass" in err
     code, err = gan(tmp_path / "x", "--freeze-d", "1")
     assert code == 2 and "'gan.freeze_d' needs gan.init_from" in err
     code, err = gan(tmp_path / "x", "--init-from", str(finished_run), "--freeze-d", "3")

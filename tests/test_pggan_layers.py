@@ -1,4 +1,4 @@
-"""PGGAN layers: equalized lr, pixel norm, minibatch stddev, fused upsample-conv."""
+"""PGGAN layers: equalized lr, pixel norm, minibatch stddev, fused upsample-conv, resampling."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pggan.layers import EqualConv2d, EqualLinear, MinibatchStd, pixel_norm, upsample
+from pggan.layers import (
+    EqualConv2d,
+    EqualLinear,
+    MinibatchStd,
+    check_resample,
+    downsample,
+    pixel_norm,
+    upsample,
+)
 
 
 def test_equalized_lr_effective_weight_has_he_std():
@@ -109,3 +117,51 @@ def test_minibatch_std_of_bf16_features_is_the_fp32_stddev_of_those_values() -> 
     assert got.dtype == torch.bfloat16 and got.shape == (8, 17, 4, 4)
     assert torch.equal(got[:, :-1], x)
     torch.testing.assert_close(got[:, -1].float(), want, rtol=8e-3, atol=0)
+
+
+BINOMIAL = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_lowpass_downsample_is_the_binomial_filter_at_stride_2(dtype):
+    """Reference: a depthwise conv with [1,3,3,1]/8 per axis at stride 2 over edge-replicated input;
+    factor 4 is two such steps; the input's dtype and channels_last layout are kept."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    kernel = (torch.outer(BINOMIAL, BINOMIAL) / 64).expand(3, 1, 4, 4)
+
+    def ref(t):
+        return F.conv2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), kernel, stride=2, groups=3)
+
+    got = downsample(x.to(dtype).contiguous(memory_format=torch.channels_last), 2, "lowpass")
+    assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+    tol = 1e-12 if dtype == torch.float64 else 3e-2
+    torch.testing.assert_close(got.double(), ref(x.to(dtype).double()), rtol=tol, atol=tol)
+    torch.testing.assert_close(downsample(x, 4, "lowpass"), ref(ref(x)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(downsample(x, 2), F.avg_pool2d(x, 2))  # the paper's box filter
+    with pytest.raises(ValueError, match="power-of-2"):
+        downsample(x, 3, "lowpass")
+
+
+def test_lowpass_upsample_is_the_transposed_binomial_filter():
+    """Inside the border, 2x lowpass upsampling is the transposed conv with [1,3,3,1]/4 per axis;
+    it keeps a constant image constant (edges included) and removes nearest's 2x2 blocks."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    kernel = (torch.outer(BINOMIAL, BINOMIAL) / 16).expand(3, 1, 4, 4)
+    ref = F.conv_transpose2d(x, kernel, stride=2, padding=1, groups=3)
+    got = upsample(x, "lowpass")
+    torch.testing.assert_close(got[..., 1:-1, 1:-1], ref[..., 1:-1, 1:-1], rtol=1e-12, atol=1e-12)
+    flat = torch.full((1, 1, 4, 4), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(
+        upsample(flat, "lowpass"), torch.full((1, 1, 8, 8), 0.3, dtype=flat.dtype)
+    )
+    near = upsample(x)
+    assert torch.equal(near[..., 0::2, 0::2], near[..., 1::2, 1::2])  # nearest: 2x2 blocks
+    assert not torch.equal(got[..., 0::2, 0::2], got[..., 1::2, 1::2])
+
+
+def test_resample_modes_are_named():
+    assert check_resample("lowpass") == "lowpass"
+    with pytest.raises(ValueError, match="use one of nearest, lowpass"):
+        check_resample("bicubic")

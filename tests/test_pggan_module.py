@@ -57,10 +57,12 @@ def _distances(module: PGGAN, reals: torch.Tensor) -> tuple[float, float]:
     return gap, w1
 
 
-def test_fit_learns_toy_distribution_and_stops_at_schedule_end(tmp_path):
+@pytest.mark.parametrize("resample", ["nearest", "lowpass"])
+def test_fit_learns_toy_distribution_and_stops_at_schedule_end(tmp_path, resample):
     torch.manual_seed(0)
     batch = {4: 32, 8: 32, 16: 32}
-    module = make_module(kimg_per_phase=1.0, lr=3e-4, batch_per_resolution=batch)
+    module = make_module(kimg_per_phase=1.0, lr=3e-4, batch_per_resolution=batch, resample=resample)
+    assert module.G.resample == module.D.resample == module.G_ema.resample == resample
     reals = discs(256, seed=9)
     before = _distances(module, reals)
     tr = trainer(tmp_path)
@@ -68,8 +70,11 @@ def test_fit_learns_toy_distribution_and_stops_at_schedule_end(tmp_path):
     after = _distances(module, reals)
     assert module.phase.done and module.images_seen >= module.schedule.total_images
     assert module.steps == module.schedule.total_steps()  # stopped exactly at the end
-    # Seen on this config: gap 0.39 -> 0.03, W1 0.42 -> 0.19 (156 steps, about 20 s on 1 core).
-    assert after[0] < 0.3 * before[0], (before, after)
+    # Seen on this config (156 steps, about 20 s on 1 core): nearest gap 0.39 -> 0.03, W1 0.42 ->
+    # 0.19; lowpass (its smoother edges learn the binary discs' brightness more slowly) gap 0.43 ->
+    # 0.17, W1 0.49 -> 0.21.
+    gap_ratio = 0.3 if resample == "nearest" else 0.6
+    assert after[0] < gap_ratio * before[0], (before, after)
     assert after[1] < 0.6 * before[1], (before, after)
     logged = tr.callback_metrics
     assert {"d_loss", "g_loss", "gp", "level", "alpha", "kimg"} <= set(logged)
@@ -182,6 +187,21 @@ def test_prepare_reals_area_downsamples_and_blends():
     coarse = full.unfold(2, 2, 2).unfold(3, 2, 2).mean(dim=(-1, -2))
     coarse = coarse.repeat_interleave(2, 2).repeat_interleave(2, 3)
     torch.testing.assert_close(half, 0.75 * coarse + 0.25 * full)
+
+
+def test_prepare_reals_lowpass_resamples_as_g_and_d_do():
+    """Under lowpass the reals at lower levels are binomially filtered, never box-averaged, and a
+    fade blends in their lowpass-upsampled coarser version (as G's output fades)."""
+    from pggan.layers import downsample, upsample
+
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    full = prepare_reals(x, 4, 1.0, "lowpass")
+    torch.testing.assert_close(full, downsample(downsample(x, 2, "lowpass"), 2, "lowpass"))
+    assert not torch.allclose(full, prepare_reals(x, 4, 1.0))
+    half = prepare_reals(x, 8, 0.25, "lowpass")
+    eight = downsample(x, 2, "lowpass")
+    coarse = upsample(downsample(eight, 2, "lowpass"), "lowpass")
+    torch.testing.assert_close(half, 0.75 * coarse + 0.25 * eight)
 
 
 def test_label_conditional_fit_runs_on_image_label_batches(tmp_path):

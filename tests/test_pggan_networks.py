@@ -66,6 +66,23 @@ def test_fused_and_unfused_generators_agree():
     torch.testing.assert_close(g1(z, 2, 0.5), g2(z, 2, 0.5), rtol=1e-4, atol=1e-5)
 
 
+def test_lowpass_nets_fade_through_lowpass_resampling_and_take_the_same_weights():
+    """resample lowpass changes no weight (a nearest GAN's state dict loads) but the function: fades
+    and every level change go through the binomial filter, and upsampling is never fused."""
+    torch.manual_seed(2)
+    G, D = Generator(16, CH, 12, resample="lowpass"), Discriminator(16, CH, resample="lowpass")
+    Gn, Dn = Generator(16, CH, 12), Discriminator(16, CH)
+    Gn.load_state_dict(G.state_dict())
+    Dn.load_state_dict(D.state_dict())
+    z, x = torch.randn(4, 12), torch.randn(4, 1, 16, 16)
+    torch.testing.assert_close(G(z, 2, 0.0), upsample(G(z, 1, 1.0), "lowpass"))
+    torch.testing.assert_close(D(x, 2, 0.0), D(downsample(x, resample="lowpass"), 1, 1.0))
+    assert not torch.allclose(G(z), Gn(z)) and not torch.allclose(D(x), Dn(x))
+    assert not any(block.fused_up for block in G.blocks) and all(b.fused_up for b in Gn.blocks)
+    with pytest.raises(ValueError, match="resample 'box'"):
+        Discriminator(16, CH, resample="box")
+
+
 def test_label_conditional_shapes_and_labels_matter():
     torch.manual_seed(0)
     G = Generator(16, CH, latent_dim=12, label_dim=3)

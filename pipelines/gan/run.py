@@ -101,6 +101,7 @@ def gan_module(cfg: dict, label_dim: int = 0, precision: str | None = None) -> P
         augment_speed_kimg=aug["speed_kimg"],
         precision=precision or gan_precision("auto", g["precision"]),
         freeze_d=g["freeze_d"],
+        resample=g["resample"],
     )
 
 
@@ -218,13 +219,13 @@ def gan_fingerprint(
     classes, the fraction and the exact positives it learns from.
 
     The augment section counts only when it augments, the class balance only when a GAN of
-    several classes balances, gan.conditional only when false for several classes, the resolved precision only
-    when bf16, and the GAN it starts from (by its fingerprint: `source_id` when given, else read
+    several classes balances, gan.conditional only when false for several classes, the resolved
+    precision only when bf16, gan.resample only when not nearest, and the GAN it starts from (by its fingerprint: `source_id` when given, else read
     from its run) only when it fine-tunes one: runs without them keep the fingerprints they had
     before these settings existed.
     """
     skip = ("checkpoint_every_kimg", "keep_checkpoints", "augment", "precision", "class_balance")
-    skip += ("init_from", "freeze_d", "conditional")
+    skip += ("init_from", "freeze_d", "conditional", "resample")
     gan = {k: v for k, v in cfg["gan"].items() if k not in skip}
     if augment_on(cfg["gan"]["augment"]):
         policy = ",".join(parse_policy(cfg["gan"]["augment"]["policy"]))
@@ -233,6 +234,8 @@ def gan_fingerprint(
         gan["precision"] = precision
     if balance := class_balance(cfg, classes):
         gan["class_balance"] = balance
+    if cfg["gan"]["resample"] != "nearest":
+        gan["resample"] = cfg["gan"]["resample"]
     if len(classes) > 1 and not is_conditional(cfg, classes):
         gan["conditional"] = False
     if cfg["gan"]["init_from"] is not None:  # what it starts from, not where that lies

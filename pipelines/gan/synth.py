@@ -59,8 +59,9 @@ def load_generator(
 def _generator(hp: dict, state: dict) -> Generator:
     """A Generator built from a PGGAN module's hyperparameters, with `state` loaded."""
     G = Generator(
-        hp["resolution"], hp["channels"], hp["latent_dim"], hp["label_dim"], hp["img_channels"]
-    )
+        hp["resolution"], hp["channels"], hp["latent_dim"], hp["label_dim"], hp["img_channels"],
+        resample=hp.get("resample", "nearest"),  # runs from before resample existed: nearest
+    )  # fmt: skip
     G.load_state_dict(state)
     return G
 

@@ -92,6 +92,12 @@ def start_from(module: PGGAN, source: Path) -> None:
     """Load the weights of GAN run `source` into `module` (its checkpoint read once, a user error
     if damaged or of another architecture) and move it to its final phase."""
     state = read_checkpoint(source / CKPT)
+    theirs = state.get("hyper_parameters", {}).get("resample", "nearest")
+    if theirs != module.hparams.resample:  # same weights, another function: not a fine-tune
+        raise RareganError(
+            f"gan.init_from: {source} is a GAN with gan.resample {theirs}, this one "
+            f"{module.hparams.resample}; give one trained with the same gan.resample"
+        )
     try:
         module.start_from(state["state_dict"])
     except ValueError as err:
