@@ -33,7 +33,7 @@ def check_resample(resample: str) -> str:
 def upsample(x: torch.Tensor, resample: str = "nearest") -> torch.Tensor:
     """2x upsampling: nearest-neighbour, or "lowpass" (bilinear, half-pixel centres: each axis the
     transposed [1, 3, 3, 1] / 4 filter, edges clamped)."""
-    if resample == "lowpass":
+    if check_resample(resample) == "lowpass":
         return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
     return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
@@ -41,17 +41,19 @@ def upsample(x: torch.Tensor, resample: str = "nearest") -> torch.Tensor:
 def downsample(x: torch.Tensor, factor: int = 2, resample: str = "nearest") -> torch.Tensor:
     """Downsampling by an integer factor: box filter (average pool), or "lowpass" (per 2x step,
     each axis the [1, 3, 3, 1] / 8 filter at stride 2, edges replicated: two 2-tap averages at
-    stride 1, then one at stride 2, [1, 1] * [1, 1] * [1, 1] = [1, 3, 3, 1]; plain average pools
-    keep the input's dtype, where bf16 has no antialiased interpolation on CPU)."""
-    if resample != "lowpass":
+    stride 1, then one at stride 2, [1, 1] * [1, 1] * [1, 1] = [1, 3, 3, 1]; average pools, where
+    bf16 has no antialiased interpolation on CPU). The result keeps the input's dtype, also under
+    autocast (whose replicate padding runs in fp32)."""
+    if check_resample(resample) != "lowpass":
         return F.avg_pool2d(x, factor) if factor > 1 else x
+    dtype = x.dtype
     while factor > 1:
         if factor % 2:
             raise ValueError(f"lowpass downsampling needs a power-of-2 factor, got {factor}")
         x = F.pad(x, (1, 1, 1, 1), mode="replicate")
         x = F.avg_pool2d(F.avg_pool2d(F.avg_pool2d(x, 2, stride=1), 2, stride=1), 2)
         factor //= 2
-    return x
+    return x.to(dtype)
 
 
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

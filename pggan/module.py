@@ -45,7 +45,7 @@ import torch
 
 from pggan.augment import AdaptiveP, DiffAugment, check_p
 from pggan.ema import decay_at, update_ema
-from pggan.layers import downsample, upsample
+from pggan.layers import check_resample, downsample, upsample
 from pggan.loss import d_loss_wgan_gp, g_loss_wgan
 from pggan.networks import Discriminator, Generator
 from pggan.schedule import Phase, Schedule
@@ -59,6 +59,7 @@ def prepare_reals(
 ) -> torch.Tensor:
     """Downsample reals to ``resolution`` (area, or lowpass) and blend them across a fade-in like
     G's output (resampled the way G and D resample)."""
+    check_resample(resample)
     factor = x.shape[-1] // resolution
     if factor < 1 or x.shape[-1] != factor * resolution:
         raise ValueError(f"real images of {x.shape[-1]} px cannot be reduced to {resolution} px")

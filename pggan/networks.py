@@ -125,7 +125,8 @@ class Generator(nn.Module):
             h_prev, h = h, block(h)
         out = self.to_rgb[level](h)
         if level > 0 and alpha < 1.0:
-            out = torch.lerp(upsample(self.to_rgb[level - 1](h_prev), self.resample), out, alpha)
+            coarse = upsample(self.to_rgb[level - 1](h_prev), self.resample)
+            out = torch.lerp(coarse.to(out.dtype), out, alpha)  # autocast may resample in fp32
         return out
 
 
@@ -192,8 +193,8 @@ class Discriminator(nn.Module):
         if level > 0:
             h = self.blocks[level - 1](h)
             if alpha < 1.0:
-                low = downsample(x, resample=self.resample)
-                h = torch.lerp(lrelu(self.from_rgb[level - 1](low)), h, alpha)
+                low = lrelu(self.from_rgb[level - 1](downsample(x, resample=self.resample)))
+                h = torch.lerp(low.to(h.dtype), h, alpha)
         for k in range(level - 1, 0, -1):
             h = self.blocks[k - 1](h)
         h = lrelu(self.conv_last(self.mbstd(h, n_segments)))

@@ -218,8 +218,9 @@ def _check_choices(cfg: dict, source: str) -> None:
 
         try:
             check_resample(cfg["gan"]["resample"])
-        except ValueError as err:
-            bad = f"config key 'gan.{err}'"
+        except ValueError:
+            value = cfg["gan"]["resample"]
+            bad = f"config key 'gan.resample' must be one of nearest, lowpass, not {value!r}"
     if bad:
         raise RareganError(f"{source}: {bad}")
 

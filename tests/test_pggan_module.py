@@ -204,6 +204,23 @@ def test_prepare_reals_lowpass_resamples_as_g_and_d_do():
     torch.testing.assert_close(half, 0.75 * coarse + 0.25 * eight)
 
 
+def test_training_step_resamples_the_reals_as_its_networks_do(tmp_path, monkeypatch):
+    import pggan.module
+
+    seen = []
+
+    def recording(x, resolution, alpha, resample="nearest"):
+        seen.append(resample)
+        return prepare_reals(x, resolution, alpha, resample)
+
+    monkeypatch.setattr(pggan.module, "prepare_reals", recording)
+    module = make_module(resample="lowpass")
+    trainer(tmp_path, max_epochs=1, limit_train_batches=2).fit(module, loader())
+    assert seen == ["lowpass", "lowpass"]
+    with pytest.raises(ValueError, match="use one of nearest, lowpass"):
+        prepare_reals(torch.zeros(1, 1, 8, 8), 4, 1.0, "Lowpass")
+
+
 def test_label_conditional_fit_runs_on_image_label_batches(tmp_path):
     labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).repeat(48, 1)
     data = DataLoader(TensorDataset(discs(96, 3), labels), batch_size=32)

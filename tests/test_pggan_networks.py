@@ -83,6 +83,24 @@ def test_lowpass_nets_fade_through_lowpass_resampling_and_take_the_same_weights(
         Discriminator(16, CH, resample="box")
 
 
+@pytest.mark.parametrize("resample", ["nearest", "lowpass"])
+def test_fades_train_under_cpu_bf16_autocast(resample):
+    """Under bf16 autocast the resampled branch of a fade may come back in fp32 (replicate padding
+    runs in fp32); both sides of each blend must agree, forward and through the penalty's gradient."""
+    from pggan.loss import d_loss_wgan_gp
+
+    torch.manual_seed(3)
+    G, D = Generator(16, CH, 12, resample=resample), Discriminator(16, CH, resample=resample)
+    reals = torch.randn(4, 1, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fakes = G(torch.randn(4, 12), 2, 0.5)
+        assert downsample(reals.bfloat16(), 2, resample).dtype == torch.bfloat16
+        loss = d_loss_wgan_gp(D, reals, fakes.float(), 2, 0.5)[0]
+    loss.float().backward()
+    grads = [p.grad for p in [*G.parameters(), *D.parameters()] if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
 def test_label_conditional_shapes_and_labels_matter():
     torch.manual_seed(0)
     G = Generator(16, CH, latent_dim=12, label_dim=3)

@@ -220,9 +220,9 @@ def gan_fingerprint(
 
     The augment section counts only when it augments, the class balance only when a GAN of
     several classes balances, gan.conditional only when false for several classes, the resolved
-    precision only when bf16, gan.resample only when not nearest, and the GAN it starts from (by its fingerprint: `source_id` when given, else read
-    from its run) only when it fine-tunes one: runs without them keep the fingerprints they had
-    before these settings existed.
+    precision only when bf16, gan.resample only when not nearest, and the GAN it starts from (by
+    its fingerprint: `source_id` when given, else read from its run) only when it fine-tunes one:
+    runs without them keep the fingerprints they had before these settings existed.
     """
     skip = ("checkpoint_every_kimg", "keep_checkpoints", "augment", "precision", "class_balance")
     skip += ("init_from", "freeze_d", "conditional", "resample")

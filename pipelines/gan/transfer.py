@@ -3,6 +3,7 @@ from (never this run's val/test images, nor images outside its fraction), and it
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ import pandas as pd
 
 from pipelines.errors import RareganError
 from pipelines.gan.outputs import CKPT, POSITIVES, read_checkpoint
-from pipelines.runs import data_folder, is_done, source_runs
+from pipelines.runs import FINGERPRINT, data_folder, is_done, source_runs
 
 if TYPE_CHECKING:
     from pggan import PGGAN
@@ -28,6 +29,14 @@ def transfer_source(cfg: dict) -> Path | None:
         raise RareganError(
             f"gan.init_from: {run} is not a finished GAN run (it needs DONE and {CKPT}); "
             "train the GAN to start from first (raregan gan --class ABUNDANT_CLASS)"
+        )
+    fingerprint = run / FINGERPRINT  # its resampling: same weights, another function
+    settings = json.loads(fingerprint.read_text())["settings"] if fingerprint.is_file() else {}
+    theirs, mine = settings.get("gan.resample", "nearest"), cfg["gan"]["resample"]
+    if theirs != mine:
+        raise RareganError(
+            f"gan.init_from: {run} is a GAN with gan.resample {theirs}, this one {mine}; give "
+            "one trained with the same gan.resample"
         )
     return run
 
@@ -92,12 +101,6 @@ def start_from(module: PGGAN, source: Path) -> None:
     """Load the weights of GAN run `source` into `module` (its checkpoint read once, a user error
     if damaged or of another architecture) and move it to its final phase."""
     state = read_checkpoint(source / CKPT)
-    theirs = state.get("hyper_parameters", {}).get("resample", "nearest")
-    if theirs != module.hparams.resample:  # same weights, another function: not a fine-tune
-        raise RareganError(
-            f"gan.init_from: {source} is a GAN with gan.resample {theirs}, this one "
-            f"{module.hparams.resample}; give one trained with the same gan.resample"
-        )
     try:
         module.start_from(state["state_dict"])
     except ValueError as err:
