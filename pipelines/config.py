@@ -214,13 +214,10 @@ def _check_choices(cfg: dict, source: str) -> None:
         value = cfg["gan"]["precision"]
         bad = f"config key 'gan.precision' must be one of {', '.join(PRECISIONS)}, not {value!r}"
     if cfg["gan"]["resample"] != "nearest":
-        from pggan.layers import check_resample  # torch loads only when it is set
+        from pggan.layers import RESAMPLE  # torch loads only when it is set
 
-        try:
-            check_resample(cfg["gan"]["resample"])
-        except ValueError:
-            value = cfg["gan"]["resample"]
-            bad = f"config key 'gan.resample' must be one of nearest, lowpass, not {value!r}"
+        if (value := cfg["gan"]["resample"]) not in RESAMPLE:
+            bad = f"config key 'gan.resample' must be one of {', '.join(RESAMPLE)}, not {value!r}"
     if bad:
         raise RareganError(f"{source}: {bad}")
 
