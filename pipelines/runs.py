@@ -330,12 +330,16 @@ def frame_id(frame, columns: list[str] | None = None) -> str:
     ).hexdigest()[:16]
 
 
+def read_fingerprint(folder: Path) -> dict | None:
+    """The fingerprint a run or output folder recorded (id and settings); None before fingerprints."""
+    path = Path(folder) / FINGERPRINT
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def run_id(folder: Path) -> str:
     """The fingerprint id of a run or output folder (its resolved path for one made before fingerprints)."""
-    path = Path(folder) / FINGERPRINT
-    return (
-        json.loads(path.read_text())["id"] if path.is_file() else f"path:{Path(folder).resolve()}"
-    )
+    fp = read_fingerprint(folder)
+    return fp["id"] if fp else f"path:{Path(folder).resolve()}"
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pipelines.gan.metrics import (
     random_feature_net,
     save_closest_pairs_png,
 )
-from pipelines.gan.run import HELDOUT, POSITIVES
+from pipelines.gan.outputs import HELDOUT, POSITIVES
 from pipelines.gan.synth import load_generator, synthesize
 from pipelines.images import save_grid
 from pipelines.runs import file_sha256, source_runs, staged_dir, write_json

@@ -3,7 +3,6 @@ from (never this run's val/test images, nor images outside its fraction), and it
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ import pandas as pd
 
 from pipelines.errors import RareganError
 from pipelines.gan.outputs import CKPT, POSITIVES, read_checkpoint
-from pipelines.runs import FINGERPRINT, data_folder, is_done, source_runs
+from pipelines.runs import data_folder, is_done, read_fingerprint, source_runs
 
 if TYPE_CHECKING:
     from pggan import PGGAN
@@ -30,8 +29,7 @@ def transfer_source(cfg: dict) -> Path | None:
             f"gan.init_from: {run} is not a finished GAN run (it needs DONE and {CKPT}); "
             "train the GAN to start from first (raregan gan --class ABUNDANT_CLASS)"
         )
-    fingerprint = run / FINGERPRINT  # its resampling: same weights, another function
-    settings = json.loads(fingerprint.read_text())["settings"] if fingerprint.is_file() else {}
+    settings = (read_fingerprint(run) or {}).get("settings", {})  # same weights, other function
     theirs, mine = settings.get("gan.resample", "nearest"), cfg["gan"]["resample"]
     if theirs != mine:
         raise RareganError(
