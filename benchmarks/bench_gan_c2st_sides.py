@@ -7,6 +7,11 @@ the samples of the rare class against held-out real images of another class as w
 test between the two real classes: a label-conditional GAN whose rare-class samples only looked like
 the abundant class would pass the first test more easily and fail to separate from that class.
 
+A run may be given as one of its sampled sets, `RUN/synth-kimg…-n256-s0` (what `gan-eval --checkpoint`
+leaves): the samples of an earlier checkpoint. Give a whole run first: its `heldout.csv` is read.
+`--control RUN …` adds GANs of another class, their samples taken as they are: a transfer source
+against the held-out images of the rare class says what fine-tuning on the rare images bought.
+
 Each run must have sampled images (`gan-eval` leaves `synth-n*`; a conditional run's rows say the
 class) and a `heldout.csv`; `--other-from RUN` takes the other class's held-out images from a run that
 lists them (a conditional run on both classes). Same seed and subsampling for every run, so the rows
@@ -64,13 +69,17 @@ def heldout(run: Path, cls: str, size: int, cache: Path) -> np.ndarray:
     return stored_images(rows[rows[cls] > 0.5], size, cache)
 
 
-def samples(run: Path, cls: str) -> np.ndarray:
-    """The run's sampled images of `cls` (all of them for an unconditional run)."""
-    synth = sorted(run.glob("synth-n*"))
+def samples(run: Path, cls: str | None) -> np.ndarray:
+    """The run's sampled images of `cls` (all of them for an unconditional run, or with cls None);
+    `run` may also name one sampled set (`RUN/synth-kimg…`: an earlier checkpoint's samples)."""
+    synth = [run] if run.name.startswith("synth-") else sorted(run.glob("synth-n*"))
     if not synth:
         sys.exit(f"{run} has no sampled set (synth-n*): run `raregan gan-eval --run {run}` first")
     rows, images = load_synthetic(synth[-1], [])
-    return images[(rows[cls] > 0.5).to_numpy()] if cls in rows else images
+    images = images[(rows[cls] > 0.5).to_numpy()] if cls in rows else images
+    if len(images) < 2:
+        sys.exit(f"{run} has {len(images)} sampled image(s) of {cls!r}: pass it as --control")
+    return images
 
 
 TINY_GAN = """gan:
@@ -190,6 +199,13 @@ def main() -> None:
     ap.add_argument(
         "--spectrum", action="store_true", help="power spectra over the held-out real images'"
     )
+    ap.add_argument(
+        "--control",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="GAN runs of another class (a transfer source) tested as they are, as a yardstick",
+    )
     ap.add_argument("--quick", action="store_true", help="20 a side: a smoke run of the script")
     args = ap.parse_args()
     n = 20 if args.quick else args.per_side
@@ -206,6 +222,7 @@ def main() -> None:
 def measure(args: argparse.Namespace, n: int, cache: Path) -> None:
     """The C2ST lines of every run and the real-vs-real line."""
     raw = {run: samples(run, args.cls) for run in args.runs}  # each set read once
+    raw |= {run: samples(run, None) for run in args.control}
     fakes = {run: noised(images, args.noise, args.seed) for run, images in raw.items()}
     size = fakes[args.runs[0]].shape[-1]
     held = heldout(args.runs[0], args.cls, size, cache)
@@ -230,7 +247,9 @@ def measure(args: argparse.Namespace, n: int, cache: Path) -> None:
     print(f"C2ST AUC {what}, up to {n} a side, seed {args.seed}{blur} (0.5: indistinguishable)")
     test = {"n": n, "seed": args.seed, "blur": args.blur, "draws": max(1, args.draws)}
     for run, fake in fakes.items():
-        print(f"{run.name} ({len(fake)} samples of {args.cls}):")
+        what = f"of {args.cls}" if run in args.runs else "of its own class, a control"
+        name = f"{run.parent.name}/{run.name}" if run.name.startswith("synth-") else run.name
+        print(f"{name} ({len(fake)} samples {what}):")
         print(line(f"samples vs held-out real {args.cls}", fake, held, **test))
         print(line(f"samples vs held-out real {args.other}", fake, other, **test))
     print("real images:")
