@@ -88,6 +88,7 @@ class PGGAN(pl.LightningModule):
         drift: float = 1e-3,
         ema_beta: float = 0.999,
         ema_rampup: bool = True,
+        ema_continue: bool = False,
         mbstd_group: int = 4,
         seed: int = 0,
         channels_last: bool = True,
@@ -128,6 +129,7 @@ class PGGAN(pl.LightningModule):
         self._d_trainable = self._freeze_d(freeze_d)
         self.images_seen = 0  # real images shown so far, all ranks together
         self.steps = 0
+        self.ema_ramp = ema_rampup  # off after start_from with ema_continue
         self.opt_level = 0  # the level the optimizer state belongs to
         self.train_seconds_before = 0.0  # wall seconds of training in earlier fits (resumes)
         self.images_start = 0  # where this run's schedule began (the final phase after start_from)
@@ -158,8 +160,18 @@ class PGGAN(pl.LightningModule):
                     f"{key}: this GAN has {mine or 'none'}, the source {theirs or 'missing'}"
                 )
         self.load_state_dict(state_dict, strict=True)
+        # The ramp lets an average forget a random start fast; restarted at step 0 it replaces the
+        # source's G_ema by this run's raw G within a few dozen steps. ema_continue averages on
+        # from the source's at ema_beta instead (more of the source's fidelity, and of its class).
+        if self.hparams.ema_continue:
+            self.ema_ramp = False
         self.images_seen = self.images_start = self.schedule.phase_start(self.schedule.n_phases - 1)
         self.opt_level = self.phase.level  # no optimizer state yet: nothing to clear
+
+    def ema_decay(self) -> float:
+        """The G_ema decay of the next update: ramped, or ema_beta throughout after start_from with
+        ema_continue."""
+        return decay_at(self.hparams.ema_beta, self.steps, self.ema_ramp)
 
     # ---- optimizers and checkpoint state -------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -179,6 +191,7 @@ class PGGAN(pl.LightningModule):
             "augment": None if self.ada is None else self.ada.state_dict(),
             "train_seconds": self.train_seconds,
             "images_start": self.images_start,
+            "ema_ramp": self.ema_ramp,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -188,6 +201,7 @@ class PGGAN(pl.LightningModule):
         self.opt_level = state["opt_level"]
         self.train_seconds_before = state.get("train_seconds", 0.0)
         self.images_start = state.get("images_start", 0)
+        self.ema_ramp = state.get("ema_ramp", self.hparams.ema_rampup)
         if self.ada is not None and state.get("augment"):
             self.ada.load_state_dict(state["augment"])
 
@@ -301,7 +315,7 @@ class PGGAN(pl.LightningModule):
         for param in self._d_trainable:  # frozen levels (freeze_d) stay frozen
             param.requires_grad_(True)
 
-        update_ema(self.G_ema, self.G, decay_at(hp.ema_beta, self.steps, hp.ema_rampup))
+        update_ema(self.G_ema, self.G, self.ema_decay())
         self.steps += 1
         world = self.trainer.world_size
         self.images_seen += n * world

@@ -56,6 +56,9 @@ DEFAULTS: dict = {
         # while it does (FreezeD, Mo et al. 2020; 0: none).
         "init_from": None,
         "freeze_d": 0,
+        # ema_continue: a fine-tune's G_ema averages on from the source's at ema_beta from its first
+        # step, instead of restarting the ramp that lets a fresh run forget its random start.
+        "ema_continue": False,
         # Several classes: one label-conditional GAN (true), or one GAN of their images pooled,
         # without labels (false: a source for transfer, e.g. every grade but the rare one).
         "conditional": True,
@@ -189,9 +192,10 @@ def _check_value(key: str, value, source: str) -> None:
     raise RareganError(f"{source}: config key '{key}' must be {what}, not {value!r}")
 
 
-def _check_choices(cfg: dict, source: str) -> None:
+def _check_choices(cfg: dict, source: str, final: bool = True) -> None:
     """Values whose type is right but whose range or name is not: augmentation, class balance,
-    precision and resampling."""
+    precision and resampling; when `final` (nothing merged after), fine-tune settings without a
+    GAN to fine-tune (a file's freeze_d may meet the command line's --init-from)."""
     aug, bad = cfg["gan"]["augment"], None
     if aug["policy"].strip() not in ("", "none"):
         from pggan.augment import parse_policy  # torch loads only when a policy is set
@@ -207,9 +211,10 @@ def _check_choices(cfg: dict, source: str) -> None:
     if not cfg["gan"]["class_balance"] <= 1:
         value = cfg["gan"]["class_balance"]
         bad = f"config key 'gan.class_balance' must be in [0, 1], not {value!r}"
-    if cfg["gan"]["freeze_d"] and cfg["gan"]["init_from"] is None:
-        if not cfg["compare"]["transfer_from"]:
-            bad = "config key 'gan.freeze_d' needs gan.init_from (a GAN run to fine-tune)"
+    for key in ("freeze_d", "ema_continue"):  # settings of a fine-tune
+        if final and cfg["gan"][key] and cfg["gan"]["init_from"] is None:
+            if not cfg["compare"]["transfer_from"]:
+                bad = f"config key 'gan.{key}' needs gan.init_from (a GAN run to fine-tune)"
     if cfg["gan"]["precision"] not in PRECISIONS:
         value = cfg["gan"]["precision"]
         bad = f"config key 'gan.precision' must be one of {', '.join(PRECISIONS)}, not {value!r}"
@@ -268,7 +273,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         if not isinstance(loaded, dict):
             raise RareganError(f"config file {p} must hold a mapping of sections")
         cfg = _merge(cfg, loaded, "", str(p))
-        _check_choices(cfg, str(p))
+        _check_choices(cfg, str(p), final=not overrides)
     if overrides:
         cfg = _merge(cfg, overrides, "", "command line")
         _check_choices(cfg, "command line")

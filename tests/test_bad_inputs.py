@@ -185,6 +185,9 @@ BAD_SETTINGS = {
     "class-balance-2": ("gan", "gan:\n  class_balance: 2\n", [], ["gan.class_balance", "[0, 1]", "2"]),
     "class-balance-negative": ("gan", "gan:\n  class_balance: -0.5\n", [], ["gan.class_balance", "≥ 0", "-0.5"]),
     "freeze-d-alone": ("gan", "gan:\n  freeze_d: 1\n", [], ["gan.freeze_d", "needs gan.init_from"]),
+    "ema-continue-alone": (
+        "gan", "gan:\n  ema_continue: true\n", [], ["gan.ema_continue", "needs gan.init_from"]
+    ),
     "freeze-d-negative": ("gan", "gan:\n  freeze_d: -1\n", [], ["gan.freeze_d", "≥ 0", "-1"]),
     "init-from-missing": ("gan", None, ["--init-from", "no/such/run"], ["gan.init_from", "no/such/run", "not a finished GAN run"]),
     "gan-precision-fp16": ("gan", "gan:\n  precision: fp16\n", [], ["gan.precision", "auto, bf16, 32", "'fp16'"]),

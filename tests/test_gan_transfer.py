@@ -54,6 +54,7 @@ def test_init_from_fine_tunes_a_finished_gan_in_its_final_phase(
     settings = json.loads((run / "fingerprint.json").read_text())["settings"]
     source_id = json.loads((finished_run / "fingerprint.json").read_text())["id"]
     assert settings["gan.init_from"] == source_id and settings["gan.freeze_d"] == 1
+    assert "gan.ema_continue" not in settings  # off: fingerprints as before the option existed
     before = torch.load(finished_run / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
     after = torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
     assert torch.equal(before["D.from_rgb.2.weight"], after["D.from_rgb.2.weight"])  # frozen
@@ -71,6 +72,19 @@ def test_init_from_fine_tunes_a_finished_gan_in_its_final_phase(
         f"against the images of {finished_run}, which it was fine-tuned from"
         in capsys.readouterr().out
     )
+
+    # gan.ema_continue: the module is told, and the fingerprint says so
+    cont = yaml.safe_load(cfg.read_text())
+    cont["gan"]["ema_continue"] = True
+    (tmp_path / "continue.yaml").write_text(yaml.safe_dump(cont))
+    code, err = gan(
+        tmp_path / "ct", "--init-from", str(finished_run), config=tmp_path / "continue.yaml"
+    )
+    assert code == 0, err
+    settings = json.loads((tmp_path / "ct" / "fingerprint.json").read_text())["settings"]
+    assert settings["gan.ema_continue"] is True
+    ckpt = torch.load(tmp_path / "ct" / "checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["hyper_parameters"]["ema_continue"] is True
 
     # bad inputs: one line, exit 2, no folder left behind
     code, err = gan(tmp_path / "x", "--init-from", str(tmp_path))

@@ -285,6 +285,33 @@ def test_start_from_takes_the_source_weights_and_trains_only_the_final_phase(tmp
     assert tr.callback_metrics["level"].item() == 2.0
 
 
+def test_ema_continue_keeps_the_sources_average_instead_of_restarting_its_ramp(tmp_path):
+    # A fresh run ramps the EMA decay from 0.1 to forget its random start, and so does a plain
+    # fine-tune; with ema_continue a fine-tune averages on from the source's G_ema at the paper's
+    # decay from its first step (and on resume).
+    source = make_module(seed=3)
+    trainer(tmp_path, max_epochs=1, limit_train_batches=3).fit(source, loader())
+    plain = make_module(final_kimg=0.1)
+    plain.start_from(source.state_dict())
+    assert make_module().ema_decay() == pytest.approx(0.1) == plain.ema_decay()
+    module = make_module(final_kimg=0.1, ema_continue=True)
+    module.start_from(source.state_dict())
+    assert module.ema_decay() == 0.999
+    ema_before = {k: v.clone() for k, v in module.G_ema.state_dict().items()}
+    trainer(tmp_path, max_steps=1).fit(module, loader())
+    moved = [
+        (module.G_ema.state_dict()[k] - v).abs().max() / (module.G.state_dict()[k] - v).abs().max()
+        for k, v in ema_before.items()
+        if not torch.equal(module.G.state_dict()[k], v)
+    ]
+    assert moved and max(moved) < 0.01  # G_ema moved 1/1000 of the way to G, not 9/10
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    resumed = make_module(final_kimg=0.1, ema_continue=True)
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.ema_decay() == 0.999
+
+
 def test_start_from_refuses_another_architecture():
     wider = make_module(channels=[32, 16, 16])
     with pytest.raises(

@@ -101,6 +101,7 @@ def gan_module(cfg: dict, label_dim: int = 0, precision: str | None = None) -> P
         augment_speed_kimg=aug["speed_kimg"],
         precision=precision or gan_precision("auto", g["precision"]),
         freeze_d=g["freeze_d"],
+        ema_continue=g["ema_continue"],
         resample=g["resample"],
     )
 
@@ -221,11 +222,12 @@ def gan_fingerprint(
     The augment section counts only when it augments, the class balance only when a GAN of
     several classes balances, gan.conditional only when false for several classes, the resolved
     precision only when bf16, gan.resample only when not nearest, and the GAN it starts from (by
-    its fingerprint: `source_id` when given, else read from its run) only when it fine-tunes one:
+    its fingerprint: `source_id` when given, else read from its run; gan.ema_continue when true)
+    only when it fine-tunes one:
     runs without them keep the fingerprints they had before these settings existed.
     """
     skip = ("checkpoint_every_kimg", "keep_checkpoints", "augment", "precision", "class_balance")
-    skip += ("init_from", "freeze_d", "conditional", "resample")
+    skip += ("init_from", "freeze_d", "ema_continue", "conditional", "resample")
     gan = {k: v for k, v in cfg["gan"].items() if k not in skip}
     if augment_on(cfg["gan"]["augment"]):
         policy = ",".join(parse_policy(cfg["gan"]["augment"]["policy"]))
@@ -241,6 +243,8 @@ def gan_fingerprint(
     if cfg["gan"]["init_from"] is not None:  # what it starts from, not where that lies
         source_id = source_id or run_id(transfer_source(cfg))
         gan.update(init_from=source_id, freeze_d=cfg["gan"]["freeze_d"])
+        if cfg["gan"]["ema_continue"]:
+            gan["ema_continue"] = True
     return fingerprint(
         gan=gan,
         filters=cfg.get("filters", {}),
