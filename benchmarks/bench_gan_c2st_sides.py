@@ -247,9 +247,9 @@ def measure(args: argparse.Namespace, n: int, cache: Path) -> None:
     print(f"C2ST AUC {what}, up to {n} a side, seed {args.seed}{blur} (0.5: indistinguishable)")
     test = {"n": n, "seed": args.seed, "blur": args.blur, "draws": max(1, args.draws)}
     for run, fake in fakes.items():
-        what = f"of {args.cls}" if run in args.runs else "of its own class, a control"
+        of = f"of {args.cls}" if run in args.runs else "of its own class, a control"
         name = f"{run.parent.name}/{run.name}" if run.name.startswith("synth-") else run.name
-        print(f"{name} ({len(fake)} samples {what}):")
+        print(f"{name} ({len(fake)} samples {of}):")
         print(line(f"samples vs held-out real {args.cls}", fake, held, **test))
         print(line(f"samples vs held-out real {args.other}", fake, other, **test))
     print("real images:")

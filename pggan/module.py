@@ -129,7 +129,6 @@ class PGGAN(pl.LightningModule):
         self._d_trainable = self._freeze_d(freeze_d)
         self.images_seen = 0  # real images shown so far, all ranks together
         self.steps = 0
-        self.ema_ramp = ema_rampup  # off after start_from with ema_continue
         self.opt_level = 0  # the level the optimizer state belongs to
         self.train_seconds_before = 0.0  # wall seconds of training in earlier fits (resumes)
         self.images_start = 0  # where this run's schedule began (the final phase after start_from)
@@ -160,18 +159,15 @@ class PGGAN(pl.LightningModule):
                     f"{key}: this GAN has {mine or 'none'}, the source {theirs or 'missing'}"
                 )
         self.load_state_dict(state_dict, strict=True)
-        # The ramp lets an average forget a random start fast; restarted at step 0 it replaces the
-        # source's G_ema by this run's raw G within a few dozen steps. ema_continue averages on
-        # from the source's at ema_beta instead (more of the source's fidelity, and of its class).
-        if self.hparams.ema_continue:
-            self.ema_ramp = False
         self.images_seen = self.images_start = self.schedule.phase_start(self.schedule.n_phases - 1)
         self.opt_level = self.phase.level  # no optimizer state yet: nothing to clear
 
     def ema_decay(self) -> float:
-        """The G_ema decay of the next update: ramped, or ema_beta throughout after start_from with
-        ema_continue."""
-        return decay_at(self.hparams.ema_beta, self.steps, self.ema_ramp)
+        """The G_ema decay of the next update. The ramp lets an average forget a random start fast;
+        a fine-tune (start_from) restarts it, and within a few dozen steps its G_ema is its raw G.
+        `ema_continue` (a fine-tune's setting) averages on from the source's at ema_beta instead."""
+        hp = self.hparams
+        return decay_at(hp.ema_beta, self.steps, hp.ema_rampup and not hp.ema_continue)
 
     # ---- optimizers and checkpoint state -------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -191,7 +187,6 @@ class PGGAN(pl.LightningModule):
             "augment": None if self.ada is None else self.ada.state_dict(),
             "train_seconds": self.train_seconds,
             "images_start": self.images_start,
-            "ema_ramp": self.ema_ramp,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -201,7 +196,6 @@ class PGGAN(pl.LightningModule):
         self.opt_level = state["opt_level"]
         self.train_seconds_before = state.get("train_seconds", 0.0)
         self.images_start = state.get("images_start", 0)
-        self.ema_ramp = state.get("ema_ramp", self.hparams.ema_rampup)
         if self.ada is not None and state.get("augment"):
             self.ada.load_state_dict(state["augment"])
 

@@ -192,10 +192,9 @@ def _check_value(key: str, value, source: str) -> None:
     raise RareganError(f"{source}: config key '{key}' must be {what}, not {value!r}")
 
 
-def _check_choices(cfg: dict, source: str, final: bool = True) -> None:
+def _check_choices(cfg: dict, source: str) -> None:
     """Values whose type is right but whose range or name is not: augmentation, class balance,
-    precision and resampling; when `final` (nothing merged after), fine-tune settings without a
-    GAN to fine-tune (a file's freeze_d may meet the command line's --init-from)."""
+    precision and resampling."""
     aug, bad = cfg["gan"]["augment"], None
     if aug["policy"].strip() not in ("", "none"):
         from pggan.augment import parse_policy  # torch loads only when a policy is set
@@ -211,10 +210,6 @@ def _check_choices(cfg: dict, source: str, final: bool = True) -> None:
     if not cfg["gan"]["class_balance"] <= 1:
         value = cfg["gan"]["class_balance"]
         bad = f"config key 'gan.class_balance' must be in [0, 1], not {value!r}"
-    for key in ("freeze_d", "ema_continue"):  # settings of a fine-tune
-        if final and cfg["gan"][key] and cfg["gan"]["init_from"] is None:
-            if not cfg["compare"]["transfer_from"]:
-                bad = f"config key 'gan.{key}' needs gan.init_from (a GAN run to fine-tune)"
     if cfg["gan"]["precision"] not in PRECISIONS:
         value = cfg["gan"]["precision"]
         bad = f"config key 'gan.precision' must be one of {', '.join(PRECISIONS)}, not {value!r}"
@@ -225,6 +220,18 @@ def _check_choices(cfg: dict, source: str, final: bool = True) -> None:
             bad = f"config key 'gan.resample' must be one of {', '.join(RESAMPLE)}, not {value!r}"
     if bad:
         raise RareganError(f"{source}: {bad}")
+
+
+def _check_fine_tune(cfg: dict, source: str) -> None:
+    """A fine-tune's settings need a GAN to fine-tune; checked once everything is merged (a file's
+    freeze_d may meet the command line's --init-from)."""
+    if cfg["gan"]["init_from"] is not None or cfg["compare"]["transfer_from"]:
+        return
+    for key in ("freeze_d", "ema_continue"):
+        if cfg["gan"][key]:
+            raise RareganError(
+                f"{source}: config key 'gan.{key}' needs gan.init_from (a GAN run to fine-tune)"
+            )
 
 
 def _merge(base: dict, over: dict, where: str, source: str) -> dict:
@@ -255,7 +262,7 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     """Defaults, then the preset file (a name in configs/ or a path), then `overrides`."""
-    cfg = copy.deepcopy(DEFAULTS)
+    cfg, source = copy.deepcopy(DEFAULTS), "defaults"
     if path is not None:
         p = Path(path)
         if not p.suffix and not p.exists():
@@ -272,11 +279,14 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise RareganError(f"config file {p} is not valid YAML: {_yaml_problem(err)}") from None
         if not isinstance(loaded, dict):
             raise RareganError(f"config file {p} must hold a mapping of sections")
-        cfg = _merge(cfg, loaded, "", str(p))
-        _check_choices(cfg, str(p), final=not overrides)
+        source = str(p)
+        cfg = _merge(cfg, loaded, "", source)
+        _check_choices(cfg, source)
     if overrides:
-        cfg = _merge(cfg, overrides, "", "command line")
-        _check_choices(cfg, "command line")
+        source = "command line"
+        cfg = _merge(cfg, overrides, "", source)
+        _check_choices(cfg, source)
+    _check_fine_tune(cfg, source)
     cfg["gan"]["batch_per_resolution"] = {
         int(k): int(v) for k, v in cfg["gan"]["batch_per_resolution"].items()
     }
