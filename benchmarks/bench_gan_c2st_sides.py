@@ -8,7 +8,8 @@ test between the two real classes: a label-conditional GAN whose rare-class samp
 the abundant class would pass the first test more easily and fail to separate from that class.
 
 A run may be given as one of its sampled sets, `RUN/synth-kimg…-n256-s0` (what `gan-eval --checkpoint`
-leaves): the samples of an earlier checkpoint. Give a whole run first: its `heldout.csv` is read.
+leaves): the samples of an earlier checkpoint; `RUN/synth-last-raw-n256-s0` (`gan-eval --raw-generator`)
+those of the raw generator, without the moving average. Give a whole run first: its `heldout.csv` is read.
 `--control RUN …` adds GANs of another class, their samples taken as they are: a transfer source
 against the held-out images of the rare class says what fine-tuning on the rare images bought.
 
@@ -19,6 +20,11 @@ are comparable; the intervals are the C2ST folds' 95 % t-intervals (Lopez-Paz & 
 
     python benchmarks/bench_gan_c2st_sides.py --runs RUN [RUN …] --cls viral --other bacterial
         --other-from RUN [--per-side 100]
+
+`--memorizer` adds a yardstick: the first run's own training originals (`positives.csv`), drawn with
+replacement to as many images as its samples, i.e. a GAN that only copies what it saw. When a test has
+more images a side than the GAN had originals, the CNN can learn those few images themselves and
+recognise their copies in its test folds; the memorizer's AUC says how far that alone takes it.
 
 `--blur SIGMA` blurs every image, real and synthetic alike, with a Gaussian of that standard
 deviation in pixels before the test: a diagnostic of what the CNN keys on. When blurring (σ = 1 px
@@ -59,14 +65,22 @@ from pipelines.gan.c2st import c2st  # noqa: E402
 from pipelines.gan.eval_run import stored_images  # noqa: E402
 
 
-def heldout(run: Path, cls: str, size: int, cache: Path) -> np.ndarray:
-    """The held-out real images of `cls` a run lists (val/test positives of patients it never saw)."""
-    rows = pd.read_csv(run / "heldout.csv")
+def heldout(
+    run: Path, cls: str, size: int, cache: Path, listing: str = "heldout.csv"
+) -> np.ndarray:
+    """The held-out real images of `cls` a run lists (val/test positives of patients it never
+    saw), or with `listing` "positives.csv" the training originals it learned from."""
+    rows = pd.read_csv(run / listing)
     if cls not in rows:
-        sys.exit(
-            f"{run / 'heldout.csv'} has no column {cls!r}: use --other-from a run that lists it"
-        )
+        sys.exit(f"{run / listing} has no column {cls!r}: use --other-from a run that lists it")
     return stored_images(rows[rows[cls] > 0.5], size, cache)
+
+
+def memorizer(run: Path, cls: str, n: int, size: int, cache: Path, seed: int) -> np.ndarray:
+    """`n` copies of the run's training originals of `cls`, drawn with replacement: a GAN that
+    only reproduces the images it saw."""
+    originals = heldout(run, cls, size, cache, "positives.csv")
+    return originals[np.random.default_rng(seed).integers(len(originals), size=n)]
 
 
 def samples(run: Path, cls: str | None) -> np.ndarray:
@@ -206,6 +220,11 @@ def main() -> None:
         default=[],
         help="GAN runs of another class (a transfer source) tested as they are, as a yardstick",
     )
+    ap.add_argument(
+        "--memorizer",
+        action="store_true",
+        help="add the first run's training originals copied to its sample count, as a yardstick",
+    )
     ap.add_argument("--quick", action="store_true", help="20 a side: a smoke run of the script")
     args = ap.parse_args()
     n = 20 if args.quick else args.per_side
@@ -252,6 +271,12 @@ def measure(args: argparse.Namespace, n: int, cache: Path) -> None:
         print(f"{name} ({len(fake)} samples {of}):")
         print(line(f"samples vs held-out real {args.cls}", fake, held, **test))
         print(line(f"samples vs held-out real {args.other}", fake, other, **test))
+    if args.memorizer:
+        first = args.runs[0]
+        copies = memorizer(first, args.cls, len(fakes[first]), size, cache, args.seed)
+        print(f"{first.name}'s training originals, copied to {len(copies)} (a memorizer):")
+        print(line(f"copies vs held-out real {args.cls}", copies, held, **test))
+        print(line(f"copies vs held-out real {args.other}", copies, other, **test))
     print("real images:")
     print(line(f"held-out {args.cls} vs held-out {args.other}", held, other, **test))
 

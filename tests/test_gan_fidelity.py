@@ -177,8 +177,9 @@ def rich_run(tmp_path_factory):
 
 
 def gan_eval_cli(run, out, cache, *extra) -> int:
-    """`raregan gan-eval` of a run with 48 new samples."""
-    argv = ["gan-eval", "--run", run, "--n", "48", "--out", out, "--cache", cache, *extra]
+    """`raregan gan-eval` of a run with 48 new samples (out None: its default folder)."""
+    argv = ["gan-eval", "--run", run, "--n", "48", "--cache", cache, *extra]
+    argv += ["--out", out] if out is not None else []
     return main([str(a) for a in argv])
 
 
@@ -251,6 +252,18 @@ def test_gan_eval_of_a_checkpoint_samples_that_checkpoints_generator(rich_run, c
     report = json.loads((tmp / "eval-last" / "eval.json").read_text())
     assert report["checkpoint"]["name"] == "last.ckpt" and report["c2st"] is not None
     assert "-last-n48-s0" in report["synthetic"]
+    # the raw generator, whose moving average G_ema is: its own weights, samples and folders
+    G_raw, at_raw = load_generator(run, raw=True)  # last.ckpt by default
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    raw_w = {k[2:]: v for k, v in saved["state_dict"].items() if k.startswith("G.")}
+    assert all(torch.equal(v, raw_w[k]) for k, v in G_raw.state_dict().items())
+    assert not torch.equal(generate(G_raw, 8, seed=3), generate(G, 8, seed=3))
+    assert at_raw["checkpoint"]["generator"] == "raw"
+    assert gan_eval_cli(run, None, tmp / "store", "--raw-generator") == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"at {summary['kimg']:g} kimg (last.ckpt, raw G)" in line and "C2ST AUC" in line
+    report = json.loads((run / "eval-last-raw" / "eval.json").read_text())
+    assert report["checkpoint"]["generator"] == "raw" and "-last-raw-n48-s0" in report["synthetic"]
 
 
 # -- synth_only: train on synthetic, test on real ---------------------------------------------

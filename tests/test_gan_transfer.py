@@ -44,8 +44,8 @@ def test_init_from_fine_tunes_a_finished_gan_in_its_final_phase(
             phantom_root, tmp_path, capsys, out, "--resplit", *extra, config=config
         )
 
-    code, _ = gan(tmp_path / "ft", "--init-from", str(finished_run), "--freeze-d", "1")
-    assert code == 0
+    code, err = gan(tmp_path / "ft", "--init-from", str(finished_run), "--freeze-d", "1")
+    assert code == 0 and "ema_continue" not in err  # the note is ema_continue's alone
     run = tmp_path / "ft"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["kimg"] == pytest.approx(0.1, abs=0.01) and summary["freeze_d"] == 1
@@ -81,6 +81,9 @@ def test_init_from_fine_tunes_a_finished_gan_in_its_final_phase(
         tmp_path / "ct", "--init-from", str(finished_run), config=tmp_path / "continue.yaml"
     )
     assert code == 0, err
+    # its 0.1-kimg fine-tune (13 steps of 8) leaves 0.999^13 = 99 % of the source in the average
+    assert "gan.ema_continue: after this 0.1-kimg fine-tune" in err
+    assert "makes up 99% of the averaged one" in err
     settings = json.loads((tmp_path / "ct" / "fingerprint.json").read_text())["settings"]
     assert settings["gan.ema_continue"] is True
     ckpt = torch.load(tmp_path / "ct" / "checkpoints/last.ckpt", weights_only=False)
@@ -196,3 +199,18 @@ def test_a_fine_tuned_gans_source_must_have_learned_only_from_the_classifiers_ro
     code, err = run_cli(capsys, *argv, "--model", "cnn5", "--no-progress")
     assert_one_line_error(code, err, f"fine-tuned from {finished_run}", "outside this classifier")
     assert not (tmp_path / "clf").exists()
+
+
+def test_ema_source_share_is_ema_beta_to_the_fine_tunes_steps():
+    """What the note reads: the source's share of G_ema after the final phase's updates."""
+    from pggan import PGGAN
+    from pipelines.gan.transfer import SOURCE_SHARE_NOTE, ema_source_share
+
+    kw = {"resolution": 16, "channels": [16, 16, 8], "latent_dim": 16, "kimg_per_phase": 1.0}
+    assert ema_source_share(PGGAN(**kw, final_kimg=8.0)) is None  # the ramp restarts instead
+    short = ema_source_share(PGGAN(**kw, final_kimg=8.0, ema_continue=True))
+    assert short == pytest.approx(0.999**500)  # 8 kimg in batches of 16: 61 % left, a note
+    long = ema_source_share(PGGAN(**kw, final_kimg=40.0, ema_continue=True))
+    assert long == pytest.approx(0.999**2500) and long < SOURCE_SHARE_NOTE < short  # 8 %: none
+    odd = ema_source_share(PGGAN(**kw, final_kimg=0.1, default_batch=48, ema_continue=True))
+    assert odd == pytest.approx(0.999**3)  # a last, partial batch is a step too

@@ -63,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "instead of the finished generator; it must be in the final stable phase",
     )
     parser.add_argument(
+        "--raw-generator",
+        action="store_true",
+        help="evaluate the raw generator that training moves (at --checkpoint, default last.ckpt) "
+        "instead of its moving average G_ema, which sampling uses: what the average buys",
+    )
+    parser.add_argument(
         "--out", type=Path, help="output folder (default <run>/eval, <run>/eval-<checkpoint>)"
     )
     parser.add_argument(
@@ -103,13 +109,15 @@ def run(args: argparse.Namespace) -> int:
         args.cache,
         heldout="skip" if args.no_heldout else "require",
         checkpoint=args.checkpoint,
+        raw=args.raw_generator,
     )
     skipped = report.get("heldout", {}).get("skipped")
     if skipped:
         print(f"raregan: note: {skipped}")
     n_copies = int(nearest["near_copy"].sum())
     at = report.get("checkpoint")
-    where = f" at {at['kimg']:g} kimg ({at['name']})" if at else ""
+    raw = ", raw G" if at and at.get("generator") == "raw" else ""
+    where = f" at {at['kimg']:g} kimg ({at['name']}{raw})" if at else ""
     print(
         f"{report['class']}{where}: {c2st_text(report)}; {space_label(report['feature_space'])} FID "
         f"{report['fid']:.4g}, KID {report['kid']:.3g} against the GAN's training images; "

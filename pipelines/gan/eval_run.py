@@ -25,7 +25,7 @@ from pipelines.gan.metrics import (
     save_closest_pairs_png,
 )
 from pipelines.gan.outputs import HELDOUT, POSITIVES
-from pipelines.gan.synth import load_generator, synthesize
+from pipelines.gan.synth import checkpoint_tag, load_generator, synthesize
 from pipelines.images import save_grid
 from pipelines.runs import file_sha256, source_runs, staged_dir, write_json
 
@@ -182,6 +182,7 @@ def evaluate_gan_run(
     cache: Path = Path("runs/store"),
     heldout: str = "auto",
     checkpoint: Path | None = None,
+    raw: bool = False,
 ) -> tuple[dict, pd.DataFrame, Path]:
     """Write eval.json, nearest.csv, closest_pairs.png and real_vs_synthetic.png; return report, table, folder.
 
@@ -194,14 +195,16 @@ def evaluate_gan_run(
     heldout.csv (made before raregan wrote it) skips them, saying a rerun of the GAN would add
     them. A label-conditional GAN gets them for its classes pooled and under per_class.
     `checkpoint` evaluates one of the run's final-phase checkpoints (default folder
-    <run>/eval-<checkpoint name>): the same figures at an earlier point of training.
+    <run>/eval-<checkpoint name>): the same figures at an earlier point of training; `raw` its raw
+    generator instead of the moving average (<run>/eval-<checkpoint name>-raw; last.ckpt without
+    `checkpoint`): what averaging the weights buys.
     """
     if heldout not in HELDOUT_MODES:
         raise ValueError(f"heldout must be one of {HELDOUT_MODES}, got {heldout!r}")
     run = Path(run)
-    G, summary = load_generator(run, checkpoint=checkpoint)
+    G, summary = load_generator(run, checkpoint=checkpoint, raw=raw)
     positives, originals, real = seen_images(run, G.resolution, cache)
-    synth_dir = synth_dir or synthesize(run, n=n, seed=seed, checkpoint=checkpoint)
+    synth_dir = synth_dir or synthesize(run, n=n, seed=seed, checkpoint=checkpoint, raw=raw)
     rows, fake = load_synthetic(synth_dir, summary["label_names"])
     if len(fake) > MAX_EVAL_IMAGES:  # paper scale: a seeded subsample keeps memory bounded
         pick = np.sort(np.random.default_rng(seed).choice(len(fake), MAX_EVAL_IMAGES, False))
@@ -222,7 +225,7 @@ def evaluate_gan_run(
     at = summary.get("checkpoint")
     if at:
         report["checkpoint"] = at
-    out = Path(out) if out else run / ("eval" if not at else f"eval-{Path(at['name']).stem}")
+    out = Path(out) if out else run / ("eval" if not at else f"eval-{checkpoint_tag(at)}")
     with staged_dir(out, "gan-eval") as tmp:
         write_json(tmp / "eval.json", report)
         nearest.to_csv(tmp / "nearest.csv", index=False)

@@ -32,10 +32,11 @@ LABEL_ROWS = ("gan", "copy_real")
 
 
 def load_generator(
-    run: Path, device: torch.device | str = "cpu", checkpoint: Path | None = None
+    run: Path, device: torch.device | str = "cpu", checkpoint: Path | None = None, raw: bool = False
 ) -> tuple[Generator, dict]:
     """The EMA generator of a finished GAN run on `device` (or the one stored in `checkpoint`, see
-    checkpoint_generator), and the run's summary (with a "checkpoint" entry for a checkpoint)."""
+    checkpoint_generator; `raw` takes that checkpoint's raw generator, last.ckpt by default), and
+    the run's summary (with a "checkpoint" entry for a checkpoint)."""
     run = Path(run)
     if not run.exists():
         raise RareganError(f"GAN run folder {run} does not exist; check the --run path")
@@ -44,8 +45,10 @@ def load_generator(
             f"GAN run {run} is not finished (no DONE marker); train or resume it first"
         )
     summary = json.loads((run / "summary.json").read_text())
+    if raw and checkpoint is None:
+        checkpoint = Path("last.ckpt")  # the finished run keeps only G_ema outside its checkpoints
     if checkpoint is not None:
-        G, summary["checkpoint"] = checkpoint_generator(run, checkpoint)
+        G, summary["checkpoint"] = checkpoint_generator(run, checkpoint, raw)
         return G.to(device).eval(), summary
     try:
         saved = torch.load(run / "generator_ema.pt", map_location="cpu", weights_only=False)
@@ -79,15 +82,21 @@ def checkpoint_path(run: Path, checkpoint: Path | str) -> Path:
     return path
 
 
-def checkpoint_generator(run: Path, checkpoint: Path | str) -> tuple[Generator, dict]:
-    """The EMA generator stored in a training checkpoint of `run`, and where it was: name, kimg
-    and training minutes. Only a checkpoint of the final stable phase (full resolution, no fade)
-    samples images like the finished run's; any other is a user error naming its phase."""
+def checkpoint_generator(
+    run: Path, checkpoint: Path | str, raw: bool = False
+) -> tuple[Generator, dict]:
+    """The EMA generator stored in a training checkpoint of `run` (`raw`: the raw generator that
+    training moves, whose moving average G_ema is; what the average buys), and where it was: name,
+    kimg and training minutes. Only a checkpoint of the final stable phase (full resolution, no
+    fade) samples images like the finished run's; any other is a user error naming its phase."""
     path = checkpoint_path(run, checkpoint)
+    prefix = "G." if raw else "G_ema."
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
         hp, state = saved["hyper_parameters"], saved["pggan_state"]
-        weights = {k[6:]: v for k, v in saved["state_dict"].items() if k.startswith("G_ema.")}
+        weights = {
+            k[len(prefix) :]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)
+        }
     except Exception as err:  # a damaged or foreign file: many kinds of error
         raise RareganError(
             f"cannot read the GAN checkpoint {path} ({type(err).__name__}); give a .ckpt from "
@@ -109,8 +118,14 @@ def checkpoint_generator(run: Path, checkpoint: Path | str) -> tuple[Generator, 
         "name": path.name,
         "kimg": (seen - state.get("images_start", 0)) / 1000,  # trained in this run (transfer)
         "train_minutes": round(state.get("train_seconds", float("nan")) / 60, 2),
+        **({"generator": "raw"} if raw else {}),
     }
     return _generator(hp, weights), where
+
+
+def checkpoint_tag(at: dict) -> str:
+    """The folder tag of a checkpoint's samples and figures: its name, "-raw" for its raw G."""
+    return Path(at["name"]).stem + ("-raw" if at.get("generator") == "raw" else "")
 
 
 def synthesize(
@@ -123,6 +138,7 @@ def synthesize(
     label_rows: str = "gan",
     redo: bool = False,
     checkpoint: Path | None = None,
+    raw: bool = False,
 ) -> Path:
     """Write n synthetic images (or `ratio` per real positive) and their label rows; returns the folder.
 
@@ -133,13 +149,14 @@ def synthesize(
     (1, or the conditioning 1/0 of a conditional GAN) and every other label unknown (NaN, masked
     in the loss; 0 for single-label tasks, where the class excludes the others); "copy_real" the
     drawn real positive's whole row, as Sundaram & Hulkund (2021) did. `checkpoint` samples the
-    generator of one of the run's final-phase checkpoints instead of the finished one.
+    generator of one of the run's final-phase checkpoints instead of the finished one; `raw` its
+    raw generator instead of the moving average (last.ckpt without `checkpoint`).
     """
     if label_rows not in LABEL_ROWS:
         raise RareganError(
             f"unknown label rows {label_rows!r}; choose one of {', '.join(LABEL_ROWS)}"
         )
-    G, summary = load_generator(run, run_device(), checkpoint)
+    G, summary = load_generator(run, run_device(), checkpoint, raw)
     at = summary.get("checkpoint")
     positives = pd.read_csv(Path(run) / "positives.csv")
     label_names = summary["label_names"]
@@ -164,10 +181,11 @@ def synthesize(
         n = int(round((ratio if ratio is not None else 1.0) * len(positives)))
     if n < 1:
         raise RareganError(f"asked for {n} synthetic images; give --n ≥ 1 or a positive --ratio")
-    tag = (f"-{class_tag(wanted)}" if wanted else "") + (f"-{Path(at['name']).stem}" if at else "")
+    tag = (f"-{class_tag(wanted)}" if wanted else "") + (f"-{checkpoint_tag(at)}" if at else "")
     out = Path(out) if out else Path(run) / f"synth{tag}-n{n}-s{seed}"
     check_replaceable(out, "synth")
-    which = {"checkpoint": f"{at['name']}@{at['kimg']}"} if at else {}
+    raw_tag = ":raw" if raw else ""  # G_ema's sets keep the fingerprints they had
+    which = {"checkpoint": f"{at['name']}@{at['kimg']}{raw_tag}"} if at else {}
     fp = fingerprint(gan=run_id(run), n=n, seed=seed, only=only or "", labels=label_rows, **which)
     if check_fingerprint(out, fp, redo) and is_done(out):
         return out

@@ -3,7 +3,9 @@ from (never this run's val/test images, nor images outside its fraction), and it
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,12 @@ from pipelines.runs import data_folder, is_done, read_fingerprint, source_runs
 if TYPE_CHECKING:
     from pggan import PGGAN
     from pipelines.data.prepare import Prepared
+
+# With gan.ema_continue, a fine-tune that ends with more of the source in its average than this
+# gets a note: its samples then lean toward the source's class (measured in
+# docs/results/gan-finetune-ema-kermany-viral: 61 % left after 8 kimg, as bacterial as viral; 8 %
+# after 40 kimg, viral).
+SOURCE_SHARE_NOTE = 0.25
 
 
 def transfer_source(cfg: dict) -> Path | None:
@@ -97,7 +105,8 @@ def check_source_images(source: Path, prepared: Prepared, fraction: float, seed:
 
 def start_from(module: PGGAN, source: Path) -> None:
     """Load the weights of GAN run `source` into `module` (its checkpoint read once, a user error
-    if damaged or of another architecture) and move it to its final phase."""
+    if damaged or of another architecture) and move it to its final phase; with ema_continue, a
+    note when the fine-tune is too short for its average to leave the source (SOURCE_SHARE_NOTE)."""
     state = read_checkpoint(source / CKPT)
     try:
         module.start_from(state["state_dict"])
@@ -106,3 +115,26 @@ def start_from(module: PGGAN, source: Path) -> None:
             f"gan.init_from: {source} is a GAN of another architecture ({err}); give one trained "
             "with the same gan.resolution, channels, latent_dim and number of classes"
         ) from None
+    share = ema_source_share(module)
+    if share is not None and share > SOURCE_SHARE_NOTE:
+        hp, schedule = module.hparams, module.schedule
+        kimg = schedule.phase_images(schedule.n_phases - 1) / 1000
+        print(
+            f"raregan: note: gan.ema_continue: after this {kimg:g}-kimg fine-tune the "
+            f"source's generator still makes up {share:.0%} of the averaged one (ema_beta "
+            f"{hp.ema_beta:g} per step), so its samples lean toward the source's class; a longer "
+            f"gan.final_kimg lets the average follow the fine-tune",
+            file=sys.stderr,
+        )
+
+
+def ema_source_share(module: PGGAN) -> float | None:
+    """With ema_continue, the share of the source's G_ema left in a fine-tune's G_ema at the end of
+    its final phase: ema_beta ** (its steps, one update each, on one process; DDP takes fewer
+    steps for the same images and leaves more); None without ema_continue."""
+    hp, schedule = module.hparams, module.schedule
+    if not hp.ema_continue:
+        return None
+    last = schedule.n_phases - 1
+    steps = math.ceil(schedule.phase_images(last) / schedule.batch_size(schedule.n_levels - 1))
+    return hp.ema_beta**steps
