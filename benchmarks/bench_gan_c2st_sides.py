@@ -65,7 +65,7 @@ from pipelines.gan.c2st import c2st  # noqa: E402
 from pipelines.gan.eval_run import stored_images  # noqa: E402
 
 
-def heldout(
+def class_images(
     run: Path, cls: str, size: int, cache: Path, listing: str = "heldout.csv"
 ) -> np.ndarray:
     """The held-out real images of `cls` a run lists (val/test positives of patients it never
@@ -79,7 +79,7 @@ def heldout(
 def memorizer(run: Path, cls: str, n: int, size: int, cache: Path, seed: int) -> np.ndarray:
     """`n` copies of the run's training originals of `cls`, drawn with replacement: a GAN that
     only reproduces the images it saw."""
-    originals = heldout(run, cls, size, cache, "positives.csv")
+    originals = class_images(run, cls, size, cache, "positives.csv")
     return originals[np.random.default_rng(seed).integers(len(originals), size=n)]
 
 
@@ -244,8 +244,8 @@ def measure(args: argparse.Namespace, n: int, cache: Path) -> None:
     raw |= {run: samples(run, None) for run in args.control}
     fakes = {run: noised(images, args.noise, args.seed) for run, images in raw.items()}
     size = fakes[args.runs[0]].shape[-1]
-    held = heldout(args.runs[0], args.cls, size, cache)
-    other = heldout(args.other_from or args.runs[0], args.other, size, cache)
+    held = class_images(args.runs[0], args.cls, size, cache)
+    other = class_images(args.other_from or args.runs[0], args.other, size, cache)
     if args.spectrum:
         head = " ".join(f"{f'{lo}-{hi}':>9}" for lo, hi in bands(size))
         print(f"power over held-out real {args.cls}'s, all images, per band (cycles per image):")
