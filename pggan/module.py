@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from collections.abc import Sequence
 
@@ -168,6 +169,18 @@ class PGGAN(pl.LightningModule):
         `ema_continue` (a fine-tune's setting) averages on from the source's at ema_beta instead."""
         hp = self.hparams
         return decay_at(hp.ema_beta, self.steps, hp.ema_rampup and not hp.ema_continue)
+
+    def ema_source_share(self) -> float | None:
+        """With ema_continue, the share of the source's G_ema left in G_ema at the end of the final
+        phase: ema_beta ** its steps (one update each, on one process; DDP takes fewer steps for
+        the same images and leaves more); None without ema_continue."""
+        if not self.hparams.ema_continue:
+            return None
+        last = self.schedule.n_phases - 1
+        steps = math.ceil(
+            self.schedule.phase_images(last) / self.schedule.batch_size(self.schedule.n_levels - 1)
+        )
+        return self.hparams.ema_beta**steps
 
     # ---- optimizers and checkpoint state -------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:

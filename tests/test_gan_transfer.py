@@ -204,13 +204,13 @@ def test_a_fine_tuned_gans_source_must_have_learned_only_from_the_classifiers_ro
 def test_ema_source_share_is_ema_beta_to_the_fine_tunes_steps():
     """What the note reads: the source's share of G_ema after the final phase's updates."""
     from pggan import PGGAN
-    from pipelines.gan.transfer import SOURCE_SHARE_NOTE, ema_source_share
+    from pipelines.gan.transfer import SOURCE_SHARE_NOTE
 
     kw = {"resolution": 16, "channels": [16, 16, 8], "latent_dim": 16, "kimg_per_phase": 1.0}
-    assert ema_source_share(PGGAN(**kw, final_kimg=8.0)) is None  # the ramp restarts instead
-    short = ema_source_share(PGGAN(**kw, final_kimg=8.0, ema_continue=True))
+    assert PGGAN(**kw, final_kimg=8.0).ema_source_share() is None  # the ramp restarts instead
+    short = PGGAN(**kw, final_kimg=8.0, ema_continue=True).ema_source_share()
     assert short == pytest.approx(0.999**500)  # 8 kimg in batches of 16: 61 % left, a note
-    long = ema_source_share(PGGAN(**kw, final_kimg=40.0, ema_continue=True))
+    long = PGGAN(**kw, final_kimg=40.0, ema_continue=True).ema_source_share()
     assert long == pytest.approx(0.999**2500) and long < SOURCE_SHARE_NOTE < short  # 8 %: none
-    odd = ema_source_share(PGGAN(**kw, final_kimg=0.1, default_batch=48, ema_continue=True))
+    odd = PGGAN(**kw, final_kimg=0.1, default_batch=48, ema_continue=True).ema_source_share()
     assert odd == pytest.approx(0.999**3)  # a last, partial batch is a step too

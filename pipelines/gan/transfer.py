@@ -3,7 +3,6 @@ from (never this run's val/test images, nor images outside its fraction), and it
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -115,7 +114,7 @@ def start_from(module: PGGAN, source: Path) -> None:
             f"gan.init_from: {source} is a GAN of another architecture ({err}); give one trained "
             "with the same gan.resolution, channels, latent_dim and number of classes"
         ) from None
-    share = ema_source_share(module)
+    share = module.ema_source_share()
     if share is not None and share > SOURCE_SHARE_NOTE:
         hp, schedule = module.hparams, module.schedule
         kimg = schedule.phase_images(schedule.n_phases - 1) / 1000
@@ -126,15 +125,3 @@ def start_from(module: PGGAN, source: Path) -> None:
             f"gan.final_kimg lets the average follow the fine-tune",
             file=sys.stderr,
         )
-
-
-def ema_source_share(module: PGGAN) -> float | None:
-    """With ema_continue, the share of the source's G_ema left in a fine-tune's G_ema at the end of
-    its final phase: ema_beta ** (its steps, one update each, on one process; DDP takes fewer
-    steps for the same images and leaves more); None without ema_continue."""
-    hp, schedule = module.hparams, module.schedule
-    if not hp.ema_continue:
-        return None
-    last = schedule.n_phases - 1
-    steps = math.ceil(schedule.phase_images(last) / schedule.batch_size(schedule.n_levels - 1))
-    return hp.ema_beta**steps
