@@ -214,3 +214,25 @@ def test_ema_source_share_is_ema_beta_to_the_fine_tunes_steps():
     assert long == pytest.approx(0.999**2500) and long < SOURCE_SHARE_NOTE < short  # 8 %: none
     odd = PGGAN(**kw, final_kimg=0.1, default_batch=48, ema_continue=True).ema_source_share()
     assert odd == pytest.approx(0.999**3)  # a last, partial batch is a step too
+
+
+def test_a_source_trained_on_in_pieces_is_checked_once(resplit_source, tmp_path, capsys):
+    """gan-eval of a GAN whose sources saw the same images (one source continued with --init-from
+    on its own classes) checks those images once and says which source the others repeat."""
+    piece, tuned = tmp_path / "piece", tmp_path / "tuned"
+    for run, parent in ((piece, resplit_source), (tuned, piece)):  # copies, linked back
+        shutil.copytree(resplit_source, run)
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "init_from": str(parent)}))
+    argv = ["gan-eval", "--run", str(tuned), "--n", "16", "--no-heldout"]
+    assert main([*argv, "--cache", str(tmp_path / "store")]) == 0
+    report = json.loads((tuned / "eval" / "eval.json").read_text())
+    first, second = report["memorization_sources"]
+    assert first["run"] == str(piece) and 0 <= first["n_near_copies"] <= 16
+    assert second == {"run": str(resplit_source), "same_images_as": str(piece)}
+    out = capsys.readouterr().out
+    assert f"against the images of {piece}, which it was fine-tuned from: " in out
+    assert (
+        f"against the images of {resplit_source}, which piece was fine-tuned from: "
+        f"the same images as {piece}'s, checked above"
+    ) in out

@@ -123,11 +123,14 @@ def run(args: argparse.Namespace) -> int:
         f"{report['fid']:.4g}, KID {report['kid']:.3g} against the GAN's training images; "
         f"{n_copies} of {len(nearest)} samples flagged as near-copies of a training image; written to {out}"
     )
-    for source in report.get("memorization_sources", []):  # a fine-tuned GAN saw these too
-        seen = (
-            f"{source['n_near_copies']} of {len(nearest)} samples flagged as near-copies"
-            if "skipped" not in source
-            else f"not checked ({source['skipped']})"
-        )
-        print(f"  against the images of {source['run']}, which it was fine-tuned from: {seen}")
+    tuned = "it"  # a fine-tuned GAN saw its sources' images too, followed back
+    for source in report.get("memorization_sources", []):
+        if "skipped" in source:
+            seen = f"not checked ({source['skipped']})"
+        elif "same_images_as" in source:
+            seen = f"the same images as {source['same_images_as']}'s, checked above"
+        else:
+            seen = f"{source['n_near_copies']} of {len(nearest)} samples flagged as near-copies"
+        print(f"  against the images of {source['run']}, which {tuned} was fine-tuned from: {seen}")
+        tuned = Path(source["run"]).name
     return 0

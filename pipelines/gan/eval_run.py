@@ -3,6 +3,7 @@ held-out real images (C2ST, FID/KID, precision/recall beside real baselines), in
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -71,13 +72,20 @@ def seen_images(run: Path, size: int, cache: Path) -> tuple[pd.DataFrame, np.nda
 
 def sources_memorization(summary: dict, fake: np.ndarray, net, seed: int, cache: Path) -> list:
     """For a fine-tuned GAN: the memorization check against the images of each GAN it started
-    from, which it saw too (a source no longer on disk: its path and why it was not checked)."""
-    out = []
+    from, which it saw too (a source no longer on disk: its path and why it was not checked).
+    A source that saw exactly the images of one checked before it (a source trained on in pieces)
+    is not checked again: its entry names that one (same_images_as)."""
+    out, checked = [], {}
     for source in source_runs(summary):
         if not (source / POSITIVES).is_file():
             out.append({"run": str(source), "skipped": "the source run is not on disk"})
             continue
         _, _, seen = seen_images(source, fake.shape[-1], cache)
+        key = hashlib.sha256(seen.tobytes()).hexdigest()
+        if key in checked:
+            out.append({"run": str(source), "same_images_as": checked[key]})
+            continue
+        checked[key] = str(source)
         out.append({"run": str(source), **memorization_report(seen, fake, net, seed)})
     return out
 
