@@ -217,8 +217,8 @@ def test_ema_source_share_is_ema_beta_to_the_fine_tunes_steps():
 
 
 def test_a_source_trained_on_in_pieces_is_checked_once(resplit_source, tmp_path, capsys):
-    """gan-eval of a GAN whose sources saw the same images (one source continued with --init-from
-    on its own classes) checks those images once and says which source the others repeat."""
+    """gan-eval of a GAN whose sources saw its own images (one run continued with --init-from on
+    its own classes, in pieces) checks those images once and says which run the others repeat."""
     piece, tuned = tmp_path / "piece", tmp_path / "tuned"
     for run, parent in ((piece, resplit_source), (tuned, piece)):  # copies, linked back
         shutil.copytree(resplit_source, run)
@@ -227,12 +227,17 @@ def test_a_source_trained_on_in_pieces_is_checked_once(resplit_source, tmp_path,
     argv = ["gan-eval", "--run", str(tuned), "--n", "16", "--no-heldout"]
     assert main([*argv, "--cache", str(tmp_path / "store")]) == 0
     report = json.loads((tuned / "eval" / "eval.json").read_text())
-    first, second = report["memorization_sources"]
-    assert first["run"] == str(piece) and 0 <= first["n_near_copies"] <= 16
-    assert second == {"run": str(resplit_source), "same_images_as": str(piece)}
+    assert 0 <= report["memorization"]["n_near_copies"] <= 16  # its own images: checked
+    assert report["memorization_sources"] == [
+        {"run": str(piece), "same_images_as": str(tuned)},
+        {"run": str(resplit_source), "same_images_as": str(tuned)},
+    ]
     out = capsys.readouterr().out
-    assert f"against the images of {piece}, which it was fine-tuned from: " in out
+    assert (
+        f"against the images of {piece}, which it was fine-tuned from: "
+        f"the same images as {tuned}'s, checked above"
+    ) in out
     assert (
         f"against the images of {resplit_source}, which piece was fine-tuned from: "
-        f"the same images as {piece}'s, checked above"
+        f"the same images as {tuned}'s, checked above"
     ) in out

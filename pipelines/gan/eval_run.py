@@ -70,18 +70,26 @@ def seen_images(run: Path, size: int, cache: Path) -> tuple[pd.DataFrame, np.nda
     return positives, originals, seen
 
 
-def sources_memorization(summary: dict, fake: np.ndarray, net, seed: int, cache: Path) -> list:
+def images_key(images: np.ndarray) -> str:
+    """A digest of a set of images: two runs that saw the same images get the same key."""
+    return hashlib.sha256(images.tobytes()).hexdigest()
+
+
+def sources_memorization(
+    run: Path, own: np.ndarray, summary: dict, fake: np.ndarray, net, seed: int, cache: Path
+) -> list:
     """For a fine-tuned GAN: the memorization check against the images of each GAN it started
     from, which it saw too (a source no longer on disk: its path and why it was not checked).
-    A source that saw exactly the images of one checked before it (a source trained on in pieces)
-    is not checked again: its entry names that one (same_images_as)."""
-    out, checked = [], {}
+    A source that saw exactly the images of the run itself (`own`, checked by gan_eval) or of a
+    source before it (one trained on in pieces) is not checked again: its entry names that run
+    (same_images_as)."""
+    out, checked = [], {images_key(own): str(run)}
     for source in source_runs(summary):
         if not (source / POSITIVES).is_file():
             out.append({"run": str(source), "skipped": "the source run is not on disk"})
             continue
         _, _, seen = seen_images(source, fake.shape[-1], cache)
-        key = hashlib.sha256(seen.tobytes()).hexdigest()
+        key = images_key(seen)
         if key in checked:
             out.append({"run": str(source), "same_images_as": checked[key]})
             continue
@@ -228,7 +236,7 @@ def evaluate_gan_run(
         {"path": str(classifier), "sha256": file_sha256(classifier)} if classifier else None
     )
     report.update(fidelity)
-    if sources := sources_memorization(summary, fake, net, seed, cache):
+    if sources := sources_memorization(run, real, summary, fake, net, seed, cache):
         report["memorization_sources"] = sources
     at = summary.get("checkpoint")
     if at:
