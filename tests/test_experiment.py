@@ -136,6 +136,44 @@ def test_bad_axes_refused_before_training(sweep, capsys, flag, value, needle):
     assert not (tmp / "fresh").exists()
 
 
+def test_synth_only_arm_reports_the_gan_arms_gans_utility(sweep):
+    """`--arms … synth_only` (train on synthetic, test on real): its classifier takes the gan arm's
+    GAN samples as its only Fracture positives, and the report's GAN table and verdict give its
+    Fracture AUC beside the none arm's."""
+    from pipelines.experiment.plan import Sweep
+    from pipelines.experiment.sweep import gan_quality
+
+    tmp, argv, _ = sweep
+    argv = list(argv)
+    arms = ["none", "gan", "synth_only"]
+    argv[argv.index("--fractions") + 1 : argv.index("--arms")] = ["100"]
+    argv[argv.index("--arms") + 1 : argv.index("--seeds")] = arms
+    assert main([*argv, "--name", "tstr"]) == 0
+    results = tmp / "runs/phantoms/compare/tstr"
+    cells = pd.read_csv(results / "cells.csv")
+    assert (cells["status"] == "done").all() and set(cells["arm"]) == set(arms)
+    fps = {
+        arm: json.loads(
+            (tmp / f"runs/phantoms/classify/tstr-cnn5-{arm}-f100-s0/fingerprint.json").read_text()
+        )
+        for arm in ("gan", "synth_only")
+    }
+    assert fps["synth_only"]["settings"]["synth"] == fps["gan"]["settings"]["synth"]  # the same GAN
+    auc = {
+        arm: read_record(results / "cells", f"classify-{arm}-f100-s0")["metrics"]["auc"]["Fracture"]
+        for arm in ("synth_only", "none")
+    }
+    plan = Sweep(["Fracture"], [100.0], arms, [0], tmp / "runs", "cnn5", "tstr")
+    plan.results = results
+    quality, _ = gan_quality(plan, "phantoms")
+    assert quality["utility"].tolist() == [auc["synth_only"]["auc"]]
+    assert quality["utility_real"].tolist() == [auc["none"]["auc"]]
+    md = (results / "report.md").read_text()
+    assert "TSTR AUC (real)" in md
+    assert f"{auc['synth_only']['auc']:.3f} ({auc['none']['auc']:.3f})" in md
+    assert "as its only Fracture positives (synth_only" in md
+
+
 def test_conditional_gan_sweep_trains_one_gan_for_all_classes(sweep):
     tmp, argv, _ = sweep
     argv = list(argv)

@@ -40,8 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--arms",
         nargs="*",
-        help="arms among none, standard, filters, gan_nofilter, gan, gan_standard "
-        "(default: the config's compare.arms)",
+        help="arms among none, standard, filters, gan_nofilter, gan, gan_standard, synth_only "
+        "(the gan arm's GANs' samples as the only positives of the classes: their utility; "
+        "default: the config's compare.arms)",
     )
     parser.add_argument("--seeds", nargs="*", type=int, help="classifier seeds (default: config)")
     parser.add_argument(

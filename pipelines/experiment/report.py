@@ -169,16 +169,21 @@ FIDELITY = (
     "2017), beside the same test between the GAN's own training images and them (real vs real); "
     "k-NN precision and recall (k = 3; Kynkäänniemi et al. 2019) with the real-vs-real values in "
     "brackets; near copies: samples closer to a training image than real images are to each "
-    "other. 'n/a': too few held-out images for the test."
+    "other. 'n/a': too few held-out images for the test. With the synth_only arm, TSTR (train on "
+    "synthetic, test on real): the class's test AUC of the classifier of that fraction and seed whose "
+    "only positives of the class were this GAN's samples, with the none arm's (the real positives) in "
+    "brackets."
 )
 
 
 def fidelity_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per GAN: C2ST with its interval and real-vs-real, precision/recall, near copies."""
+    """One row per GAN: C2ST with its interval and real-vs-real, precision/recall, near copies, and
+    its utility (train on synthetic, test on real) where the sweep ran synth_only."""
 
     def num(v: float, f: str = ".3f") -> str:
         return "n/a" if pd.isna(v) else format(v, f)
 
+    tstr = "utility" in frame and frame["utility"].notna().any()  # the sweep ran synth_only
     rows = []
     for r in frame.to_dict("records"):
         c2st = num(r.get("c2st", float("nan")))
@@ -196,6 +201,8 @@ def fidelity_table(frame: pd.DataFrame) -> pd.DataFrame:
             f"({num(r.get('recall_real', float('nan')), '.2f')})",
             "near copies": num(r.get("near_copies", float("nan")), ".1%"),
         })  # fmt: skip
+        if tstr:
+            rows[-1]["TSTR AUC (real)"] = f"{num(r['utility'])} ({num(r['utility_real'])})"
     return pd.DataFrame(rows)
 
 

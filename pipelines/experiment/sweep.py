@@ -37,7 +37,16 @@ from pipelines.data.splits import check_fractions
 from pipelines.errors import RareganError
 from pipelines.experiment.cell_records import GRIDS, record_checker
 from pipelines.experiment.execute import CellBusy, DependencyError, run_cell
-from pipelines.experiment.plan import ERROR, Sweep, cell_plan, plan, status_of, variant_config
+from pipelines.experiment.plan import (
+    ERROR,
+    Cell,
+    Sweep,
+    cell_plan,
+    classify_id,
+    plan,
+    status_of,
+    variant_config,
+)
 from pipelines.experiment.records import PREDICTIONS, read_record, record_path, side_file
 from pipelines.gan.distances import space_label
 from pipelines.gan.metrics import near_copy_share
@@ -161,6 +170,21 @@ def held(rep: dict) -> dict:
     }
 
 
+def utility(sweep: Sweep, folder: Path, cell: Cell, cls: str) -> dict:
+    """Train on synthetic, test on real: `cls`'s test AUC of the synth_only classifier of a GAN
+    unit's fraction and seed (its positives of the class only the gan arm's GAN samples) and, beside
+    it, the `none` classifier's (the real positives). NaN for a GAN the synth_only arm does not use
+    (without the filter bank), a class the sweep does not study, or a record not yet there."""
+    out = {}
+    for key, arm in (("utility", "synth_only"), ("utility_real", "none")):
+        used = {"synth_only", arm} <= set(sweep.arms) and cell.variant != "nofilter"
+        used = used and cls in sweep.classes
+        rec = read_record(folder, classify_id(arm, cell.fraction, cell.seed)) if used else None
+        auc = ((rec or {}).get("metrics", {}).get("auc", {}).get(cls) or {}).get("auc")
+        out[key] = float("nan") if auc is None else auc
+    return out
+
+
 def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
     """FID/KID, C2ST and precision/recall (held-out, beside real-vs-real) of every GAN unit with a
     record, and the first seed's image grids, from the records. A GAN that also learned
@@ -168,7 +192,8 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
     class alone (FID/KID and near copies over all the classes it learned). Beside the readable
     `class` label each row says which studied class its held-out figures are of (`studied`; the
     joined label for a GAN measured on several at once) and whether the GAN learned from the
-    filter bank (`filter_bank`: it feeds the gan arms, not gan_nofilter)."""
+    filter bank (`filter_bank`: it feeds the gan arms, not gan_nofilter). A GAN of the gan arm measured
+    on one class also gets its utility (`utility`, `utility_real`) when the sweep has synth_only."""
     folder = sweep.records_dir(dataset)
     rows, images = [], []
     for cell in cell_plan(sweep, dataset):
@@ -190,9 +215,15 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
             for name in studied:
                 one = held(rep.get("per_class", {}).get(name, {})) | {"near_copies": near}
                 label = {"class": f"{name}, by the GAN on {cls}", "studied": name}
-                rows.append(label | row | one)
+                rows.append(label | row | one | utility(sweep, folder, cell, name))
         else:
-            rows.append({"class": cls, "studied": " + ".join(cell.unit)} | row | held(rep))
+            name = " + ".join(cell.unit)
+            rows.append(
+                {"class": cls, "studied": name}
+                | row
+                | held(rep)
+                | utility(sweep, folder, cell, name)
+            )
         if cell.seed != sweep.seeds[0]:
             continue
         for suffix, caption in GRIDS.items():

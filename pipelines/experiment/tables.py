@@ -233,7 +233,8 @@ def _arm_sentences(rows: pd.DataFrame, cls: str, name: str, order: list) -> list
 
 def _fidelity_sentences(fidelity: pd.DataFrame | None, cls: str) -> list[str]:
     """How good the GANs behind the gan arm were, per fraction: the range over seeds of their C2ST
-    beside real vs real, and of their precision and recall. `fidelity`: `sweep.gan_quality`'s rows
+    beside real vs real, of their precision and recall, and of their utility (synth_only's AUC beside
+    none's) where the sweep ran synth_only. `fidelity`: `sweep.gan_quality`'s rows
     (the report's fidelity table); those measured on `cls` from GANs with the filter bank count."""
     if fidelity is None or "c2st" not in fidelity:
         return []
@@ -250,6 +251,13 @@ def _fidelity_sentences(fidelity: pd.DataFrame | None, cls: str) -> list[str]:
                 f"The {len(g)} GAN(s) behind the gan arm at {fmt_fraction(frac)}: C2ST AUC "
                 f"{_span(g, 'c2st', '.3f')} ({real}0.5 = indistinguishable from held-out real "
                 f"images of {cls}, 1 = always told apart), {pr}."
+            )
+        if "utility" in g and g["utility"].notna().any():
+            out.append(
+                f"Trained with their samples as its only {cls} positives (synth_only, train on "
+                f"synthetic, test on real), the classifier at {fmt_fraction(frac)} scored {cls} "
+                f"test AUC {_span(g, 'utility', '.3f')}, with the real positives (none) "
+                f"{_span(g, 'utility_real', '.3f')}."
             )
     return out
 
