@@ -159,6 +159,7 @@ def test_synth_only_arm_reports_the_gan_arms_gans_utility(sweep):
         for arm in ("gan", "synth_only")
     }
     assert fps["synth_only"]["settings"]["synth"] == fps["gan"]["settings"]["synth"]  # the same GAN
+    assert fps["synth_only"]["settings"]["train"] != fps["gan"]["settings"]["train"]  # no real ones
     auc = {
         arm: read_record(results / "cells", f"classify-{arm}-f100-s0")["metrics"]["auc"]["Fracture"]
         for arm in ("synth_only", "none")
