@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+from pipelines.commands.common import check_output_places
 from pipelines.errors import RareganError
 from pipelines.machine import reuse_freed_memory
 
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
+        check_output_places(args)
         args.command_line = shlex.join(["raregan", *map(str, argv)])  # for reports: how to redo
         reuse_freed_memory()  # +14-21 % on a CPU training step (pipelines/machine.py)
         return int(modules[args.command].run(args) or 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import hashlib
 import json
 import os
@@ -270,20 +271,72 @@ def fingerprint(**parts) -> dict:
     return {"id": digest, "settings": flat}
 
 
+# What raregan writes at the top of a run folder (fnmatch patterns). `--redo` removes these and
+# nothing else: a user's own file placed in a run folder survives it (tests/test_user_folders.py
+# checks that a finished GAN and classifier run hold nothing outside this list).
+RUN_ENTRIES = (
+    FINGERPRINT, "config.yaml", DONE, "ERROR", OWNER, "summary.json", "metrics.json",
+    "checkpoints", "logs", "tensorboard", "samples", "eval", "eval-*", "synth-*", "external-*",
+    "fold[0-9]*", "generator_ema.pt", "heldout.csv", "positives.csv", "losses.csv",
+    "loss_curve.png", "predictions.csv", "train_val_ids.csv", "roc_curves.png", "calibration.png",
+    "confusion.png", "label_distribution.png", "test_predictions.png", "gradcam_*.png",
+    "cv_folds.csv", "cv_summary.json", "qwk_table.csv", "qwk_table.md", "images", "synthetic.csv",
+    ".*.tmp", ".*.tmp-*", ".*.old-*", ".probe-*",
+)  # fmt: skip
+
+
+def raregan_entries(run: Path) -> tuple[list[Path], list[Path]]:
+    """The entries at the top of `run` that raregan writes, and the others (a user's), sorted."""
+    mine, others = [], []
+    for entry in sorted(Path(run).iterdir()):
+        owned = any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in RUN_ENTRIES)
+        (mine if owned else others).append(entry)
+    return mine, others
+
+
+def clear_run(run: Path) -> list[Path]:
+    """Remove what raregan wrote in its run folder `run` (the fingerprint last); the entries kept.
+
+    Only a folder holding raregan's fingerprint is cleared (a user error otherwise)."""
+    run = Path(run)
+    if not (run / FINGERPRINT).is_file():
+        raise StaleRunError(f"{run} holds no {FINGERPRINT}: raregan did not make it")
+    mine, others = raregan_entries(run)
+    for entry in sorted(mine, key=lambda e: e.name == FINGERPRINT):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+    if not others:
+        with contextlib.suppress(OSError):
+            run.rmdir()
+    return others
+
+
 def check_fingerprint(run: Path, fp: dict, redo: bool = False) -> bool:
     """True when `run` may be reused or resumed under `fp`; a StaleRunError naming the keys that
-    differ otherwise. With `redo`, a run made by other settings is deleted instead (False)."""
+    differ otherwise. With `redo`, what raregan wrote in a run made by other settings is removed
+    instead (False). A non-empty folder raregan did not make (no fingerprint) is refused, with or
+    without `redo`: raregan never deletes it (and a sweep stops there rather than write into it)."""
     run = Path(run)
     path = run / FINGERPRINT
     if not run.exists() or not any(run.iterdir()):
         return True
-    old = json.loads(path.read_text()) if path.is_file() else {"id": None, "settings": {}}
+    if not path.is_file():
+        raise StaleRunError(
+            f"{run} is a folder raregan did not make (no {FINGERPRINT}); raregan never deletes "
+            "it, with or without --redo: choose another --out / --name"
+        )
+    old = json.loads(path.read_text())
     if old["id"] == fp["id"]:
         return True
     if redo:
-        shutil.rmtree(run)
+        kept = clear_run(run)
+        if kept:
+            names = ", ".join(e.name for e in kept[:4]) + (" …" if len(kept) > 4 else "")
+            print(f"--redo: kept {len(kept)} entries raregan did not write in {run} ({names})")
         return False
-    refuse_stale(run, old["settings"], fp["settings"], path.is_file())
+    refuse_stale(run, old["settings"], fp["settings"])
     return False
 
 

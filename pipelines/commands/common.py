@@ -109,6 +109,45 @@ def folder_arg(text: str) -> Path:
     return path
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _resolved(path: Path) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def check_output_places(args: argparse.Namespace) -> None:
+    """Refuse output folders that a run or --redo must never write over: /, the home folder, the
+    repository's root, the data root or a folder inside it; --out also may not hold the data.
+
+    A --runs root may hold the data (the demo's phantoms live in runs/phantoms): run folders go
+    into subfolders of it, never over it."""
+    data = getattr(args, "data", None)
+    data = _resolved(data) if data is not None else None
+    home = _resolved(Path.home())
+    for option in ("out", "runs", "results"):
+        given = getattr(args, option, None)
+        if given is None:
+            continue
+        path = _resolved(given)
+        where = None
+        if path == Path(path.anchor):
+            where = "is the file system's root"
+        elif path == home:
+            where = "is your home folder"
+        elif path == REPO_ROOT:
+            where = "is raregan's repository root"
+        elif data is not None and (path == data or data in path.parents):
+            where = "is the data root or lies inside it"
+        elif option == "out" and data is not None and path in data.parents:
+            where = f"holds the data ({args.data})"
+        if where:
+            raise RareganError(
+                f"--{option} {given} {where}; raregan writes (and with --redo replaces) what is "
+                "there: choose a folder of its own"
+            )
+
+
 _P = "patients when the source has no {} split"
 # (flag, argparse keywords): the options that decide which images land where
 DATA_OPTIONS = [

@@ -19,7 +19,7 @@ from pipelines.data.prepare import prepare, unknown_if_uncertain_outside_train
 from pipelines.data.store import StoreDataset
 from pipelines.errors import RareganError
 from pipelines.machine import run_device
-from pipelines.runs import mark_done, staged_dir, write_json
+from pipelines.runs import check_replaceable, mark_done, staged_dir, write_json
 
 NAME = "evaluate"
 HELP = "evaluate a finished classifier run on another dataset with the same labels (all its images are the test set)"
@@ -179,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     """Predict every image of the external dataset; write predictions, metrics and figures."""
     from classify import Classifier
 
+    if args.out is not None:
+        check_replaceable(args.out, "evaluate")  # before any work
     best = args.run / "checkpoints" / "best.ckpt"
     if not (args.run / "DONE").is_file() or not best.is_file():
         raise RareganError(

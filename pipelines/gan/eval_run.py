@@ -28,7 +28,13 @@ from pipelines.gan.metrics import (
 from pipelines.gan.outputs import HELDOUT, POSITIVES
 from pipelines.gan.synth import checkpoint_tag, load_generator, synthesize
 from pipelines.images import save_grid
-from pipelines.runs import file_sha256, source_runs, staged_dir, write_json
+from pipelines.runs import (
+    check_replaceable,
+    file_sha256,
+    source_runs,
+    staged_dir,
+    write_json,
+)
 
 
 def feature_net(path: Path | None):
@@ -218,6 +224,8 @@ def evaluate_gan_run(
     if heldout not in HELDOUT_MODES:
         raise ValueError(f"heldout must be one of {HELDOUT_MODES}, got {heldout!r}")
     run = Path(run)
+    if out is not None:
+        check_replaceable(out, "gan-eval")  # before any work
     G, summary = load_generator(run, checkpoint=checkpoint, raw=raw)
     positives, originals, real = seen_images(run, G.resolution, cache)
     synth_dir = synth_dir or synthesize(run, n=n, seed=seed, checkpoint=checkpoint, raw=raw)
