@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import importlib.util
 import logging
 import re
 import shlex
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -93,27 +97,68 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message="Checkpoint directory .* is not empty")  # resume
 
 
+class Stopped(BaseException):
+    """SIGTERM or Ctrl-C: raised where the process is, so nothing after it (DONE, a record) runs.
+
+    A BaseException, not a KeyboardInterrupt or SystemExit: Lightning turns those into exit 1 and
+    exit 0; this one it passes on (after its own teardown), and the last checkpoint stays."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame) -> NoReturn:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM (a scheduler's time limit or preemption) and SIGINT raise Stopped for the block;
+    the previous handlers come back after it (where signals can be handled: the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; a RareganError becomes `raregan: error: …` on stderr and exit code 2."""
+    """Run one subcommand; a RareganError becomes `raregan: error: …` on stderr and exit code 2.
+
+    SIGTERM ends it with one line and exit 143 (128 + 15), Ctrl-C with `raregan: interrupted` and
+    exit 130: an interrupted run writes no DONE or record and keeps its last checkpoint."""
     argv = sys.argv[1:] if argv is None else list(argv)
     quiet_lightning()
     parser, modules = build_parser(argv)
     try:
-        args = parser.parse_args(argv)
-        if not args.command:
-            parser.print_help()
-            return 2
-        check_output_places(args)
-        args.command_line = shlex.join(["raregan", *map(str, argv)])  # for reports: how to redo
-        reuse_freed_memory()  # +14-21 % on a CPU training step (pipelines/machine.py)
-        return int(modules[args.command].run(args) or 0)
+        with stop_on_signals():
+            args = parser.parse_args(argv)
+            if not args.command:
+                parser.print_help()
+                return 2
+            check_output_places(args)
+            args.command_line = shlex.join(["raregan", *map(str, argv)])  # for reports: how to redo
+            reuse_freed_memory()  # +14-21 % on a CPU training step (pipelines/machine.py)
+            return int(modules[args.command].run(args) or 0)
     except RareganError as err:
         one_line = re.sub(r"\s*\n\s*", " ", str(err).strip())
         print(f"raregan: error: {one_line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped) as stop:
+        if getattr(stop, "signum", signal.SIGINT) == signal.SIGTERM:
+            print(
+                "raregan: terminated (SIGTERM): nothing was marked done; an interrupted run keeps "
+                "its last checkpoint (continue it with --resume)",
+                file=sys.stderr,
+            )
+            return 128 + signal.SIGTERM
         print("raregan: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":
