@@ -272,11 +272,16 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
                 f"config file {path} not found; presets: {', '.join(sorted(q.stem for q in CONFIG_DIR.glob('*.yaml')))}"
             )
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             raise RareganError(f"config file {p} is not UTF-8 text; give a YAML file") from None
         except yaml.YAMLError as err:
             raise RareganError(f"config file {p} is not valid YAML: {_yaml_problem(err)}") from None
+        if loaded is None:  # empty, or comments only: training on the defaults would surprise
+            raise RareganError(
+                f"config file {p} is empty (no settings); give sections such as `gan:` or "
+                "`classify:`, or a preset name"
+            )
         if not isinstance(loaded, dict):
             raise RareganError(f"config file {p} must hold a mapping of sections")
         source = str(p)

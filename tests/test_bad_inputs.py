@@ -227,6 +227,11 @@ BAD_COMMAND_LINES = {
     "yaml-unclosed": (["gan", "--data", "{data}", "--class", "Fracture", "--config", "{yaml}"], b"gan: [unclosed\n", ["{yaml}", "not valid YAML", "line 2"]),
     "yaml-tab": (["gan", "--data", "{data}", "--class", "Fracture", "--config", "{yaml}"], b"gan:\n\tlr: 1\n", ["{yaml}", "not valid YAML", "line 2"]),
     "yaml-binary": (["gan", "--data", "{data}", "--class", "Fracture", "--config", "{yaml}"], b"\x89PNG\r\n\x1a\n\xff", ["{yaml}", "not UTF-8"]),
+    "yaml-empty": (["gan", "--data", "{data}", "--class", "Fracture", "--config", "{yaml}"], b"# nothing set yet\n", ["{yaml}", "is empty"]),
+    "synth-seed-negative": (["synth", "--run", "{data}", "--seed", "-1"], None, ["--seed", "'-1'"]),
+    "gan-eval-seed-negative": (["gan-eval", "--run", "{data}", "--seed", "-1"], None, ["--seed", "'-1'"]),
+    "folds-1": (["classify", "--data", "{data}", "--folds", "1"], None, ["--folds", "≥ 2 folds, not 1"]),
+    "folds-negative": (["classify", "--data", "{data}", "--folds", "-2"], None, ["--folds", "'-2'"]),
 }  # fmt: skip
 
 
@@ -241,6 +246,7 @@ def test_bad_command_lines_and_presets_give_one_line(case, capsys, tmp_path, pha
     code, err = run_cli(capsys, *[fill.get(a, a) for a in argv], "--cache", tmp_path / "store")
     assert_one_line_error(code, err, *[fill.get(n, n) for n in needles])
     assert not (tmp_path / "store").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name != "preset.yaml"] == []  # no fold0/ …
 
 
 def test_zero_byte_image_is_reported_as_empty(capsys, tmp_path, phantom_root):

@@ -11,6 +11,7 @@ from pipelines.commands.common import (
     add_data_arguments,
     config_overrides,
     folder_arg,
+    folds_arg,
     print_data_notes,
     run_options,
     spec_from_args,
@@ -62,9 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze", type=int, default=0, help="freeze the first N blocks")
     parser.add_argument(
         "--folds",
-        type=int,
+        type=folds_arg,
         default=0,
-        help="patient-grouped k-fold cross-validation over train+val",
+        help="patient-grouped k-fold cross-validation over train+val (k ≥ 2; default 0: none)",
     )
     parser.add_argument(
         "--out",

@@ -72,6 +72,14 @@ def non_negative_int(text: str) -> int:
     return number_arg(text, int, 0)
 
 
+def folds_arg(text: str) -> int:
+    """An argparse type: a cross-validation fold count, 0 (none) or a whole number ≥ 2."""
+    value = non_negative_int(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError("must be 0 (no cross-validation) or ≥ 2 folds, not 1")
+    return value
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite number > 0."""
     return number_arg(text, float, 0, above=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipelines.commands.common import non_negative_int
 from pipelines.gan.distances import space_label
 from pipelines.gan.eval_run import evaluate_gan_run
 
@@ -42,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n", type=int, default=256, help="samples to draw when --synth is not given"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of samples and statistics")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of samples and statistics"
+    )
     parser.add_argument(
         "--classifier",
         type=Path,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.commands.common import non_negative_int
 from pipelines.data.phantoms import write_phantoms
 
 NAME = "phantoms"
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
     parser.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed; same seed, same files (default 0)"
+        "--seed", type=non_negative_int, default=0, help="seed; same seed, same files (default 0)"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipelines.commands.common import non_negative_int
 from pipelines.gan.synth import synthesize
 
 NAME = "synth"
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="only",
         help="for a GAN of several classes: draw label rows only from this class's positives",
     )
-    parser.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="latent seed (default 0)")
     parser.add_argument(
         "--label-rows",
         choices=["gan", "copy_real"],
