@@ -129,7 +129,7 @@ def test_class_folders_mixed_sizes_and_non_image_files(capsys, shared_data, tmp_
         capsys, "data", "--data", root, "--cache", tmp_path / "s", "--val", "0.2", "--test", "0.2"
     )
     assert code == 0, err
-    assert "12 images" in out and "skipped 1 non-image files" in out
+    assert "12 images" in out and f"raregan: warning: skipped 1 text files in {root / '0'}" in out
 
 
 def test_corrupt_image_names_the_file_and_leaves_no_store(capsys, shared_data, tmp_path):

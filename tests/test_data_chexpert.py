@@ -176,3 +176,38 @@ def test_bad_view_and_path_and_policy(tmp_path: Path) -> None:
         load_records(tmp_path / "p")
     with pytest.raises(RareganError, match=r"'u_maybe'.*u_ones, u_zeros, u_ignore"):
         load_records(tmp_path / "v", uncertainty="u_maybe")
+
+
+def test_a_column_that_is_no_chexpert_observation_is_ignored_and_named(tmp_path: Path) -> None:
+    """An ICU 0/1 column must not become a 15th label trained and counted in the macro AUC."""
+    base = tmp_path / P
+    write_csv(
+        base / "train.csv", [(p, v, {**vals, "ICU": "1"}) for p, v, vals in TRAIN], OBS + ["ICU"]
+    )
+    write_csv(base / "valid.csv", VALID)
+    rec = load_records(base)
+    assert "ICU" not in rec.label_names and rec.label_names == OBS
+    assert "ICU" not in rec.frame.columns
+    assert rec.info["ignored_columns"].startswith("ignored column(s) ICU of train.csv")
+
+
+def test_repeated_rows_are_dropped_and_conflicting_ones_refused(tmp_path: Path) -> None:
+    base = tmp_path / P
+    write_csv(base / "train.csv", [*TRAIN, TRAIN[0]])
+    write_csv(base / "valid.csv", VALID)
+    rec = load_records(base)
+    once = tmp_path / "once" / P
+    write_csv(once / "train.csv", TRAIN)
+    write_csv(once / "valid.csv", VALID)
+    assert len(rec.frame) == len(load_records(once).frame)
+    assert rec.info["repeated_rows"].startswith("dropped 1 repeated row")
+    flipped = (
+        TRAIN[0][0],
+        TRAIN[0][1],
+        {**TRAIN[0][2], "Fracture": "0.0" if TRAIN[0][2].get("Fracture") == "1.0" else "1.0"},
+    )
+    write_csv(base / "train.csv", [*TRAIN, flipped])
+    with pytest.raises(
+        RareganError, match=rf"lists image {TRAIN[0][0]} more than once with different values"
+    ):
+        load_records(base)

@@ -19,7 +19,7 @@ def test_real_knee_kl(shared_data: Path) -> None:
     rec = load_records(root)
     assert rec.source == "folders" and rec.task == "ordinal"
     assert rec.label_names == ["0", "1", "2", "3", "4"]
-    assert len(rec) == 8260 and rec.info["skipped"] == 0
+    assert len(rec) == 8260 and rec.info["skipped_files"] == []
     splits = rec.frame["orig_split"].value_counts().to_dict()
     assert splits == {"train": 5778, "val": 826, "test": 1656}
     assert int(rec.frame["4"].sum()) == 251
@@ -62,7 +62,9 @@ def test_natural_order_and_default_tasks(tmp_path: Path) -> None:
 def test_skipped_files_counted(tmp_path: Path) -> None:
     root = make_classes(tmp_path, {"0": ["1L.png", ".hidden.png", "notes.txt"], "1": ["2R.PNG"]})
     rec = load_records(root)
-    assert len(rec) == 2 and rec.info["skipped"] == 2
+    assert len(rec) == 2 and rec.info["skipped_files"] == [
+        f"skipped 1 text files in {root / '0'} (convert or remove them to use them)"
+    ]
     assert list(rec.frame["patient"]) == ["1", "2"]
 
 
@@ -88,3 +90,42 @@ def test_empty_class_and_bad_layouts(tmp_path: Path) -> None:
         load_records(
             make_classes(tmp_path / "m", {"a": ["1.png"], "b": ["2.png"]}), task="multilabel"
         )
+
+
+def test_a_folder_named_normal_is_a_class_not_kermany(tmp_path: Path) -> None:
+    """normal/ + fracture/ are two classes: Kermany is told by its file names, not a folder name."""
+    root = make_classes(tmp_path, {"normal": ["a1.png", "a2.png"], "fracture": ["b1.png"]})
+    assert detect_format(root) == "folders"
+    rec = load_records(root)
+    assert rec.label_names == ["fracture", "normal"] and len(rec) == 3
+
+
+def test_class_names_differing_only_in_case_are_one_class(tmp_path: Path) -> None:
+    files = {
+        "train/Fracture": ["a1.png", "a2.png"], "train/Normal": ["b1.png", "b2.png"],
+        "val/fracture": ["a3.png"], "val/normal ": ["b3.png"],
+        "test/FRACTURE": ["a4.png"], "test/NORMAL": ["b4.png"],
+    }  # fmt: skip
+    rec = load_records(touch_tree(tmp_path / "d", files))
+    assert rec.label_names == ["Fracture", "Normal"]  # the train split's spelling
+    per_split = rec.frame.groupby("orig_split")["Fracture"].sum().to_dict()
+    assert per_split == {"train": 2, "val": 1, "test": 1}
+
+
+def test_two_folders_of_one_split_differing_in_case_are_refused(tmp_path: Path) -> None:
+    root = touch_tree(tmp_path, {"a": ["1.png"], "A": ["2.png"], "b": ["3.png"]})
+    with pytest.raises(RareganError, match="differ only in case"):
+        load_records(root)
+
+
+def test_dicom_files_are_named_by_kind_and_a_class_losing_most_is_refused(tmp_path: Path) -> None:
+    dicoms = [f"s{i}.dcm" for i in range(10)]
+    root = make_classes(tmp_path / "most", {"fracture": ["1.png", "2.png", "3.png", *dicoms], "normal": ["4.png"]})  # fmt: skip
+    with pytest.raises(RareganError, match=r"fracture: 10 of its 13 files .*10 DICOM.*PNG or JPEG"):
+        load_records(root)
+    root = make_classes(tmp_path / "few", {"fracture": ["1.png", "2.png", "3.png", "x.dcm"], "normal": ["4.png"]})  # fmt: skip
+    rec = load_records(root)
+    assert len(rec) == 4
+    assert rec.info["skipped_files"] == [
+        f"skipped 1 DICOM files in {root / 'fracture'} (convert them to PNG or JPEG to use them)"
+    ]

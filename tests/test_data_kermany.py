@@ -61,7 +61,9 @@ def test_splits_keep_patients_apart(tmp_path: Path) -> None:
     assert f.loc["val/NORMAL/NORMAL2-IM-0001-0001.jpeg", "patient"] == "val/NORMAL2-IM-0001"
     assert f.loc["val/NORMAL/odd-name.jpeg", "patient"] == "val/odd-name"
     assert rec.frame["orig_split"].value_counts().to_dict() == {"train": 4, "val": 2, "test": 1}
-    assert rec.info["skipped"] == 2
+    assert rec.info["skipped_files"] == [
+        f"skipped 1 text files in {tmp_path / 'chest_xray/test/PNEUMONIA'} (convert or remove them to use them)"
+    ]
     assert rec.targets().tolist() == [0, 0, 1, 2, 0, 0, 2]
 
 
@@ -74,7 +76,24 @@ def test_untyped_pneumonia_file_is_named(tmp_path: Path) -> None:
 def test_bad_task_and_missing_tree(tmp_path: Path) -> None:
     root = make_tree(tmp_path, {"train/NORMAL": ["IM-0001-0001.jpeg"]})
     with pytest.raises(RareganError, match=r"task 'ordinal'"):
-        load_records(root, task="ordinal")
+        load_records(root, format="kermany", task="ordinal")
     with pytest.raises(RareganError, match=rf"NORMAL,PNEUMONIA.*found in {tmp_path / 'empty'}"):
         (tmp_path / "empty").mkdir()
         load_records(tmp_path / "empty", format="kermany")
+
+
+def test_a_class_folder_beside_normal_and_pneumonia_is_refused_not_dropped(tmp_path: Path) -> None:
+    make_tree(
+        tmp_path,
+        {
+            "train/PNEUMONIA": ["person1_bacteria_1.jpeg", "person2_virus_2.jpeg"],
+            "train/NORMAL": ["IM-0001-0001.jpeg"],
+            "train/COVID19": ["covid-1.png", "covid-2.png"],
+        },
+    )
+    assert detect_format(tmp_path) == "kermany"
+    with pytest.raises(
+        RareganError,
+        match=r"COVID19 holds 2 images that the Kermany reader ignores.*--format folders",
+    ):
+        load_records(tmp_path)

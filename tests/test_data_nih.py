@@ -121,3 +121,18 @@ def test_bad_files(tmp_path: Path) -> None:
         load_records(tmp_path)
     with pytest.raises(RareganError, match=r"nowhere does not exist"):
         load_records(tmp_path / "nowhere", format="nih")
+
+
+def test_repeated_rows_are_dropped_and_conflicting_ones_refused(tmp_path: Path) -> None:
+    same = ["a.png,Hernia,0,1,1,F,PA,1,1,1,1", "b.png,Edema,0,2,1,F,PA,1,1,1,1"]
+    root = write_nih(tmp_path / "same", [*same, same[0]], ["a.png", "b.png"])
+    rec = load_records(root)
+    assert list(rec.frame["image_id"]) == ["a.png", "b.png"]
+    assert rec.info["repeated_rows"].startswith("dropped 1 repeated row")
+    root = write_nih(
+        tmp_path / "odd", [*same, "a.png,No Finding,0,1,1,F,PA,1,1,1,1"], ["a.png", "b.png"]
+    )
+    with pytest.raises(
+        RareganError, match="lists image a.png more than once with different values"
+    ):
+        load_records(root)

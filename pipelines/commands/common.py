@@ -319,3 +319,11 @@ def print_data_notes(prepared) -> None:
     for key, text in notes.items():
         if prepared.records.info.get(key):
             print(text.format(prepared.records.info[key]))
+    info = prepared.records.info
+    for line in [
+        *info.get("skipped_files", []),
+        info.get("ignored_columns"),
+        info.get("repeated_rows"),
+    ]:
+        if line:
+            print(f"raregan: warning: {line}")

@@ -112,8 +112,6 @@ def run(args: argparse.Namespace) -> int:
         f"{rec.source} data at {rec.root}: {len(rec)} images, {rec.frame['patient'].nunique()} patients, "
         f"task {rec.task}, {len(rec.label_names)} labels; store {prepared.store.size} px"
     )
-    if rec.info.get("skipped"):
-        print(f"skipped {rec.info['skipped']} non-image files")
     print_data_notes(prepared)
     if args.summary:
         with pd.option_context("display.width", 200, "display.max_columns", 50):

@@ -7,13 +7,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.data.records import Records, make_frame, not_text_error
+from pipelines.data.records import Records, drop_repeated_rows, make_frame, not_text_error
 from pipelines.errors import RareganError
 
 CSV_SPLITS = {"train.csv": "train", "valid.csv": "val", "test.csv": "test"}
 ROOT_NAMES = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 # Columns before the observations; every other column is an observation, kept in the CSV's order.
 META = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
+# The 14 observations CheXpert labels (Irvin et al. 2019, Table 1): the label columns this reader
+# trains on. Any other column (a site's ICU flag, a study id) is ignored, and named in one line.
+OBSERVATIONS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
+    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+    "Pleural Other", "Fracture", "Support Devices",
+)  # fmt: skip
 REQUIRED = ("Path", "Frontal/Lateral")
 POLICIES = {"u_ones": 1.0, "u_zeros": 0.0, "u_ignore": np.nan}
 UNCERTAIN = "uncertain_labels"  # per row: the labels the report marked uncertain (-1), '|'-joined
@@ -47,9 +54,10 @@ def load(path: str | Path, uncertainty: str = "u_ones", frontal_only: bool = Tru
     if not csvs:
         raise RareganError(f"no train.csv or valid.csv found in {path}; give the CheXpert root")
     root = csvs[0].parent
-    parts, label_names = [], None
+    parts, label_names, ignored = [], None, []
     for csv in csvs:
         frame, names = _read_csv(csv)
+        ignored += [c for c in frame.attrs["ignored_columns"] if c not in ignored]
         if label_names is None:
             label_names = names
         elif set(names) != set(label_names):
@@ -61,6 +69,7 @@ def load(path: str | Path, uncertainty: str = "u_ones", frontal_only: bool = Tru
         frame["orig_split"] = CSV_SPLITS.get(csv.name, "")
         parts.append(frame)
     frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    frame, n_repeated = drop_repeated_rows(frame, "Path", csvs)
     n_all = len(frame)
     if frontal_only:
         frame = frame.loc[frame["view"].to_numpy() == "frontal"].reset_index(drop=True)
@@ -96,6 +105,15 @@ def load(path: str | Path, uncertainty: str = "u_ones", frontal_only: bool = Tru
         "uncertain_values": n_uncertain,
         "lateral_dropped": n_all - len(frame) if frontal_only else 0,
     }
+    if n_repeated:
+        info["repeated_rows"] = (
+            f"dropped {n_repeated} repeated row(s) of the same image with the same labels"
+        )
+    if ignored:
+        info["ignored_columns"] = (
+            f"ignored column(s) {', '.join(ignored)} of {', '.join(c.name for c in csvs)}: not CheXpert "
+            "observations (the labels are CheXpert's 14 observation columns)"
+        )
     return Records(out, list(label_names), "multilabel", "chexpert", root, info)
 
 
@@ -110,11 +128,16 @@ def _read_csv(csv: Path) -> tuple[pd.DataFrame, list[str]]:
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise RareganError(f"{csv} lacks column {missing[0]!r}; a CheXpert CSV needs {REQUIRED}")
-    names = [c for c in header if c not in META]
+    names = [c for c in header if c in OBSERVATIONS]
+    ignored = [c for c in header if c not in META and c not in OBSERVATIONS]
     if not names:
-        raise RareganError(f"{csv} has no observation columns after {', '.join(META)}")
+        raise RareganError(
+            f"{csv} has no CheXpert observation columns (such as {OBSERVATIONS[5]!r}); "
+            f"its other columns: {', '.join(ignored) or 'none'}"
+        )
     dtypes = {c: str for c in header if c in META} | dict.fromkeys(names, np.float32)
     read = {"dtype": dtypes, "keep_default_na": False, "na_values": {c: [""] for c in names}}
+    read["usecols"] = [c for c in header if c in META or c in OBSERVATIONS]
     try:
         frame = pd.read_csv(csv, **read)
     except pd.errors.ParserError as err:
@@ -151,6 +174,7 @@ def _read_csv(csv: Path) -> tuple[pd.DataFrame, list[str]]:
             f"{csv} line {row + 2}: Path {frame['Path'].iloc[row]!r} has no patientNNNNN folder; "
             "CheXpert paths look like CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg"
         )
+    frame.attrs["ignored_columns"] = ignored
     return frame, names
 
 

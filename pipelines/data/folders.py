@@ -29,16 +29,45 @@ def is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def list_images(folder: Path) -> tuple[list[str], int]:
-    """Absolute paths of the images directly in `folder` (sorted) and the count of skipped files."""
-    images, skipped = [], 0
+# what a file that is not an image raregan reads is, by extension (for the skipped-file notes)
+FILE_KINDS = {".dcm": "DICOM", ".dicom": "DICOM", ".nii": "NIfTI", ".gz": "compressed",
+              ".zip": "zip", ".txt": "text", ".csv": "CSV", ".json": "JSON"}  # fmt: skip
+
+
+def file_kind(name: str) -> str:
+    """A skipped file's kind for users: DICOM, NIfTI, … or its extension ('extension-less')."""
+    suffix = Path(name).suffix.lower()
+    return FILE_KINDS.get(suffix, suffix[1:].upper() if suffix else "extension-less")
+
+
+def list_images(folder: Path) -> tuple[list[str], dict[str, int]]:
+    """Absolute paths of the images directly in `folder` (sorted), and the other visible files
+    skipped, counted by kind ({"DICOM": 10})."""
+    images, skipped = [], {}
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.is_file() and is_image(entry.name):
                 images.append(entry.path)
-            elif not entry.is_dir():
-                skipped += 1
+            elif not entry.is_dir() and not entry.name.startswith("."):
+                kind = file_kind(entry.name)
+                skipped[kind] = skipped.get(kind, 0) + 1
     return sorted(images, key=natural_key), skipped
+
+
+def skipped_note(class_dir: Path, n_images: int, skipped: dict[str, int]) -> str | None:
+    """One line naming what a class folder lost, by kind; a user error when it lost most of its
+    files (a class silently shrunk to a few images would change the experiment)."""
+    if not skipped:
+        return None
+    lost = sum(skipped.values())
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
+    how = "convert them to PNG or JPEG" if "DICOM" in skipped else "convert or remove them"
+    if lost > n_images:
+        raise RareganError(
+            f"class folder {class_dir}: {lost} of its {lost + n_images} files are not images "
+            f"raregan reads ({kinds}); {how}, or the class loses most of its images"
+        )
+    return f"skipped {kinds} files in {class_dir} ({how} to use them)"
 
 
 def subdirs(folder: Path) -> list[Path]:
@@ -85,22 +114,34 @@ def load(path: str | Path, patient_pattern: str | None = None, task: str | None 
 
     splits = split_folders(root) or {"": root}
     rows: dict[str, list] = {"path": [], "orig_split": [], "label": []}
-    skipped = 0
+    notes: list[str] = []
+    spelled: dict[
+        str, str
+    ] = {}  # class name folded (case, surrounding spaces) → its first spelling
     for split, folder in splits.items():
         classes = subdirs(folder)
         if not classes:
             raise RareganError(f"{folder} has no class folders; put images in {folder}/<class>/")
+        seen_here: dict[str, Path] = {}
         for class_dir in classes:
-            images, n_skipped = list_images(class_dir)
-            skipped += n_skipped
+            key = class_dir.name.strip().casefold()
+            if key in seen_here:
+                raise RareganError(
+                    f"class folders {seen_here[key]} and {class_dir} differ only in case or spaces; "
+                    "merge them into one folder"
+                )
+            seen_here[key] = class_dir
+            images, skipped = list_images(class_dir)
             if not images:
                 raise RareganError(
                     f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                     "add images or remove the folder"
                 )
+            if note := skipped_note(class_dir, len(images), skipped):
+                notes.append(note)
             rows["path"] += images
             rows["orig_split"] += [split] * len(images)
-            rows["label"] += [class_dir.name] * len(images)
+            rows["label"] += [spelled.setdefault(key, class_dir.name.strip())] * len(images)
 
     label_names = sorted(set(rows["label"]), key=natural_key)
     if len(label_names) < 2:
@@ -135,7 +176,7 @@ def load(path: str | Path, patient_pattern: str | None = None, task: str | None 
     index = {name: i for i, name in enumerate(label_names)}
     codes = np.array([index[c] for c in rows["label"]], dtype=np.int64)
     labels = np.eye(len(label_names), dtype=np.float32)[codes]
-    info = {"skipped": skipped, "patient_pattern": pattern}
+    info = {"skipped_files": notes, "patient_pattern": pattern}
     return Records(make_frame(meta, label_names, labels), label_names, task, "folders", root, info)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.data.records import Records, make_frame, not_text_error
+from pipelines.data.records import Records, drop_repeated_rows, make_frame, not_text_error
 from pipelines.errors import RareganError
 
 CSV_NAME = "Data_Entry_2017.csv"
@@ -113,6 +113,8 @@ def load(path: str | Path) -> Records:
         raise RareganError(f"{CSV_NAME} not found in {path}; give the NIH ChestX-ray14 root")
     root = csv.parent
     frame = read_entries(csv)
+    frame["Image Index"] = frame["Image Index"].str.strip()
+    frame, n_repeated = drop_repeated_rows(frame, "Image Index", [csv])
 
     findings = frame["Finding Labels"].str.strip().str.replace(r"\s*\|\s*", "|", regex=True)
     dummies = findings.str.get_dummies(sep="|")
@@ -156,6 +158,10 @@ def load(path: str | Path) -> Records:
         if old in frame.columns:
             out[new] = frame[old].to_numpy()
     info = {"csv": str(csv), "missing_images": int(found.isna().sum())}
+    if n_repeated:
+        info["repeated_rows"] = (
+            f"dropped {n_repeated} repeated row(s) of the same image with the same labels"
+        )
     return Records(out, list(FINDINGS), "multilabel", "nih", root, info)
 
 

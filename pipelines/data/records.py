@@ -104,3 +104,20 @@ def not_text_error(path: Path, hint: str) -> RareganError:
                 where = f" line {number}"
                 break
     return RareganError(f"{path}{where} is not UTF-8 text (a binary or garbled file?); {hint}")
+
+
+def drop_repeated_rows(frame: pd.DataFrame, key: str, csvs: list[Path]) -> tuple[pd.DataFrame, int]:
+    """Rows listing an image twice: exact repeats dropped (their count returned); a user error when
+    the repeats disagree (the same image as Fracture 1 and Fracture 0), naming the image."""
+    repeated = frame.duplicated(key, keep=False).to_numpy()
+    if not repeated.any():
+        return frame, 0
+    exact = frame.duplicated(keep="first")
+    conflicting = frame.loc[repeated & ~frame.duplicated(keep=False).to_numpy(), key]
+    if len(conflicting):
+        where = " / ".join(c.name for c in csvs)
+        raise RareganError(
+            f"{where} lists image {conflicting.iloc[0]} more than once with different values "
+            "(labels or split); keep one row per image"
+        )
+    return frame.loc[~exact].reset_index(drop=True), int(exact.sum())
