@@ -250,11 +250,14 @@ def test_classify_writes_calibration_thresholds_and_train_val_ids(phantom_run):
             assert -1 <= t["val_j"] <= 1
     assert (phantom_run / "calibration.png").is_file()
     ids = pd.read_csv(phantom_run / "train_val_ids.csv", dtype=str)
-    assert list(ids.columns) == ["image_id", "patient", "split", "pixel_sha1", "size", "resize"]
+    assert list(ids.columns) == [
+        "image_id", "patient", "split", "pixel_sha1", "phash", "size", "resize"
+    ]  # fmt: skip
     assert set(ids["split"]) == {"train", "val"} and (ids["size"] == "32").all()
     assert (ids["split"] == "train").sum() == metrics["n_train_real"]
     assert not set(ids["patient"]) & set(preds["patient"].astype(str))  # test patients are apart
     assert ids["pixel_sha1"].str.fullmatch(r"[0-9a-f]{40}").all()
+    assert ids["phash"].astype(str).str.fullmatch(r"[0-9a-f]{16}").all()
     assert hashlib.sha1(b"").hexdigest() not in set(ids["pixel_sha1"])
 
 

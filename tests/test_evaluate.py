@@ -68,6 +68,7 @@ def test_evaluate_one_folder_per_data_set_rounded_aucs_calibration(phantom_run, 
             "checked": True,
             "images": 0,
             "patients": ext["overlap"]["patients"],
+            "near_copies": ext["overlap"]["near_copies"],  # phantoms look alike: some are
         }
         assert ext["overlap"]["patients"] > 0
         assert set(ext["calibration"]["per_label"]) >= {"Fracture", "Lung Lesion"}
@@ -118,3 +119,30 @@ def test_evaluate_help_lists_only_the_options_that_apply(capsys):
         "--allow-duplicates",
     ):
         assert not re.search(rf"{flag}\b", out), flag
+
+
+def test_evaluate_refuses_re_saved_copies_of_the_training_images_under_new_patient_ids(
+    phantom_run, phantom_root, tmp_path, capsys
+):
+    """JPEG re-saves of the run's own training images under renamed patients are no external set."""
+    import pandas as pd
+    from PIL import Image
+
+    seen = pd.read_csv(phantom_run / "train_val_ids.csv", dtype=str)
+    train = pd.read_csv(phantom_root / "train.csv")
+    train = train[train["Path"].isin(seen["image_id"])].head(30).reset_index(drop=True)
+    root = tmp_path / "ext" / phantom_root.name
+    renamed = []
+    for k, rel in enumerate(train["Path"]):
+        new = f"{phantom_root.name}/train/patient{90000 + k:05d}/study1/view1_frontal.jpg"
+        (tmp_path / "ext" / new).parent.mkdir(parents=True)
+        with Image.open(phantom_root.parent / rel) as im:
+            im.convert("L").save(tmp_path / "ext" / new, quality=70)
+        renamed.append(new)
+    train["Path"] = renamed
+    train.to_csv(root / "train.csv", index=False)
+    code = evaluate_cli(phantom_run, root, tmp_path / "store")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "near-copies" in err and "of the run's train/val images" in err
+    assert "train/val patients of the run" not in err

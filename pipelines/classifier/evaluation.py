@@ -17,6 +17,7 @@ from classify.calibration import (
     threshold_metrics,
     youden_threshold,
 )
+from pipelines.data.leakage import hash_rows
 from pipelines.data.prepare import Prepared
 
 
@@ -141,5 +142,7 @@ def seen_images(prepared: Prepared, rows: pd.DataFrame) -> pd.DataFrame:
     frame = pd.concat([rows.assign(split="train"), prepared.split("val").frame.assign(split="val")])
     out = frame[["image_id", "patient", "split"]].reset_index(drop=True)
     out["pixel_sha1"] = pixel_hashes(prepared.store, frame["row"].to_numpy())
+    hashes, _ = hash_rows(prepared.store, frame["row"].to_numpy())
+    out["phash"] = [f"{h:016x}" for h in hashes]  # for `evaluate`'s near-copy check
     out["size"], out["resize"] = prepared.store.size, prepared.store.resize
     return out

@@ -15,6 +15,7 @@ import yaml
 from pipelines.classifier import plots as cp
 from pipelines.classifier.evaluation import N_BINS, evaluate, pixel_hashes
 from pipelines.commands.common import DATA_OPTIONS, spec_from_args
+from pipelines.data.leakage import find_cross_split_duplicates, hash_rows
 from pipelines.data.prepare import prepare, unknown_if_uncertain_outside_train
 from pipelines.data.store import StoreDataset
 from pipelines.errors import RareganError
@@ -79,8 +80,27 @@ def read_seen(run: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     return pd.read_csv(
-        path, dtype={"image_id": str, "patient": str, "split": str, "pixel_sha1": str}
+        path, dtype={"image_id": str, "patient": str, "split": str, "pixel_sha1": str, "phash": str}
     )
+
+
+NEAR_BITS = 4  # the split's near-duplicate distance (pipelines/data/leakage.py)
+
+
+def near_copies(store, rows: np.ndarray, seen: pd.DataFrame) -> np.ndarray:
+    """Which external images (store rows) lie within NEAR_BITS of a train/val image's perceptual
+    hash; none flagged for a run made before train_val_ids.csv held the hashes."""
+    near = np.zeros(len(rows), dtype=bool)
+    if "phash" not in seen.columns or not len(seen) or not len(rows):
+        return near
+    known = np.array([int(h, 16) for h in seen["phash"]], dtype=np.uint64)
+    ext, _ = hash_rows(store, rows)
+    hashes = np.concatenate([known, ext])
+    splits = ["train/val"] * len(known) + ["external"] * len(ext)
+    ids = np.arange(len(hashes)).astype("S16")  # no exact-duplicate flag wanted here
+    pairs = find_cross_split_duplicates(hashes, ids, splits, NEAR_BITS)
+    near[pairs["j"].to_numpy() - len(known)] = True  # i < j: the train/val image comes first
+    return near
 
 
 def check_overlap(args: argparse.Namespace, seen, frame: pd.DataFrame, store) -> dict:
@@ -93,18 +113,30 @@ def check_overlap(args: argparse.Namespace, seen, frame: pd.DataFrame, store) ->
         )
         return {"checked": False}
     same_image = np.isin(pixel_hashes(store, frame["row"].to_numpy()), seen["pixel_sha1"])
+    near = near_copies(store, frame["row"].to_numpy(), seen) & ~same_image
     if len(seen) and (store.size, store.resize) != (seen["size"].iloc[0], seen["resize"].iloc[0]):
         warn(f"{args.data} is stored with another resize policy than the run: images not compared")
-        same_image[:] = False
+        same_image[:] = near[:] = False
     same_patient = frame["patient"].astype(str).isin(seen["patient"]).to_numpy()
     n_images, n_patients = int(same_image.sum()), int(frame.loc[same_patient, "patient"].nunique())
-    out = {"checked": True, "images": n_images, "patients": n_patients}
+    out = {
+        "checked": True,
+        "images": n_images,
+        "patients": n_patients,
+        "near_copies": int(near.sum()),
+    }
     parts = []
     if n_images:
         example = frame["path"].to_numpy()[same_image][0]
         parts.append(
             f"{n_images} of its {len(frame)} images are pixel-identical to the run's train/val "
             f"images (e.g. {example})"
+        )
+    if near.any():
+        example = frame["path"].to_numpy()[near][0]
+        parts.append(
+            f"{int(near.sum())} of its images are near-copies (perceptual hash within "
+            f"{NEAR_BITS} bits, e.g. a re-saved JPEG) of the run's train/val images (e.g. {example})"
         )
     if n_patients:
         example = frame.loc[same_patient, "patient"].iloc[0]
