@@ -241,3 +241,59 @@ def test_a_source_trained_on_in_pieces_is_checked_once(resplit_source, tmp_path,
         f"against the images of {resplit_source}, which piece was fine-tuned from: "
         f"the same images as {tuned}'s, checked above"
     ) in out
+
+
+def test_an_exported_source_fine_tunes_exactly_as_its_run_and_moves_with_the_results(
+    phantom_root, tmp_path, capsys, resplit_source
+):
+    """`gan --export-source DIR`: weights without optimizer state and what the source learned from;
+    fine-tuning the copy moved elsewhere gives the same weights and fingerprint as fine-tuning the
+    run itself, and the copy is checked for leakage like the run (its positives.csv travels)."""
+    import os
+
+    cfg = tiny_config(tmp_path, kimg=0.1, every=0.1)
+    argv = gan_argv(phantom_root, tmp_path, resplit_source, cfg, "--resplit")
+    exported = tmp_path / "exported"
+    assert main([*argv, "--export-source", str(exported)]) == 0  # the finished run is reused
+    files = sorted(str(p.relative_to(exported)) for p in exported.rglob("*") if p.is_file())
+    assert files == sorted([
+        ".raregan-output", "DONE", "checkpoints/last.ckpt", "config.yaml", "fingerprint.json",
+        "generator_ema.pt", "heldout.csv", "positives.csv", "samples/final.png", "source.json",
+        "summary.json",
+    ])  # fmt: skip
+    state = torch.load(exported / "checkpoints/last.ckpt", weights_only=False)
+    assert "optimizer_states" not in state
+    record = json.loads((exported / "source.json").read_text())
+    assert (
+        record["fingerprint"] == json.loads((resplit_source / "fingerprint.json").read_text())["id"]
+    )
+    moved = tmp_path / "elsewhere" / "source"
+    moved.parent.mkdir()
+    os.replace(exported, moved)
+
+    for out, source in ((tmp_path / "from-run", resplit_source), (tmp_path / "from-copy", moved)):
+        code, err = lung_lesion_gan(
+            phantom_root, tmp_path, capsys, out, "--resplit", "--init-from", str(source)
+        )
+        assert code == 0, err
+    a = torch.load(tmp_path / "from-run/checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "from-copy/checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    fp = [
+        json.loads((tmp_path / d / "fingerprint.json").read_text())["id"]
+        for d in ("from-run", "from-copy")
+    ]
+    assert fp[0] == fp[1]
+
+    # a copy that is too large is refused, nothing is left behind; a user's folder is never replaced
+    from pipelines.errors import RareganError
+    from pipelines.gan.transfer import export_source
+
+    with pytest.raises(RareganError, match="MiB a committed source may take"):
+        export_source(resplit_source, tmp_path / "big", max_bytes=1000)
+    assert not (tmp_path / "big").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(RareganError, match="did not write"):
+        export_source(resplit_source, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"

@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run folder (default runs/<dataset>/gan/<class>-f<fraction>-split<split seed>)",
     )
     parser.add_argument(
+        "--export-source",
+        type=folder_arg,
+        metavar="DIR",
+        help="once the run is done, write it to DIR as a transfer source to commit (its weights "
+        "without optimizer state, ≤ 25 MB, and what it learned from), for --init-from elsewhere",
+    )
+    parser.add_argument(
         "--no-filters",
         action="store_true",
         help="train on the positives alone, without the filter bank (the gan_nofilter arm's GAN)",
@@ -178,4 +185,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"GAN for {' + '.join(args.classes)} done: {out} (samples/final.png, loss_curve.png, {out / 'generator_ema.pt'})"
     )
+    if args.export_source:
+        from pipelines.gan.transfer import export_source
+
+        export_source(out, args.export_source)
+        print(f"transfer source written to {args.export_source} (--init-from {args.export_source})")
     return 0

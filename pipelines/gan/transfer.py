@@ -4,6 +4,7 @@ from (never this run's val/test images, nor images outside its fraction), and it
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,8 +12,16 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from pipelines.errors import RareganError
-from pipelines.gan.outputs import CKPT, POSITIVES, read_checkpoint
-from pipelines.runs import data_folder, is_done, read_fingerprint, source_runs
+from pipelines.gan.outputs import CKPT, HELDOUT, POSITIVES, read_checkpoint
+from pipelines.runs import (
+    data_folder,
+    file_sha256,
+    is_done,
+    read_fingerprint,
+    source_runs,
+    staged_dir,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from pggan import PGGAN
@@ -125,3 +134,47 @@ def start_from(module: PGGAN, source: Path) -> None:
             f"gan.final_kimg lets the average follow the fine-tune",
             file=sys.stderr,
         )
+
+
+# A transfer source committed beside the results it serves must stay small (a Git repository's
+# files): its weights without optimizer state are about 14 MB for the wide 64 px architecture.
+EXPORT_MAX_BYTES = 25 * 1024 * 1024
+# what a fine-tune, its checks and a gan-eval of the source read from a source run
+EXPORTED = ("fingerprint.json", "config.yaml", "summary.json", POSITIVES, HELDOUT,
+            "generator_ema.pt", "samples/final.png", "DONE")  # fmt: skip
+
+
+def export_source(run: Path, out: Path, max_bytes: int = EXPORT_MAX_BYTES) -> Path:
+    """A finished GAN run as a transfer source that outlives its machine: its G, D and G_ema
+    weights (no optimizer state), what it learned from (positives.csv) and what made it
+    (fingerprint, config), written to `out` (an output of raregan's own, replaced only when it is
+    one) and at most `max_bytes`. A fine-tune from `out` is the fine-tune from `run`: the same
+    weights and the same fingerprint id, so records name it alike."""
+    import torch
+
+    run, out = Path(run), Path(out)
+    if not (run / CKPT).is_file() or not is_done(run):
+        raise RareganError(f"{run} is not a finished GAN run (it needs DONE and {CKPT})")
+    state = read_checkpoint(run / CKPT)
+    keep = {k: state[k] for k in ("state_dict", "pggan_state", "hyper_parameters", "hparams_name")}
+    keep["pytorch-lightning_version"] = state.get("pytorch-lightning_version")
+    with staged_dir(out, "gan-source") as tmp:
+        (tmp / CKPT).parent.mkdir(parents=True)
+        torch.save(keep, tmp / CKPT)
+        for name in EXPORTED:
+            if (run / name).is_file():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(run / name, tmp / name)
+        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+        if size > max_bytes:
+            raise RareganError(
+                f"the exported source would be {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} "
+                "MiB a committed source may take; keep its run folder instead"
+            )
+        write_json(tmp / "source.json", {
+            "fingerprint": (read_fingerprint(run) or {}).get("id"),
+            "exported_from": str(run),
+            "checkpoint_sha256": file_sha256(tmp / CKPT),
+            "bytes": size,
+        })  # fmt: skip
+    return out
