@@ -101,11 +101,12 @@ def md_table(frame: pd.DataFrame) -> str:
 
 
 LEGEND = (
-    "AUC = mean over finished classifier seeds [95 % CI, two-stage bootstrap: seeds, then test "
-    "patients]. Δ = arm − none, paired on seeds and patients, with its 95 % CI and two-sided p from the "
-    "same bootstrap replicates (the CI excludes 0 exactly when p < 0.05), and Holm's adjusted p over "
-    "every Δ of the sweep. Primary comparison: gan − none per class and fraction. **bold ✱** = CI "
-    "excludes 0 (unadjusted). ⚠ = failed seeds (the mean rests on fewer seeds)."
+    "AUC = mean over finished classifier seeds [95 % CI: training randomness (seed spread, "
+    "Student's t, S − 1 df) and test sampling (patient bootstrap) combined]. Δ = arm − none, "
+    "paired on seeds and patients, with its 95 % CI and two-sided p by the same rule (the CI "
+    "excludes 0 exactly when p < 0.05), and Holm's adjusted p over every Δ of the sweep. Primary "
+    "comparison: gan − none per class and fraction. **bold ✱** = CI excludes 0 (unadjusted). ⚠ = "
+    "failed seeds (the mean rests on fewer seeds)."
 )
 PAPER_LEGEND = " Paper = Sundaram & Hulkund 2021, one seed."
 
@@ -134,7 +135,7 @@ def write_tables(table: pd.DataFrame, out_dir: Path | str) -> dict[str, Path]:
 QWK_LEGEND = (
     "QWK = quadratic weighted kappa of the predicted grade (the highest-scoring class) against the "
     "true grade over every test image (1 = perfect agreement, 0 = chance; Cohen 1968): mean over "
-    "finished classifier seeds [95 % CI, the same two-stage bootstrap as the AUC]. Δ = arm − none, "
+    "finished classifier seeds [95 % CI, the same seed + patient interval as the AUC]. Δ = arm − none, "
     "paired on seeds and patients, with its 95 % CI, two-sided p and Holm's adjusted p over the "
     "kappa Δs (a secondary endpoint, adjusted apart from the AUC table's family)."
 )
