@@ -449,3 +449,12 @@ def test_null_sweep_flags_about_five_percent_and_fewer_after_holm():
     raw, adjusted = (p < 0.05).mean(), (holm(p) < 0.05).mean()
     assert raw <= 0.08, raw
     assert adjusted <= raw and adjusted <= 0.02, (raw, adjusted)
+
+
+def test_an_auc_interval_stays_within_zero_and_one():
+    from pipelines.experiment.stats import seed_summary
+
+    rng = np.random.default_rng(4)
+    per_seed = {s: (a, a + rng.normal(0, 0.01, 200)) for s, a in enumerate([0.97, 0.999, 0.99])}
+    summary = seed_summary(per_seed)
+    assert summary["hi"] == 1.0 and 0.9 < summary["lo"] < summary["mean"]

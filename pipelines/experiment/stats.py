@@ -53,7 +53,7 @@ def _half_width(alpha: float, df: int, seed_var: float, patient_var: float) -> f
     )
 
 
-def seed_patient_interval(points, boots, ci: float = 0.95) -> dict:
+def seed_patient_interval(points, boots, ci: float = 0.95, bounds=(-np.inf, np.inf)) -> dict:
     """Mean over S seeds of a statistic, its CI and two-sided p (against 0), from the seeds' point
     values `points` (S,) and their values on the same B patient resamples `boots` (S, B).
 
@@ -67,7 +67,8 @@ def seed_patient_interval(points, boots, ci: float = 0.95) -> dict:
     asked, while this rule stays at 0.95–0.98 from 3 seeds on; tests/test_tables.py simulates it
     against the former percentile bootstrap over the seeds). p is the smallest 1 − level whose
     interval reaches 0, so the CI excludes 0 exactly when p < 1 − ci. With one seed there is no
-    seed part: the patient bootstrap's percentile interval and p."""
+    seed part: the patient bootstrap's percentile interval and p. The interval is clipped to the
+    statistic's `bounds` (an AUC's [0, 1]), which leaves p unchanged."""
     from scipy.optimize import brentq
 
     points = np.asarray(points, dtype=np.float64)
@@ -92,7 +93,8 @@ def seed_patient_interval(points, boots, ci: float = 0.95) -> dict:
         p = 0.0
     else:
         p = float(brentq(reach, 1e-300, 1.0, xtol=1e-12))
-    return out | {"lo": mean - half, "hi": mean + half, "p": p}
+    lo, hi = np.clip([mean - half, mean + half], *bounds)
+    return out | {"lo": float(lo), "hi": float(hi), "p": p}
 
 
 def _arm_row(group: pd.DataFrame, y, coll: dict, bs) -> tuple[dict, dict]:
@@ -119,11 +121,12 @@ def _arm_row(group: pd.DataFrame, y, coll: dict, bs) -> tuple[dict, dict]:
     return row, per_seed
 
 
-def seed_summary(per_seed: dict) -> dict:
+def seed_summary(per_seed: dict, bounds=(0.0, 1.0)) -> dict:
     """Mean over finished seeds of a statistic ({seed: (point, patient-bootstrap values)}), its
-    95 % CI (`seed_patient_interval`), seed spread and count, and the per-seed values as text."""
+    95 % CI (`seed_patient_interval`, within the statistic's `bounds`), seed spread and count, and
+    the per-seed values as text."""
     points = np.asarray([point for point, _ in per_seed.values()])
-    est = seed_patient_interval(points, [b for _, b in per_seed.values()])
+    est = seed_patient_interval(points, [b for _, b in per_seed.values()], bounds=bounds)
     return {
         "mean": est["mean"],
         "lo": est["lo"],
@@ -256,7 +259,7 @@ def qwk_table(cells: pd.DataFrame | dict, n_boot: int = 1000, seed: int = 0) -> 
     rows = []
     for frac in sorted({f for f, _ in per}):
         for arm in [a for a in ARMS if (frac, a) in per]:
-            summary = seed_summary(per[frac, arm])
+            summary = seed_summary(per[frac, arm], bounds=(-1.0, 1.0))
             row = {"fraction": frac, "arm": arm, "qwk": summary["mean"], "lo": summary["lo"]}
             row.update(hi=summary["hi"], seed_std=summary["seed_std"])
             row.update(n_seeds=summary["n_seeds"], seed_qwks=summary["per_seed"])
