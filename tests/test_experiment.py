@@ -239,6 +239,50 @@ def test_condition_on_learns_another_class_and_synthesizes_only_the_studied_one(
     assert np.isclose(quality["c2st"].iloc[0], c2st, equal_nan=True)
 
 
+def test_what_a_cell_trained_with_is_what_its_record_holds(sweep):
+    """One function (plan.cell_config) makes the config a cell trains with and the one its record
+    holds and is checked against: the run folders' config.yaml and the records agree."""
+    import yaml
+
+    tmp, _, _ = sweep
+    cells = out_dir(tmp) / "cells"
+    for cell_id, run, sections in [
+        ("gan-Fracture-f50-s0", "gan/sweep-Fracture-f50-seed0", ("gan", "filters", "data")),
+        (
+            "classify-gan-f100-s0",
+            "classify/sweep-cnn5-gan-f100-s0",
+            ("classify", "data", "compare"),
+        ),
+    ]:
+        trained = yaml.safe_load((tmp / "runs/phantoms" / run / "config.yaml").read_text())
+        recorded = read_record(cells, cell_id)["settings"]["config"]
+        for section in sections:  # (a record is JSON: its keys are text)
+            as_json = json.loads(json.dumps(trained[section], default=str))
+            assert as_json == recorded[section], (cell_id, section)
+        assert (recorded["gan"] if "gan" in recorded else recorded["classify"])["seed"] == 0
+
+
+def test_a_gan_trained_again_makes_the_classifiers_on_its_images_stale(sweep, tmp_path, capsys):
+    """A classifier record names the GAN records its synthetic images came from (by content): a GAN
+    whose record was replaced since (another training, same settings) is refused by name."""
+    import shutil
+
+    tmp, argv, _ = sweep
+    results = tmp_path / "results"
+    shutil.copytree(out_dir(tmp) / "cells", results / "cells")
+    assert main([*argv, "--collect", "--results", str(results)]) in (0, 1)  # 1: a cell left failed
+    record = read_record(results / "cells", "classify-gan-f100-s0")
+    assert set(record["made_from"]) == {"gan-Fracture-f100-s0"}
+    path = results / "cells" / "gan-Fracture-f100-s0.json"
+    gan = json.loads(path.read_text())
+    gan["summary"]["train_seconds_again"] = 1.0  # what a second training's record would differ in
+    path.write_text(json.dumps(gan))
+    capsys.readouterr()
+    assert main([*argv, "--collect", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "classify-gan-f100-s0" in err and "(gan-Fracture-f100-s0) was trained again" in err
+
+
 def test_same_name_with_other_settings_is_refused_never_mixed(sweep, capsys):
     tmp, argv, _ = sweep
     table = out_dir(tmp) / "auc_table.csv"

@@ -9,14 +9,12 @@ from pathlib import Path
 
 from pipelines.commands.common import (
     add_data_arguments,
-    config_overrides,
     folder_arg,
     folds_arg,
     print_data_notes,
+    resolve_config,
     run_options,
-    spec_from_args,
 )
-from pipelines.config import load_config
 from pipelines.runs import run_path, write_json
 
 NAME = "classify"
@@ -74,18 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> dict:
-    """The resolved config: preset, then command-line overrides."""
-    over = config_overrides(
-        args,
-        {
-            "train_seed": ("classify", "seed"),
-            "model": ("classify", "model"),
-            "head": ("classify", "head"),
-            "epochs": ("classify", "epochs"),
-        },
-    )
-    return load_config(args.config, over)
+# the command's own flags that set a config key: flag → (section, key)
+CONFIG_FLAGS = {
+    "train_seed": ("classify", "seed"),
+    "model": ("classify", "model"),
+    "head": ("classify", "head"),
+    "epochs": ("classify", "epochs"),
+}
 
 
 def cross_validate(prepared, cfg, out: Path, args, kwargs) -> dict:
@@ -144,9 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_arm(args.arm)
     check_fractions([args.fraction])
-    cfg = config_from_args(args)
-    spec = spec_from_args(args, cfg)
-    cfg["data"].update(size=spec.size, seed=spec.seed)
+    cfg, spec = resolve_config(args, CONFIG_FLAGS)
     prepared = prepare(spec, progress=not args.no_progress)
     print_data_notes(prepared)
     model = cfg["classify"]["model"]

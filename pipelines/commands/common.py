@@ -6,6 +6,8 @@ import argparse
 import math
 import os
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,6 +158,20 @@ def check_output_places(args: argparse.Namespace) -> None:
             )
 
 
+class DeprecatedAlias(argparse.Action):
+    """Stores the value; an option given by an old name (the second of its names) prints one note
+    saying its new name. Old names keep working for one release."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string and option_string != self.option_strings[0]:
+            print(
+                f"raregan: note: {option_string} is now {self.option_strings[0]} (the old name "
+                "goes in the next release)",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
 _P = "patients when the source has no {} split"
 # (flag, argparse keywords): the options that decide which images land where
 DATA_OPTIONS = [
@@ -168,10 +184,10 @@ DATA_OPTIONS = [
     ("--label-map", dict(help='merge labels, e.g. "Lung Lesion=Nodule|Mass;Pleural Other=Pleural_Thickening"')),
     ("--rarefy", dict(help="make classes rare in train, e.g. viral=0.05 keeps 5%% of viral train patients")),
     ("--size", dict(type=positive_int, help="stored image size in pixels (default: the config's, 64 for cpu-demo)")),
-    ("--resize", dict(choices=["pad", "crop"], default="pad", help="non-square images: pad or center-crop")),
-    ("--seed", dict(type=non_negative_int, default=0, help="seed of the split and fractions (default 0)")),
-    ("--val", dict(type=float, default=0.1, help="val share of " + _P.format("val"))),
-    ("--test", dict(type=float, default=0.1, help="test share of " + _P.format("test"))),
+    ("--resize", dict(choices=["pad", "crop"], help="non-square images: pad or center-crop (default: data.resize, pad)")),
+    (("--split-seed", "--seed"), dict(dest="seed", type=non_negative_int, action=DeprecatedAlias, help="seed of the split and fractions (default: data.seed, 0; --seed is its old name)")),
+    ("--val", dict(type=float, help="val share of " + _P.format("val") + " (default: data.val, 0.1)")),
+    ("--test", dict(type=float, help="test share of " + _P.format("test") + " (default: data.test, 0.1)")),
     ("--resplit", dict(action="store_true", help="ignore the source's own val/test splits")),
     ("--allow-duplicates", dict(action="store_true", help="do not refuse identical images across splits")),
     ("--cache", dict(type=Path, default=Path("runs/store"), help="where decoded stores live")),
@@ -181,6 +197,7 @@ DATA_OPTIONS = [
 # options several commands share, defined once: name → (flags, argparse keywords)
 OPTIONS = {
     "config": (("--config",), dict(default="cpu-demo", help="preset name or YAML path")),
+    "set": (("--set",), dict(action="append", default=[], metavar="KEY=VALUE", help="set any config key, e.g. --set gan.freeze_d=2 (repeatable; YAML values; after --config, before the other flags)")),
     "fraction": (("--fraction",), dict(type=float, default=100.0, help="train fraction in %% (default 100)")),
     "classes": (("--classes",), dict(nargs="*", help="rare classes (default: the config's compare.classes)")),
     "model": (("--model",), dict(help="classifier model (default: the config's classify.model)")),
@@ -200,12 +217,20 @@ def add_data_arguments(
     for flag, kwargs in DATA_OPTIONS:
         if flag == "--size" and "config" not in options:  # no preset to take a default from
             kwargs = {**kwargs, "help": "stored image size in pixels (default 64)"}
-        group.add_argument(flag, **kwargs)
+        group.add_argument(*flag_names(flag), **kwargs)
     if run:
         add_run_arguments(parser)
     for name in options:
         flags, kwargs = OPTIONS[name]
         parser.add_argument(*flags, **{**kwargs, **changes.get(name, {})})
+        if name == "config":
+            flags, kwargs = OPTIONS["set"]
+            parser.add_argument(*flags, **kwargs)
+
+
+def flag_names(flag: str | tuple[str, ...]) -> tuple[str, ...]:
+    """An option's names (DATA_OPTIONS holds one name or a tuple of them, the new name first)."""
+    return (flag,) if isinstance(flag, str) else flag
 
 
 def source_options(args: argparse.Namespace, fmt: str) -> dict:
@@ -228,18 +253,85 @@ def source_options(args: argparse.Namespace, fmt: str) -> dict:
     return opts
 
 
+def parse_sets(items: list[str]) -> dict:
+    """`--set a.b=value` items as nested overrides ({"a": {"b": value}}), values read as YAML."""
+    import yaml
+
+    over: dict = {}
+    for item in items or []:
+        key, eq, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not eq or len(parts) < 2 or not all(parts):
+            raise RareganError(f"--set {item!r}: give SECTION.KEY=VALUE, e.g. --set gan.freeze_d=2")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise RareganError(f"--set {item!r}: {text!r} is not a YAML value") from None
+        node = over
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RareganError(f"--set {item!r} sets a key inside {part!r}, which is a value")
+        node[parts[-1]] = value
+    return over
+
+
+def _merge_into(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge_into(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+DATA_KEYS = (
+    "resize",
+    "seed",
+    "val",
+    "test",
+)  # data.* keys that a data option of the same name sets
+
+
+def resolve_config(
+    args: argparse.Namespace,
+    options: dict[str, tuple[str, str]] | None = None,
+    studied: list[str] | Callable[[dict], list[str]] | None = None,
+    size_from: tuple[str, str] | None = None,
+) -> tuple[dict, DataSpec]:
+    """The effective config and the data it reads, resolved once: the defaults, then the preset
+    or file (--config), then --set, then the command's own flags (`options`: flag → (section,
+    key)), then the data options (--size, --resize, --split-seed, --val, --test) where given; a
+    data option left out takes the config's data.* value. `size_from` names the config value the
+    stored size defaults to instead of data.size (a GAN's resolution); `studied` may be read from
+    the config (a callable). Every command, the sweep's cells and their records read this one
+    object."""
+    from pipelines.config import load_config
+
+    over = _merge_into(parse_sets(getattr(args, "set", [])), config_overrides(args, options or {}))
+    data = {key: getattr(args, key) for key in (*DATA_KEYS, "size")}
+    over = _merge_into(over, {"data": {k: v for k, v in data.items() if v is not None}})
+    if size_from and args.size is None:
+        over["data"].pop("size", None)
+    cfg = load_config(args.config, over)
+    if size_from and args.size is None:
+        cfg["data"]["size"] = cfg[size_from[0]][size_from[1]]
+    return cfg, spec_from_args(args, cfg, studied(cfg) if callable(studied) else studied)
+
+
 def spec_from_args(
     args: argparse.Namespace, cfg: dict | None = None, studied: list[str] | None = None
 ) -> DataSpec:
-    """The DataSpec the command line describes (config values where the command line is silent);
-    `studied` rare classes default to the command's --classes / --class."""
+    """The DataSpec the command line describes; the split settings a flag leaves out come from the
+    config's data section (resolve_config) or the defaults; `studied` rare classes default to the
+    command's --classes / --class."""
+    from pipelines.config import DEFAULTS
     from pipelines.data import detect_format
     from pipelines.data.prepare import DataSpec, parse_rarefy
 
     if studied is None:
         given = getattr(args, "classes", None) or getattr(args, "cls", None) or []
         studied = [given] if isinstance(given, str) else list(given)
-
+    data = {**DEFAULTS["data"], **(cfg or {}).get("data", {})}
+    picked = {k: getattr(args, k) if getattr(args, k) is not None else data[k] for k in DATA_KEYS}
     fmt = args.format or detect_format(args.data)
     return DataSpec(
         data=args.data,
@@ -247,11 +339,11 @@ def spec_from_args(
         options=source_options(args, fmt),
         label_map=args.label_map,
         rarefy=parse_rarefy(args.rarefy),
-        size=args.size or (cfg or {}).get("data", {}).get("size", 64),
-        resize=args.resize,
-        seed=args.seed,
-        val=args.val,
-        test=args.test,
+        size=args.size or data["size"],
+        resize=picked["resize"],
+        seed=picked["seed"],
+        val=picked["val"],
+        test=picked["test"],
         keep_official=not args.resplit,
         allow_duplicates=args.allow_duplicates,
         cache_dir=args.cache,

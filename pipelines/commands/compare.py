@@ -8,12 +8,10 @@ from pathlib import Path
 
 from pipelines.commands.common import (
     add_data_arguments,
-    config_overrides,
     folder_arg,
     print_data_notes,
-    spec_from_args,
+    resolve_config,
 )
-from pipelines.config import load_config
 from pipelines.data.prepare import prepare
 from pipelines.errors import RareganError
 from pipelines.experiment.cell_records import record_checker
@@ -124,33 +122,25 @@ def sweep_command(line: str) -> str:
     return shlex.join(out)
 
 
-def resolved_config(args: argparse.Namespace) -> dict:
-    """The preset with the command line's overrides."""
-    over = config_overrides(
-        args,
-        {
-            "model": ("classify", "model"),
-            "epochs": ("classify", "epochs"),
-            "kimg": ("gan", "kimg_per_phase"),
-            "synth_ratio": ("compare", "synth_ratio"),
-            "conditional_gan": ("compare", "conditional_gan"),
-            "condition_on": ("compare", "condition_on"),
-            "transfer_from": ("compare", "transfer_from"),
-            "transfer_kimg": ("compare", "transfer_kimg"),
-            "label_rows": ("compare", "label_rows"),
-            **{key: ("compare", key) for key in ("classes", "fractions", "arms", "seeds")},
-        },
-    )
-    return load_config(args.config, over)
+# the command's own flags that set a config key: flag → (section, key)
+CONFIG_FLAGS = {
+    "model": ("classify", "model"),
+    "epochs": ("classify", "epochs"),
+    "kimg": ("gan", "kimg_per_phase"),
+    "synth_ratio": ("compare", "synth_ratio"),
+    "conditional_gan": ("compare", "conditional_gan"),
+    "condition_on": ("compare", "condition_on"),
+    "transfer_from": ("compare", "transfer_from"),
+    "transfer_kimg": ("compare", "transfer_kimg"),
+    "label_rows": ("compare", "label_rows"),
+    **{key: ("compare", key) for key in ("classes", "fractions", "arms", "seeds")},
+}
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything first, run the unfinished cells, then write the tables and the report."""
-    cfg = resolved_config(args)
-    if not args.size:
-        args.size = cfg["gan"]["resolution"]
-    spec = spec_from_args(args, cfg, studied=list(cfg["compare"]["classes"]))
-    cfg["data"].update(size=spec.size, seed=spec.seed)
+    studied = lambda c: list(c["compare"]["classes"])  # noqa: E731
+    cfg, spec = resolve_config(args, CONFIG_FLAGS, studied, ("gan", "resolution"))
     prepared = prepare(spec, progress=args.progress)
     if not args.list_cells:  # the listing is only the plan, for scripts to read
         print_data_notes(prepared)

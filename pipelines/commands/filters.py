@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.commands.common import add_data_arguments, print_data_notes, spec_from_args
-from pipelines.config import load_config
+from pipelines.commands.common import add_data_arguments, print_data_notes, resolve_config
 from pipelines.data.prefilter import expand
 from pipelines.data.prepare import prepare
 from pipelines.images import save_grid, save_png
@@ -45,8 +44,7 @@ def safe_name(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Write out/images/<filter>/*.png, out/expanded.csv, out/preview.png and DONE."""
-    cfg = load_config(args.config)
-    spec = spec_from_args(args, cfg)
+    cfg, spec = resolve_config(args)
     prepared = prepare(spec, progress=False)
     print_data_notes(prepared)
     rows = prepared.positives(args.cls, args.fraction, spec.seed)

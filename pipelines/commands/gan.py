@@ -8,16 +8,25 @@ import os
 
 from pipelines.commands.common import (
     add_data_arguments,
-    config_overrides,
     folder_arg,
+    non_negative_int,
     positive_float,
     print_data_notes,
+    resolve_config,
     run_options,
-    spec_from_args,
 )
-from pipelines.config import load_config
 from pipelines.errors import RareganError
 from pipelines.runs import run_path
+
+# the command's own flags that set a config key: flag (or what run() derives from one) → (section, key)
+CONFIG_FLAGS = {
+    "kimg": ("gan", "kimg_per_phase"),
+    "init_from": ("gan", "init_from"),
+    "freeze_d": ("gan", "freeze_d"),
+    "train_seed": ("gan", "seed"),
+    "conditional": ("gan", "conditional"),
+    "augment_cfg": ("gan", "augment"),
+}
 
 NAME = "gan"
 HELP = "train a PGGAN on a class's train positives (after the filter bank); checkpoints, samples, resume"
@@ -39,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=folder_arg,
         help="run folder (default runs/<dataset>/gan/<class>-f<fraction>-split<split seed>)",
+    )
+    parser.add_argument(
+        "--train-seed",
+        type=non_negative_int,
+        help="seed of the GAN's initialization, latents and data order (gan.seed, default 0)",
     )
     parser.add_argument(
         "--export-source",
@@ -146,22 +160,14 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.gan.run import train_gan
     from pipelines.gan.transfer import transfer_source
 
-    keys = {"kimg": "kimg_per_phase", "init_from": "init_from", "freeze_d": "freeze_d"}
-    over = config_overrides(args, {option: ("gan", key) for option, key in keys.items()})
-    if args.unconditional:
-        over.setdefault("gan", {})["conditional"] = False
-    cfg = load_config(args.config, over)
-    augment = augment_overrides(args, cfg)
-    if augment:
-        over.setdefault("gan", {})["augment"] = augment
-        cfg = load_config(args.config, over)  # validates the policy
+    args.conditional = False if args.unconditional else None
+    cfg, spec = resolve_config(args, CONFIG_FLAGS, size_from=("gan", "resolution"))
+    args.augment_cfg = augment_overrides(args, cfg) or None
+    if args.augment_cfg:  # resolved again with the policy in place: validates it
+        cfg, spec = resolve_config(args, CONFIG_FLAGS, size_from=("gan", "resolution"))
     transfer_source(cfg)  # a source that is not a finished GAN run: refused before any work
-    if args.no_filters:
+    if args.no_filters:  # (an empty list is no override: config_overrides skips it)
         cfg["filters"]["names"] = []
-    if not args.size:
-        args.size = cfg["gan"]["resolution"]
-    spec = spec_from_args(args, cfg)
-    cfg["data"].update(size=spec.size, seed=spec.seed)
     prepared = prepare(spec, progress=not args.no_progress)
     print_data_notes(prepared)
     out = args.out or run_path(

@@ -8,13 +8,11 @@ from pathlib import Path
 
 from pipelines.commands.common import (
     add_data_arguments,
-    config_overrides,
     folder_arg,
     positive_int,
     print_data_notes,
-    spec_from_args,
+    resolve_config,
 )
-from pipelines.config import load_config
 
 NAME = "gan-ablation"
 HELP = "train GANs with the filter bank on/off × augmentation on/off at one budget and seeds; one table of their fidelity (C2ST, FID, precision/recall) and a grid per variant"
@@ -79,16 +77,14 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.data.prepare import prepare  # torch and Lightning load only when a run starts
     from pipelines.experiment.ablation import Ablation, check_variants, run_ablation
 
-    cfg = load_config(args.config, config_overrides(args, {"kimg": ("gan", "kimg_per_phase")}))
+    cfg, spec = resolve_config(
+        args, {"kimg": ("gan", "kimg_per_phase")}, size_from=("gan", "resolution")
+    )
     variants = check_variants(args.variants, args.condition_on)
     if args.condition_on:
         from pipelines.gan.run import require_conditional
 
         require_conditional(cfg, "gan-ablation")
-    if not args.size:
-        args.size = cfg["gan"]["resolution"]
-    spec = spec_from_args(args, cfg)
-    cfg["data"].update(size=spec.size, seed=spec.seed)
     prepared = prepare(spec, progress=args.progress)
     print_data_notes(prepared)
     out = args.out or args.runs / prepared.dataset_name / "gan-ablation" / args.name

@@ -19,12 +19,13 @@ from pipelines.classifier.arms import train_rows
 from pipelines.classifier.run import classifier_fingerprint
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
-from pipelines.experiment.plan import Cell, Sweep, source_id, unit_source, variant_config
+from pipelines.experiment.plan import Cell, Sweep, cell_config, source_id, unit_source
 from pipelines.experiment.records import (
     PREDICTIONS,
     predictions_bytes,
     read_json,
     read_record,
+    record_digest,
     write_record,
 )
 from pipelines.gan.run import gan_fingerprint
@@ -39,9 +40,9 @@ GRIDS = {  # a GAN record's image side files (first seed only): suffix → capti
 def cell_settings(sweep: Sweep, cfg: dict, dataset: str, cell: Cell) -> dict:
     """What a record says its cell is: sweep, dataset, axes, model and the config it ran with."""
     out = {"sweep": sweep.name, "dataset": dataset, "fraction": cell.fraction, "seed": cell.seed}
+    c = cell_config(cfg, cell.kind, cell.seed, cell.variant, unit_source(sweep, dataset, cell))
     if cell.kind in ("gan", "source"):
-        c = variant_config(cfg, cell.variant, unit_source(sweep, dataset, cell))
-        config = {"gan": {**c["gan"], "seed": cell.seed}, "filters": c["filters"]}
+        config = {"gan": c["gan"], "filters": c["filters"]}
         synth = {k: cfg["compare"][k] for k in ("synth_ratio", "label_rows")}
         synth = {"synth": synth} if cell.kind == "gan" else {}  # a source synthesizes nothing
         return (
@@ -49,7 +50,7 @@ def cell_settings(sweep: Sweep, cfg: dict, dataset: str, cell: Cell) -> dict:
             | {"classes": list(cell.unit), "variant": cell.variant, **synth}
             | {"config": config | {"data": cfg["data"]}}
         )
-    config = {"classify": {**cfg["classify"], "seed": cell.seed}, "compare": cfg["compare"]}
+    config = {"classify": c["classify"], "compare": c["compare"]}
     return (
         out
         | {"classes": sweep.classes, "arm": cell.arm, "model": sweep.model}
@@ -74,6 +75,12 @@ def record_cell(
     }
     if cell.kind == "classify":
         record["metrics"] = read_json(run / "metrics.json")
+        # the GAN records its synthetic images came from, by content: a GAN trained again (--redo,
+        # its record replaced) makes this classifier stale
+        folder = sweep.records_dir(dataset)
+        record["made_from"] = {
+            cells[j].id: record_digest(read_record(folder, cells[j].id) or {}) for j in cell.needs
+        }
         files = {PREDICTIONS: predictions_bytes(run)}
     elif cell.kind == "source":  # a GAN the sweep's GANs start from: nothing synthesized
         record["summary"] = read_json(run / "summary.json")
@@ -85,6 +92,19 @@ def record_cell(
         grids = {k: run / "eval" / k[1:] for k in GRIDS} if first else {}
         files = {k: path.read_bytes() for k, path in grids.items() if path.is_file()}
     return write_record(sweep.records_dir(dataset), record, files)
+
+
+def check_made_from(folder: Path, record: dict, path: Path) -> None:
+    """A StaleRunError when a GAN record a classifier's synthetic images came from is gone or
+    was replaced since (records made before `made_from` existed are not checked)."""
+    for cell_id, digest in record.get("made_from", {}).items():
+        gan = read_record(folder, cell_id)
+        if gan is None or record_digest(gan) != digest:
+            what = "is gone" if gan is None else "was trained again since"
+            raise StaleRunError(
+                f"{path}: the GAN record its synthetic images came from ({cell_id}) {what}; "
+                "pass --redo to train this classifier on the GAN's images now"
+            )
 
 
 def gan_rows(prepared: Prepared, unit: tuple[str, ...], fraction: float, seed: int) -> pd.DataFrame:
@@ -106,16 +126,15 @@ def record_checker(
 
     def check(cell: Cell, record: dict, path: Path) -> None:
         before = dict(record["fingerprint"].get("settings", {}))
+        c = cell_config(cfg, cell.kind, cell.seed, cell.variant, unit_source(sweep, dataset, cell))
         if cell.kind == "classify":
-            c = {**cfg, "classify": {**cfg["classify"], "seed": cell.seed}}
             args = (rows(cell.fraction), cell.fraction, cell.arm, sweep.model, sweep.classes, [])
             now = classifier_fingerprint(prepared, c, *args)["settings"]
             refuse_stale(path, before, now, ignore=("synth", "pretrained", "freeze"))
+            check_made_from(sweep.records_dir(dataset), record, path)
             return
-        vcfg = variant_config(cfg, cell.variant, unit_source(sweep, dataset, cell))
-        g = {**vcfg, "gan": {**vcfg["gan"], "seed": cell.seed}}
         source = None
-        if vcfg["gan"]["init_from"] is not None and sweep.transfer_from:
+        if c["gan"]["init_from"] is not None and sweep.transfer_from:
             name = source_id(sweep, cell.fraction, cell.seed)
             if (made := read_record(sweep.records_dir(dataset), name)) is None:
                 raise StaleRunError(
@@ -126,10 +145,10 @@ def record_checker(
         # gan.precision `auto` is the machine's (bf16 where native): a record from a bf16 CPU or GPU
         # stands on an fp32 machine and the other way round, and says which one made it. An explicit
         # 32 or bf16 is a setting like any other: a GAN of the other precision is stale.
-        setting = vcfg["gan"]["precision"]
+        setting = c["gan"]["precision"]
         precision = "bf16" if setting == "bf16" else "32"
         now = gan_fingerprint(
-            prepared, g, list(cell.unit), cell.fraction, positives(cell.unit, cell.fraction),
+            prepared, c, list(cell.unit), cell.fraction, positives(cell.unit, cell.fraction),
             precision, source,
         )  # fmt: skip
         synth_now = {f"synth.{k}": cfg["compare"][k] for k in ("synth_ratio", "label_rows")}

@@ -19,7 +19,7 @@ from pipelines.classifier.run import train_classifier
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
 from pipelines.experiment.cell_records import record_cell
-from pipelines.experiment.plan import ERROR, Cell, Sweep, variant_config
+from pipelines.experiment.plan import ERROR, Cell, Sweep, cell_config
 from pipelines.experiment.records import read_json, read_record, record_path, remove_record
 from pipelines.gan.eval_run import eval_current, evaluate_gan_run
 from pipelines.gan.run import CKPT, train_gan
@@ -70,9 +70,8 @@ def gan_unit(
     set. A unit with `condition_on` classes synthesizes only its studied classes, and is evaluated
     on its own sample of every class it learned (about as many of the studied ones as the set
     has), whose per-class figures the report shows. Any failure here fails only this unit's cells."""
-    g = {**cfg, "gan": {**cfg["gan"], "seed": seed}}  # variant_config applied by the caller
     opts = RunOptions(resume=(gdir / CKPT).exists(), redo=sweep.redo, progress=sweep.progress)
-    train_gan(prepared, unit, fraction, g, gdir, opts)
+    train_gan(prepared, unit, fraction, cfg, gdir, opts)  # cfg: the unit's (cell_config)
     c, studied = cfg["compare"], sweep.studied(unit)
     only = studied if len(studied) < len(unit) else None
     synth = synthesize(
@@ -201,8 +200,8 @@ def cell_step(
     }
     ckpt = [needed_classifier(sweep, dataset, cells, k, j, check) for j in need["classify"]]
     source = [needed_source(sweep, dataset, cells, k, j, check) for j in need["source"]]
-    vcfg = variant_config(cfg, cell.variant, source[0] if source else None)
-    args = (sweep, prepared, vcfg, list(cell.unit), cell.fraction, cell.seed, cell.run)
+    ucfg = cell_config(cfg, cell.kind, cell.seed, cell.variant, source[0] if source else None)
+    args = (sweep, prepared, ucfg, list(cell.unit), cell.fraction, cell.seed, cell.run)
 
     def step() -> Path:
         synth = gan_unit(*args, classifier=ckpt[0] if ckpt else None)
@@ -215,8 +214,7 @@ def source_cell(
     sweep: Sweep, prepared: Prepared, cfg: dict, dataset: str, cells: list[Cell], cell: Cell
 ) -> Path:
     """Train (or reuse, or resume) the transfer source of a fraction and seed, write its record."""
-    c = variant_config(cfg, "source")
-    g = {**c, "gan": {**c["gan"], "seed": cell.seed}}
+    g = cell_config(cfg, cell.kind, cell.seed, "source")
     opts = RunOptions(resume=(cell.run / CKPT).exists(), redo=sweep.redo, progress=sweep.progress)
     train_gan(prepared, list(cell.unit), cell.fraction, g, cell.run, opts)
     return record_cell(sweep, cfg, dataset, cells, cell)
@@ -232,11 +230,10 @@ def classify_cell(
     synth: list[Path],
 ) -> Path:
     """Train (or reuse, or resume) one classifier of the sweep and write its record."""
-    c = {**cfg, "classify": {**cfg["classify"], "seed": cell.seed}}
     resume = (cell.run / "checkpoints" / "last.ckpt").exists()
     train_classifier(
         prepared,
-        c,
+        cell_config(cfg, cell.kind, cell.seed),
         cell.run,
         fraction=cell.fraction,
         arm=cell.arm,

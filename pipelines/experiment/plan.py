@@ -47,6 +47,19 @@ def variant_config(cfg: dict, variant: str, source: Path | None = None) -> dict:
     return cfg
 
 
+def cell_config(
+    cfg: dict, kind: str, seed: int, variant: str = "", source: Path | None = None
+) -> dict:
+    """The whole config a cell of the sweep trains with, and the one its record holds and is
+    checked against (one function for both, so they cannot drift): the sweep's config with the
+    cell's seed as the seed of what it trains; a GAN unit's or a source's in its variant
+    (`variant_config`, fine-tuning `source` when given)."""
+    if kind == "classify":
+        return {**cfg, "classify": {**cfg["classify"], "seed": seed}}
+    c = variant_config(cfg, variant, source)
+    return {**c, "gan": {**c["gan"], "seed": seed}}
+
+
 @dataclass
 class Sweep:
     """What to run: classes, fractions (%), arms, classifier seeds, and where."""

@@ -47,6 +47,12 @@ def write_record(folder: Path, record: dict, files: dict[str, bytes] | None = No
     return path
 
 
+def record_digest(record: dict) -> str:
+    """A short hash of a record's content: another training of the same cell, even by the same
+    settings, gives another digest (its metrics, samples or evaluation differ)."""
+    return _sha256(json.dumps(record, sort_keys=True, default=str).encode())[:16]
+
+
 def read_record(folder: Path, cell_id: str) -> dict | None:
     """A cell's record with its side files checked against their hashes; None when there is none."""
     path = record_path(folder, cell_id)
