@@ -48,9 +48,11 @@ def write_record(folder: Path, record: dict, files: dict[str, bytes] | None = No
 
 
 def record_digest(record: dict) -> str:
-    """A short hash of a record's content: another training of the same cell, even by the same
-    settings, gives another digest (its metrics, samples or evaluation differ)."""
-    return _sha256(json.dumps(record, sort_keys=True, default=str).encode())[:16]
+    """A short hash of what a cell's training produced (its summary, evaluation, synthetic set and
+    metrics, not the settings that describe it): another training of the same cell, even by the
+    same settings, gives another digest."""
+    made = {k: record.get(k) for k in ("summary", "eval", "synthetic", "metrics")}
+    return _sha256(json.dumps(made, sort_keys=True, default=str).encode())[:16]
 
 
 def read_record(folder: Path, cell_id: str) -> dict | None:
