@@ -233,3 +233,26 @@ def test_reports_name_the_command_that_runs_the_whole_sweep():
     whole = "raregan compare --data 'my data' --seeds 0 1"
     for extra in ("", " --collect", " --cell 3", " --cell=gan-x-f50-s0", " --list-cells"):
         assert sweep_command(whole + extra) == whole
+
+
+def test_every_commands_help_loads_neither_torch_nor_pandas():
+    """`raregan CMD --help` is instant (it used to take 2–5 s): the heavy layers load when a
+    command runs. Checked by what a fresh interpreter imported, not by a timing."""
+    import subprocess
+    import sys
+
+    from pipelines.cli import COMMAND_MODULES, command_names
+
+    probe = (
+        "import sys\nfrom pipelines.cli import main\n"
+        "try:\n    main([sys.argv[1], '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'pytorch_lightning', 'pandas', 'scipy', 'matplotlib')"
+        " if m in sys.modules))"
+    )
+    for module in COMMAND_MODULES:
+        name, _ = command_names(module)
+        done = subprocess.run(
+            [sys.executable, "-c", probe, name], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr[-1000:]
+        assert done.stdout.strip().splitlines()[-1] == "[]", (name, done.stdout[-300:])

@@ -24,6 +24,7 @@ GROUPS = [
         2,
         (
             "pipelines.errors",
+            "pipelines.arms",
             "pipelines.runs",
             "pipelines.config",
             "pipelines.images",

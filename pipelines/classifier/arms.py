@@ -11,18 +11,13 @@ import pandas as pd
 import torch
 from torch.utils.data import ConcatDataset, TensorDataset
 
+from pipelines.arms import ARMS, AUGMENT_ARMS, SYNTH_ARMS  # noqa: F401 (re-exported)
 from pipelines.data.prefilter import expand
 from pipelines.data.prepare import Prepared
 from pipelines.data.store import StoreDataset
 from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
 from pipelines.runs import data_folder, source_runs
-
-ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard", "synth_only")
-# train on real rows + synthetic sets; synth_only: train on synthetic, test on real (the real
-# positives of --classes left out, so the classes' only positives are the GAN's samples)
-SYNTH_ARMS = ("gan_nofilter", "gan", "gan_standard", "synth_only")
-AUGMENT_ARMS = ("standard", "gan_standard")  # standard augmentation (rotation, crop)
 
 
 def check_arm(arm: str) -> None:

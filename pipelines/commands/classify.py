@@ -23,7 +23,7 @@ HELP = "train a classifier (DenseNet-121 …) on a train fraction for one arm; s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus fraction, arm, model, seeds and devices."""
-    from pipelines.classifier.arms import ARMS  # imported when this command runs, not for --help
+    from pipelines.arms import ARMS
 
     add_data_arguments(
         parser,

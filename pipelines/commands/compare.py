@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.commands.common import (
     add_data_arguments,
@@ -12,18 +13,11 @@ from pipelines.commands.common import (
     print_data_notes,
     resolve_config,
 )
-from pipelines.data.prepare import prepare
 from pipelines.errors import RareganError
-from pipelines.experiment.cell_records import record_checker
-from pipelines.experiment.execute import run_cell
-from pipelines.experiment.paper import shows_paper
-from pipelines.experiment.plan import Sweep, cell_lines, cell_plan, find_cell
-from pipelines.experiment.predictions import collect
-from pipelines.experiment.report import write_report
-from pipelines.experiment.stats import auc_table, qwk_table
-from pipelines.experiment.sweep import collect_cells, execute, gan_quality, validate
-from pipelines.experiment.tables import verdict
 from pipelines.runs import atomic_write_text, file_lock
+
+if TYPE_CHECKING:  # the experiment (torch, Lightning) loads when the command runs, not for --help
+    from pipelines.experiment.plan import Sweep
 
 NAME = "compare"
 HELP = "run the experiment (arms × fractions × seeds, a GAN per class, fraction and seed) and write tables, plots and a report"
@@ -139,6 +133,15 @@ CONFIG_FLAGS = {
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything first, run the unfinished cells, then write the tables and the report."""
+    from pipelines.data.prepare import prepare
+    from pipelines.experiment.paper import shows_paper
+    from pipelines.experiment.plan import Sweep, cell_lines
+    from pipelines.experiment.predictions import collect
+    from pipelines.experiment.report import write_report
+    from pipelines.experiment.stats import auc_table, qwk_table
+    from pipelines.experiment.sweep import collect_cells, execute, gan_quality, validate
+    from pipelines.experiment.tables import verdict
+
     studied = lambda c: list(c["compare"]["classes"])  # noqa: E731
     cfg, spec = resolve_config(args, CONFIG_FLAGS, studied, ("gan", "resolution"))
     prepared = prepare(spec, progress=args.progress)
@@ -218,6 +221,10 @@ def run(args: argparse.Namespace) -> int:
 
 def run_one(sweep: Sweep, prepared, cfg: dict, dataset: str, which: str) -> int:
     """`--cell K`: run that one cell and write its record (no tables); 0 done, 1 failed."""
+    from pipelines.experiment.cell_records import record_checker
+    from pipelines.experiment.execute import run_cell
+    from pipelines.experiment.plan import cell_plan, find_cell
+
     cells = cell_plan(sweep, dataset)
     k = find_cell(cells, which)
     check = record_checker(sweep, prepared, cfg, dataset)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from pipelines.commands.common import add_data_arguments, print_data_notes, spec_from_args
-from pipelines.data import load_records, map_labels, parse_label_map
-from pipelines.data.prepare import DataSpec, load_split, prepare, split_table
-from pipelines.data.records import Records
-from pipelines.data.splits import nested_fractions
-from pipelines.runs import atomic_write_bytes
+
+if TYPE_CHECKING:  # the data layer (pandas, torch) loads when the command runs, not for --help
+    import pandas as pd
+
+    from pipelines.data.prepare import DataSpec
+    from pipelines.data.records import Records
 
 NAME = "data"
 HELP = "read a dataset, split it by patient, decode it once, check for leaks, print a summary"
@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def fraction_table(train, fractions, seed, rare) -> pd.DataFrame:
     """Patients, images and rare-class positives in each nested fraction of train."""
+    import pandas as pd
+
+    from pipelines.data.splits import nested_fractions
+
     rows = []
     for f, mask in nested_fractions(train, fractions, seed, rare).items():
         part = train.frame[mask]
@@ -53,6 +57,8 @@ def fraction_table(train, fractions, seed, rare) -> pd.DataFrame:
 
 def view_table(records: Records) -> pd.DataFrame:
     """Images, patients and positives per label for each view (unknown = NaN counted apart)."""
+    import pandas as pd
+
     rows = []
     for view, part in records.frame.groupby("view", sort=True):
         row = {
@@ -70,6 +76,8 @@ def view_table(records: Records) -> pd.DataFrame:
 
 def print_splits(rec: Records, spec: DataSpec, args: argparse.Namespace) -> None:
     """The per-split table and the nested fractions of train."""
+    from pipelines.data.prepare import split_table
+
     print("\nper split (images with a positive label; unknown = NaN):")
     print(split_table(rec).T.to_string())
     train = rec.subset(rec.frame["split"] == "train")
@@ -79,6 +87,10 @@ def print_splits(rec: Records, spec: DataSpec, args: argparse.Namespace) -> None
 
 def csv_summary(rec: Records, spec: DataSpec, args: argparse.Namespace) -> int:
     """CheXpert counts from its CSV alone, when none of its images is on disk: per view, split, fraction."""
+    import pandas as pd
+
+    from pipelines.data import load_records, map_labels, parse_label_map
+
     every = load_records(spec.data, "chexpert", **{**spec.options, "frontal_only": False})
     if spec.label_map:
         every = map_labels(every, parse_label_map(spec.label_map))
@@ -101,6 +113,10 @@ def csv_summary(rec: Records, spec: DataSpec, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare the data and print what a user needs to trust it."""
+    import pandas as pd
+
+    from pipelines.data.prepare import load_split, prepare
+
     spec = spec_from_args(args)
     if args.summary and spec.format == "chexpert":
         rec = load_split(spec)
@@ -123,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
 
 def write_near_duplicates(prepared) -> Path | None:
     """Every cross-split near-duplicate pair as a CSV beside the store; None when there are none."""
+    from pipelines.runs import atomic_write_bytes
+
     pairs = prepared.leakage.near_duplicates
     if not len(pairs):
         return None

@@ -7,20 +7,16 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import yaml
 
-from pipelines.classifier import plots as cp
-from pipelines.classifier.evaluation import N_BINS, evaluate, pixel_hashes
 from pipelines.commands.common import DATA_OPTIONS, spec_from_args
-from pipelines.data.leakage import find_cross_split_duplicates, hash_rows
-from pipelines.data.prepare import prepare, unknown_if_uncertain_outside_train
-from pipelines.data.store import StoreDataset
 from pipelines.errors import RareganError
-from pipelines.machine import run_device
 from pipelines.runs import check_replaceable, mark_done, staged_dir, write_json
+
+if TYPE_CHECKING:  # pandas, torch and the classifier load when the command runs, not for --help
+    import pandas as pd
 
 NAME = "evaluate"
 HELP = "evaluate a finished classifier run on another dataset with the same labels (all its images are the test set)"
@@ -76,6 +72,8 @@ def warn(text: str) -> None:
 
 def read_seen(run: Path) -> pd.DataFrame | None:
     """The run's train/val images (train_val_ids.csv), or None for a run made before it was written."""
+    import pandas as pd
+
     path = run / "train_val_ids.csv"
     if not path.is_file():
         return None
@@ -90,6 +88,8 @@ NEAR_BITS = 4  # the split's near-duplicate distance (pipelines/data/leakage.py)
 def near_copies(store, rows: np.ndarray, seen: pd.DataFrame) -> np.ndarray:
     """Which external images (store rows) lie within NEAR_BITS of a train/val image's perceptual
     hash; none flagged for a run made before train_val_ids.csv held the hashes."""
+    from pipelines.data.leakage import find_cross_split_duplicates, hash_rows
+
     near = np.zeros(len(rows), dtype=bool)
     if "phash" not in seen.columns or not len(seen) or not len(rows):
         return near
@@ -106,6 +106,8 @@ def near_copies(store, rows: np.ndarray, seen: pd.DataFrame) -> np.ndarray:
 def check_overlap(args: argparse.Namespace, seen, frame: pd.DataFrame, store) -> dict:
     """Images (pixel SHA-1 in the store at the run's size) and patients the external set shares with
     the run's train/val data; a user error unless --allow-overlap (then a warning)."""
+    from pipelines.classifier.evaluation import pixel_hashes
+
     if seen is None:
         warn(
             f"{args.run} has no train_val_ids.csv (made before raregan wrote it): not checked "
@@ -209,7 +211,14 @@ def run_thresholds(run: Path) -> dict | None:
 
 def run(args: argparse.Namespace) -> int:
     """Predict every image of the external dataset; write predictions, metrics and figures."""
+    import yaml
+
     from classify import Classifier
+    from pipelines.classifier import plots as cp
+    from pipelines.classifier.evaluation import N_BINS, evaluate
+    from pipelines.data.prepare import prepare, unknown_if_uncertain_outside_train
+    from pipelines.data.store import StoreDataset
+    from pipelines.machine import run_device
 
     if args.out is not None:
         check_replaceable(args.out, "evaluate")  # before any work

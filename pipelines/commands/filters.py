@@ -6,13 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-import pandas as pd
-
 from pipelines.commands.common import add_data_arguments, print_data_notes, resolve_config
-from pipelines.data.prefilter import expand
-from pipelines.data.prepare import prepare
-from pipelines.images import save_grid, save_png
-from pipelines.runs import mark_done, staged_dir, write_json
 
 NAME = "filters"
 HELP = "pre-augment a class's train images with the filter bank (blur, unsharp, minimum); write them and a preview grid"
@@ -44,6 +38,13 @@ def safe_name(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Write out/images/<filter>/*.png, out/expanded.csv, out/preview.png and DONE."""
+    import pandas as pd  # the data layer loads when the command runs, not for --help
+
+    from pipelines.data.prefilter import expand
+    from pipelines.data.prepare import prepare
+    from pipelines.images import save_grid, save_png
+    from pipelines.runs import mark_done, staged_dir, write_json
+
     cfg, spec = resolve_config(args)
     prepared = prepare(spec, progress=False)
     print_data_notes(prepared)

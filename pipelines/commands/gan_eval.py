@@ -7,8 +7,6 @@ import argparse
 from pathlib import Path
 
 from pipelines.commands.common import non_negative_int
-from pipelines.gan.distances import space_label
-from pipelines.gan.eval_run import evaluate_gan_run
 
 NAME = "gan-eval"
 HELP = (
@@ -101,6 +99,9 @@ def c2st_text(report: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the headline figures."""
+    from pipelines.gan.distances import space_label  # torch loads when the command runs
+    from pipelines.gan.eval_run import evaluate_gan_run
+
     report, nearest, out = evaluate_gan_run(
         args.run,
         args.synth,

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
 from pipelines.commands.common import non_negative_int
-from pipelines.data.phantoms import write_phantoms
 
 NAME = "phantoms"
 HELP = (
@@ -32,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the phantoms (or find the same ones already there) and print a one-line summary."""
+    import pandas as pd  # loaded when the command runs, not for --help
+
+    from pipelines.data.phantoms import write_phantoms
+
     root = write_phantoms(args.out, n=args.n, size=args.size, seed=args.seed)
     frame = pd.concat([pd.read_csv(root / "train.csv"), pd.read_csv(root / "valid.csv")])
     patients = frame["Path"].str.split("/").str[2].nunique()

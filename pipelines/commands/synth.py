@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from pipelines.commands.common import non_negative_int
-from pipelines.gan.synth import synthesize
 
 NAME = "synth"
 HELP = "write synthetic images and label rows (sampled from the real positives) from a finished GAN run"
@@ -41,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Synthesize and print where the images and rows went."""
+    from pipelines.gan.synth import synthesize  # torch loads when the command runs, not for --help
+
     out = synthesize(
         args.run,
         n=args.n,

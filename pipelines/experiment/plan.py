@@ -16,20 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.arms import GAN_VARIANT
 from pipelines.errors import RareganError
 from pipelines.experiment.records import read_record
 from pipelines.gan.run import class_tag
 from pipelines.runs import run_path
 
 ERROR = "ERROR"
-# the GAN variant each synthetic-data arm trains on: after the filter bank, or without it;
-# synth_only (train on synthetic, test on real) measures the gan arm's GANs
-GAN_VARIANT = {
-    "gan": "filters",
-    "gan_standard": "filters",
-    "gan_nofilter": "nofilter",
-    "synth_only": "filters",
-}
 
 
 def variant_config(cfg: dict, variant: str, source: Path | None = None) -> dict:
