@@ -85,7 +85,8 @@ def cases(tmp: Path):
     """(name, callable returning None for a pass or the reason it failed)."""
     from pipelines.data.phantoms import write_phantoms
 
-    data = write_phantoms(tmp / "runs" / "phantoms", n=160, size=32, seed=0)
+    prevalence = {"Fracture": 0.15, "Lung Lesion": 0.08, "Pleural Other": 0.06}
+    data = write_phantoms(tmp / "runs" / "phantoms", n=300, size=32, seed=0, prevalence=prevalence)
     image = next((data / "train").rglob("*.jpg"))
     store = tmp / "store"
     cfg = tmp / "tiny.yaml"
