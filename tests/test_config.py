@@ -70,8 +70,8 @@ def test_config_is_resolved_once_file_then_set_then_flags_and_data_keys_are_hono
 ):
     """data.* in a config file are read (they used to be overwritten by the flags' defaults);
     --set beats the file, a flag beats --set; the DataSpec is built from the same object."""
-    from pipelines.commands.common import resolve_config
     from pipelines.commands.compare import CONFIG_FLAGS
+    from pipelines.commands.settings import resolve_config
 
     path = tmp_path / "mine.yaml"
     path.write_text(

@@ -26,6 +26,7 @@ GROUPS = [
             "pipelines.errors",
             "pipelines.arms",
             "pipelines.runs",
+            "pipelines.fingerprints",
             "pipelines.config",
             "pipelines.images",
             "pipelines.machine",

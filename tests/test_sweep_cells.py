@@ -21,9 +21,10 @@ from pipelines.cli import main
 from pipelines.experiment.records import read_record, remove_record
 from pipelines.experiment.stats import auc_table
 from pipelines.experiment.tables import write_tables
+from pipelines.fingerprints import file_sha256
 from pipelines.gan.distances import space_label
 from pipelines.gan.eval_run import eval_current
-from pipelines.runs import file_lock, file_sha256
+from pipelines.runs import file_lock
 
 
 def tiny_argv(phantom_root, tmp, name, arms, *extra):
@@ -329,3 +330,21 @@ def test_transfer_from_trains_a_source_per_fraction_and_seed_that_each_gan_fine_
     ]:
         code, _, err = main_output([*argv, *extra, "--list-cells"])
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_gan_trained_again_makes_the_classifiers_on_its_images_stale(piecewise, tmp_path):
+    """A classifier record names the GAN records its synthetic images came from (by content): a GAN
+    whose record was replaced since (another training, same settings) is refused by name."""
+    tmp, argv, _ = piecewise
+    results = tmp_path / "results"
+    shutil.copytree(tmp / "runs/phantoms/compare/cells/cells", results / "cells")
+    assert main_output([*argv, "--collect", "--results", str(results)])[0] == 0
+    record = read_record(results / "cells", "classify-gan-f100-s0")
+    assert set(record["made_from"]) == {"gan-Fracture-f100-s0"}
+    path = results / "cells" / "gan-Fracture-f100-s0.json"
+    gan = json.loads(path.read_text())
+    gan["summary"]["train_seconds_again"] = 1.0  # what a second training's record would differ in
+    path.write_text(json.dumps(gan))
+    code, _, err = main_output([*argv, "--collect", "--results", str(results)])
+    assert code == 2 and "classify-gan-f100-s0" in err
+    assert "(gan-Fracture-f100-s0) was trained again" in err

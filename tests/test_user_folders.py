@@ -17,7 +17,13 @@ from test_bad_inputs import assert_one_line_error, run_cli, snapshot
 
 from pipelines.commands import common
 from pipelines.errors import RareganError
-from pipelines.runs import FINGERPRINT, check_fingerprint, fingerprint, open_run, raregan_entries
+from pipelines.fingerprints import (
+    FINGERPRINT,
+    check_fingerprint,
+    fingerprint,
+    open_run,
+    raregan_entries,
+)
 
 
 def user_folder(path: Path) -> dict[str, bytes]:
@@ -67,7 +73,9 @@ def test_every_file_of_a_finished_gan_and_classifier_run_is_known_to_redo(
     """RUN_ENTRIES lists what runs write: an output added without listing it fails here."""
     for run in (finished_run, phantom_run):
         mine, others = raregan_entries(run)
-        assert others == [], f"{run}: {[p.name for p in others]} missing from runs.RUN_ENTRIES"
+        assert others == [], (
+            f"{run}: {[p.name for p in others]} missing from fingerprints.RUN_ENTRIES"
+        )
         assert run / FINGERPRINT in mine
 
 

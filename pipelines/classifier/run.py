@@ -27,19 +27,16 @@ from pipelines.classifier.arms import (
 from pipelines.classifier.evaluation import N_BINS, evaluate, seen_images
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
-from pipelines.machine import mixed_precision, run_device
-from pipelines.runs import (
+from pipelines.fingerprints import (
     RunOptions,
     fingerprint,
     frame_id,
-    loggers,
-    mark_done,
     open_run,
     reuse_or_start,
     run_id,
-    save_checkpoint_atomic,
-    write_json,
 )
+from pipelines.machine import mixed_precision, run_device
+from pipelines.runs import loggers, mark_done, save_checkpoint_atomic, write_json
 
 
 class AtomicModelCheckpoint(pl.callbacks.ModelCheckpoint):

@@ -12,9 +12,9 @@ from pipelines.commands.common import (
     folder_arg,
     folds_arg,
     print_data_notes,
-    resolve_config,
     run_options,
 )
+from pipelines.commands.settings import resolve_config
 from pipelines.runs import run_path, write_json
 
 NAME = "classify"

@@ -11,8 +11,8 @@ from pipelines.commands.common import (
     add_data_arguments,
     folder_arg,
     print_data_notes,
-    resolve_config,
 )
+from pipelines.commands.settings import resolve_config
 from pipelines.errors import RareganError
 from pipelines.runs import atomic_write_text, file_lock
 

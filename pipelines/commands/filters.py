@@ -6,7 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
-from pipelines.commands.common import add_data_arguments, print_data_notes, resolve_config
+from pipelines.commands.common import add_data_arguments, print_data_notes
+from pipelines.commands.settings import resolve_config
 
 NAME = "filters"
 HELP = "pre-augment a class's train images with the filter bank (blur, unsharp, minimum); write them and a preview grid"

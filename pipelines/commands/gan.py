@@ -12,9 +12,9 @@ from pipelines.commands.common import (
     non_negative_int,
     positive_float,
     print_data_notes,
-    resolve_config,
     run_options,
 )
+from pipelines.commands.settings import resolve_config
 from pipelines.errors import RareganError
 from pipelines.runs import run_path
 

@@ -11,8 +11,8 @@ from pipelines.commands.common import (
     folder_arg,
     positive_int,
     print_data_notes,
-    resolve_config,
 )
+from pipelines.commands.settings import resolve_config
 
 NAME = "gan-ablation"
 HELP = "train GANs with the filter bank on/off × augmentation on/off at one budget and seeds; one table of their fidelity (C2ST, FID, precision/recall) and a grid per variant"

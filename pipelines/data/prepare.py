@@ -17,7 +17,7 @@ from pipelines.data.records import Records
 from pipelines.data.splits import assign_splits, nested_fractions
 from pipelines.data.store import Store, build_store
 from pipelines.errors import RareganError
-from pipelines.runs import frame_id
+from pipelines.fingerprints import frame_id
 
 
 @dataclass

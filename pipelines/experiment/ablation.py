@@ -25,13 +25,14 @@ from pipelines.errors import RareganError
 from pipelines.experiment.plan import variant_config
 from pipelines.experiment.records import read_json
 from pipelines.experiment.report import data_citation
+from pipelines.fingerprints import RunOptions
 from pipelines.gan.c2st import t_interval
 from pipelines.gan.distances import space_label
 from pipelines.gan.eval_run import eval_current, evaluate_gan_run
 from pipelines.gan.metrics import near_copy_share
 from pipelines.gan.run import CKPT, augment_on, check_condition_on, train_gan
 from pipelines.gan.synth import samples_for
-from pipelines.runs import RunOptions, atomic_write_text, is_done, write_json
+from pipelines.runs import atomic_write_text, is_done, write_json
 
 # variant → (filter bank, differentiable augmentation, conditioned on other classes, classes
 # drawn equally often)

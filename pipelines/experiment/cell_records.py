@@ -28,8 +28,9 @@ from pipelines.experiment.records import (
     record_digest,
     write_record,
 )
+from pipelines.fingerprints import FINGERPRINT, StaleRunError, refuse_stale
 from pipelines.gan.run import gan_fingerprint
-from pipelines.runs import FINGERPRINT, StaleRunError, is_done, refuse_stale
+from pipelines.runs import is_done
 
 GRIDS = {  # a GAN record's image side files (first seed only): suffix → caption after "what: "
     "-real_vs_synthetic.png": "real train positives (top) vs GAN samples",

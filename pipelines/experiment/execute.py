@@ -21,16 +21,11 @@ from pipelines.errors import RareganError
 from pipelines.experiment.cell_records import record_cell
 from pipelines.experiment.plan import ERROR, Cell, Sweep, cell_config
 from pipelines.experiment.records import read_json, read_record, record_path, remove_record
+from pipelines.fingerprints import RunOptions, StaleRunError
 from pipelines.gan.eval_run import eval_current, evaluate_gan_run
 from pipelines.gan.run import CKPT, train_gan
 from pipelines.gan.synth import samples_for, synthesize
-from pipelines.runs import (
-    RunOptions,
-    StaleRunError,
-    atomic_write_text,
-    file_lock,
-    is_done,
-)
+from pipelines.runs import atomic_write_text, file_lock, is_done
 
 BEST = "checkpoints/best.ckpt"  # a classifier run's checkpoint whose features evaluate its GANs
 

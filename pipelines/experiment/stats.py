@@ -64,7 +64,7 @@ def seed_patient_interval(points, boots, ci: float = 0.95, bounds=(-np.inf, np.i
     quantile for the patient part (estimated from B ≥ hundreds of resamples) — and the two are
     combined in quadrature (root-sum-square of expanded uncertainties; JCGM 100:2008, the GUM,
     annex G, gives Welch–Satterthwaite instead, which undercovers at 3 seeds: 0.91 where 0.95 is
-    asked, while this rule stays at 0.95–0.98 from 3 seeds on; tests/test_tables.py simulates it
+    asked, while this rule stays at 0.95–0.98 from 3 seeds on; tests/test_intervals.py simulates it
     against the former percentile bootstrap over the seeds). p is the smallest 1 − level whose
     interval reaches 0, so the CI excludes 0 exactly when p < 1 − ci. With one seed there is no
     seed part: the patient bootstrap's percentile interval and p. The interval is clipped to the

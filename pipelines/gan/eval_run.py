@@ -15,6 +15,7 @@ from pipelines.data.prefilter import expand
 from pipelines.data.store import build_store
 from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
+from pipelines.fingerprints import file_sha256
 from pipelines.gan.c2st import MIN_PER_SIDE
 from pipelines.gan.metrics import (
     HELDOUT_KEYS,
@@ -28,13 +29,7 @@ from pipelines.gan.metrics import (
 from pipelines.gan.outputs import HELDOUT, POSITIVES
 from pipelines.gan.synth import checkpoint_tag, load_generator, synthesize
 from pipelines.images import save_grid
-from pipelines.runs import (
-    check_replaceable,
-    file_sha256,
-    source_runs,
-    staged_dir,
-    write_json,
-)
+from pipelines.runs import check_replaceable, source_runs, staged_dir, write_json
 
 
 def feature_net(path: Path | None):

@@ -16,6 +16,14 @@ from pggan.networks import check_architecture
 from pipelines.data.prefilter import expand
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
+from pipelines.fingerprints import (
+    RunOptions,
+    fingerprint,
+    frame_id,
+    open_run,
+    reuse_or_start,
+    run_id,
+)
 from pipelines.gan.data_order import DataOrder, class_repeats, loader
 from pipelines.gan.outputs import (
     CKPT,
@@ -30,18 +38,7 @@ from pipelines.gan.outputs import (
 )
 from pipelines.gan.transfer import check_source_images, start_from, transfer_source
 from pipelines.machine import mixed_precision
-from pipelines.runs import (
-    RunOptions,
-    fingerprint,
-    frame_id,
-    loggers,
-    mark_done,
-    merged_logs,
-    open_run,
-    reuse_or_start,
-    run_id,
-    write_json,
-)
+from pipelines.runs import loggers, mark_done, merged_logs, write_json
 
 GENERATOR = "generator_ema.pt"
 

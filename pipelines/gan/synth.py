@@ -13,20 +13,11 @@ import torch
 from pggan import Generator, Schedule, generate
 from pipelines.data.synthetic import SYNTH_CSV
 from pipelines.errors import RareganError
+from pipelines.fingerprints import check_fingerprint, fingerprint, run_id, write_fingerprint
 from pipelines.gan.run import class_tag, condition_labels
 from pipelines.images import save_png
 from pipelines.machine import run_device
-from pipelines.runs import (
-    check_fingerprint,
-    check_replaceable,
-    fingerprint,
-    is_done,
-    mark_done,
-    run_id,
-    staged_dir,
-    write_fingerprint,
-    write_json,
-)
+from pipelines.runs import check_replaceable, is_done, mark_done, staged_dir, write_json
 
 LABEL_ROWS = ("gan", "copy_real")
 

@@ -12,16 +12,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from pipelines.errors import RareganError
+from pipelines.fingerprints import file_sha256, read_fingerprint
 from pipelines.gan.outputs import CKPT, HELDOUT, POSITIVES, read_checkpoint
-from pipelines.runs import (
-    data_folder,
-    file_sha256,
-    is_done,
-    read_fingerprint,
-    source_runs,
-    staged_dir,
-    write_json,
-)
+from pipelines.runs import data_folder, is_done, source_runs, staged_dir, write_json
 
 if TYPE_CHECKING:
     from pggan import PGGAN
