@@ -95,13 +95,14 @@ def record_cell(
     return write_record(sweep.records_dir(dataset), record, files)
 
 
-def check_made_from(folder: Path, record: dict, path: Path) -> None:
-    """A StaleRunError when a GAN record a classifier's synthetic images came from is gone or
-    was replaced since (records made before `made_from` existed are not checked)."""
+def check_made_from(record: dict, path: Path, digest_of: Callable[[str], str | None]) -> None:
+    """A StaleRunError when a GAN record a classifier's synthetic images came from is gone
+    (`digest_of` gives None) or was replaced since (records made before `made_from` existed are
+    not checked)."""
     for cell_id, digest in record.get("made_from", {}).items():
-        gan = read_record(folder, cell_id)
-        if gan is None or record_digest(gan) != digest:
-            what = "is gone" if gan is None else "was trained again since"
+        now = digest_of(cell_id)
+        if now != digest:
+            what = "is gone" if now is None else "was trained again since"
             raise StaleRunError(
                 f"{path}: the GAN record its synthetic images came from ({cell_id}) {what}; "
                 "pass --redo to train this classifier on the GAN's images now"
@@ -124,6 +125,8 @@ def record_checker(
     seed = cfg["data"]["seed"]
     rows = cache(lambda f: train_rows(prepared, f, seed, sweep.classes))
     positives = cache(lambda unit, f: gan_rows(prepared, unit, f, seed))
+    folder = sweep.records_dir(dataset)
+    digest_of = cache(lambda i: None if (r := read_record(folder, i)) is None else record_digest(r))
 
     def check(cell: Cell, record: dict, path: Path) -> None:
         before = dict(record["fingerprint"].get("settings", {}))
@@ -132,7 +135,7 @@ def record_checker(
             args = (rows(cell.fraction), cell.fraction, cell.arm, sweep.model, sweep.classes, [])
             now = classifier_fingerprint(prepared, c, *args)["settings"]
             refuse_stale(path, before, now, ignore=("synth", "pretrained", "freeze"))
-            check_made_from(sweep.records_dir(dataset), record, path)
+            check_made_from(record, path, digest_of)
             return
         source = None
         if c["gan"]["init_from"] is not None and sweep.transfer_from:
