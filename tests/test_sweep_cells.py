@@ -65,6 +65,8 @@ def piecewise(phantom_root, tmp_path_factory):
     steps["tables before whole"] = (tmp / "runs/phantoms/compare/cells/auc_table.csv").exists()
     steps["whole"] = main_output(argv)
     steps["changed"] = [p for p, t in stamps.items() if p.stat().st_mtime_ns != t]
+    # the records as the sweep left them, before any test changes them
+    shutil.copytree(tmp / "runs/phantoms/compare/cells/cells", tmp / "records-as-made")
     return tmp, argv, steps
 
 
@@ -337,8 +339,9 @@ def test_a_gan_trained_again_makes_the_classifiers_on_its_images_stale(piecewise
     whose record was replaced since (another training, same settings) is refused by name."""
     tmp, argv, _ = piecewise
     results = tmp_path / "results"
-    shutil.copytree(tmp / "runs/phantoms/compare/cells/cells", results / "cells")
-    assert main_output([*argv, "--collect", "--results", str(results)])[0] == 0
+    shutil.copytree(tmp / "records-as-made", results / "cells")
+    code, _, err = main_output([*argv, "--collect", "--results", str(results)])
+    assert code == 0, err
     record = read_record(results / "cells", "classify-gan-f100-s0")
     assert set(record["made_from"]) == {"gan-Fracture-f100-s0"}
     path = results / "cells" / "gan-Fracture-f100-s0.json"
