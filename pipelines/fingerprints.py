@@ -97,8 +97,8 @@ def check_fingerprint(run: Path, fp: dict, redo: bool = False) -> bool:
             "it, with or without --redo: choose another --out / --name"
         )
     old = json.loads(path.read_text())
-    if old["id"] == fp["id"]:
-        return True
+    if old["id"] == fp["id"] or not differing_keys(old["settings"], fp["settings"]):
+        return True  # the same settings (a run made before some keys were recorded included)
     if redo:
         kept = clear_run(run)
         if kept:
@@ -109,15 +109,31 @@ def check_fingerprint(run: Path, fp: dict, redo: bool = False) -> bool:
     return False
 
 
+# Keys fingerprints gained after runs and committed records were made: compared only when the
+# earlier run recorded them (its settings were what they were; it just did not say). And keys that
+# left the fingerprints because they cannot change results: never compared.
+ADDED_LATER = ("pixels", "classes")
+DROPPED = ("classify.num_workers",)
+
+
+def differing_keys(before: dict, now: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The settings that differ between an earlier run's fingerprint and now's (sorted), less the
+    keys starting with `ignore`, the keys added later that the earlier run did not record, and the
+    keys that left the fingerprints."""
+    return sorted(
+        k
+        for k in set(before) | set(now)
+        if before.get(k, "—") != now.get(k, "—")
+        and not k.startswith(ignore + DROPPED)
+        and not (k in ADDED_LATER and k not in before)
+    )
+
+
 def refuse_stale(
     run: Path, before: dict, now: dict, recorded: bool = True, ignore: tuple[str, ...] = ()
 ) -> None:
-    """A StaleRunError naming the settings that differ (keys starting with `ignore` not compared)."""
-    keys = sorted(
-        k
-        for k in set(before) | set(now)
-        if before.get(k, "—") != now.get(k, "—") and not k.startswith(ignore)
-    )
+    """A StaleRunError naming the settings that differ (`differing_keys`)."""
+    keys = differing_keys(before, now, ignore)
     if recorded and not keys:
         return
     shown = ", ".join(f"{k}: {before.get(k, '—')} → {now.get(k, '—')}" for k in keys[:4])

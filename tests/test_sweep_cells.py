@@ -18,7 +18,7 @@ import yaml
 from test_experiment import REPO, TINY
 
 from pipelines.cli import main
-from pipelines.experiment.records import read_record, remove_record
+from pipelines.experiment.records import code_version, read_record, remove_record
 from pipelines.experiment.stats import auc_table
 from pipelines.experiment.tables import write_tables
 from pipelines.fingerprints import file_sha256
@@ -133,7 +133,11 @@ def test_collect_rebuilds_identical_tables_from_records_alone(piecewise, tmp_pat
             shutil.rmtree(run)
     assert main([*argv, "--collect"]) == 0
     assert {n: (out / n).read_bytes() for n in names} == before
-    assert "real train positives (top) vs GAN samples" in before["report.md"].decode()
+    report = before["report.md"].decode()
+    assert "real train positives (top) vs GAN samples" in report
+    code = code_version()
+    assert f"Code that made the records: {code} (" in report  # provenance, from the records
+    assert "Precision of the classifiers: " in report and "Precision of the GANs: " in report
     assert len(list((out / "images").glob("*.png"))) == 2
     elsewhere = tmp_path / "results"
     shutil.copytree(out / "cells", elsewhere / "cells")

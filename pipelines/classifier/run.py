@@ -58,11 +58,15 @@ def classifier_fingerprint(
     classes: list[str],
     synth: list[Path],
 ) -> dict:
-    """What makes a classifier run (less local weights): config, data, exact train rows, arm, model,
-    the synthetic sets' ids and, for the filters arm, its filter bank; `parts` for extra keys."""
+    """What makes a classifier run (less local weights): config (less num_workers, which cannot
+    change results), data (and its pixels), exact train rows, arm, model, the classes it studies
+    (they choose the checkpoint and stop early), the synthetic sets' ids and, for the filters arm,
+    its filter bank; `parts` for extra keys."""
     parts = dict(
-        classify=cfg["classify"],
+        classify={k: v for k, v in cfg["classify"].items() if k != "num_workers"},
         data=prepared.data_id,
+        pixels=prepared.store.pixel_key,
+        classes=list(classes),
         train=frame_id(arm_rows(rows, arm, classes), ["image_id"]),
         fraction=float(fraction),
         arm=arm,

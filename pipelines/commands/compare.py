@@ -139,7 +139,13 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.experiment.predictions import collect
     from pipelines.experiment.report import write_report
     from pipelines.experiment.stats import auc_table, qwk_table
-    from pipelines.experiment.sweep import collect_cells, execute, gan_quality, validate
+    from pipelines.experiment.sweep import (
+        collect_cells,
+        execute,
+        gan_quality,
+        provenance,
+        validate,
+    )
     from pipelines.experiment.tables import verdict
 
     studied = lambda c: list(c["compare"]["classes"])  # noqa: E731
@@ -201,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
         "images": images,
         "notes": [
             f"Split seed {spec.seed}; {len(prepared.split('test'))} test images of "
-            f"{prepared.split('test').frame['patient'].nunique()} patients; images {spec.size} px."
+            f"{prepared.split('test').frame['patient'].nunique()} patients; images {spec.size} px.",
+            *provenance(sweep, dataset),
         ],
     }
     if len(fid):

@@ -13,6 +13,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import subprocess
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +25,31 @@ from pipelines.runs import atomic_write_bytes, write_json
 
 VERSION = 1
 PREDICTIONS = ".csv.gz"
+
+
+@cache
+def code_version() -> str:
+    """The code that makes a record: raregan's version and, in a git checkout, its commit (with
+    "+changes" when tracked files differ from it). Shown in the report, never used for staleness."""
+    try:
+        version = metadata.version("raregan")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    repo = Path(__file__).resolve().parents[2]
+    git = ["git", "-C", str(repo)]
+    try:
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        changed = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return version
+    if commit.returncode != 0:
+        return version
+    return f"{version}+g{commit.stdout.strip()}" + ("+changes" if changed.stdout.strip() else "")
 
 
 def record_path(folder: Path, cell_id: str) -> Path:
@@ -43,7 +71,8 @@ def write_record(folder: Path, record: dict, files: dict[str, bytes] | None = No
         atomic_write_bytes(folder / name, data)
         listed[suffix] = {"name": name, "sha256": _sha256(data)}
     path = record_path(folder, record["id"])
-    write_json(path, {**record, "version": VERSION, "files": listed})
+    record = {**record, "version": VERSION, "code": record.get("code") or code_version()}
+    write_json(path, {**record, "files": listed})
     return path
 
 

@@ -151,6 +151,39 @@ def collect_cells(
     return cells
 
 
+def provenance(sweep: Sweep, dataset: str) -> list[str]:
+    """What made the sweep's records, for the report: the code versions (a record made before
+    records said so counts as "not recorded") and the precision each kind of cell ran in, so that a
+    table mixing machines (bf16 CPU, fp32, GPU AMP) says so."""
+    folder = sweep.records_dir(dataset)
+    code: dict[str, int] = {}
+    precisions: dict[str, dict[str, int]] = {}
+    for cell in cell_plan(sweep, dataset):
+        record = read_record(folder, cell.id)
+        if record is None:
+            continue
+        version = record.get("code") or "not recorded"
+        code[version] = code.get(version, 0) + 1
+        if cell.kind == "classify":
+            used = (record.get("metrics") or {}).get("precision") or "not recorded"
+        else:
+            gan = record["fingerprint"].get("settings", {})
+            used = "bf16" if gan.get("gan.precision") == "bf16" else "32"  # as resolved
+        kind = precisions.setdefault("classifiers" if cell.kind == "classify" else "GANs", {})
+        kind[str(used)] = kind.get(str(used), 0) + 1
+    if not code:
+        return []
+
+    def counts(d: dict[str, int]) -> str:
+        return ", ".join(f"{k} ({n} cells)" for k, n in sorted(d.items()))
+
+    lines = [f"Code that made the records: {counts(code)}."]
+    for kind, used in sorted(precisions.items()):
+        mixed = " — mixed precisions in one table" if len(used) > 1 else ""
+        lines.append(f"Precision of the {kind}: {counts(used)}{mixed}.")
+    return lines
+
+
 def held(rep: dict) -> dict:
     """A GAN report's figures against held-out real images beside their real-vs-real baselines
     (NaN where gan-eval skipped them, e.g. too few held-out images)."""

@@ -248,6 +248,7 @@ def gan_fingerprint(
         classes=classes,
         fraction=float(fraction),
         data=prepared.data_id,
+        pixels=prepared.store.pixel_key,
         positives=frame_id(rows, ["image_id"]),
     )
 
