@@ -74,7 +74,7 @@ results: setup
 	  --config cpu-results --name kermany-viral --results docs/results/kermany-viral-densenet121 \
 	  $(RESULTS_RUN) $(ARGS)
 	$(BIN)/raregan compare --data $(SHARED)/chest_xray --rarefy viral=0.05 --classes viral \
-	  --condition-on bacterial --fractions 100 --arms none gan --config cpu-results \
+	  --set compare.condition_on=[bacterial] --fractions 100 --arms none gan --config cpu-results \
 	  --name kermany-viral-cond --results docs/results/kermany-viral-conditional $(RESULTS_RUN) $(ARGS)
 	$(BIN)/raregan compare --data $(SHARED)/knee_kl --classes 4 --fractions 100 \
 	  --config cpu-results --name knee-kl4 --results docs/results/knee-kl4-densenet121 \

@@ -256,3 +256,62 @@ def test_every_commands_help_loads_neither_torch_nor_pandas():
         )
         assert done.returncode == 0, done.stderr[-1000:]
         assert done.stdout.strip().splitlines()[-1] == "[]", (name, done.stdout[-300:])
+
+
+def command_parser(argv: list[str]):
+    """The parser of the command `argv` names (the one `main` builds)."""
+    import argparse
+
+    from pipelines.cli import build_parser
+
+    parser, _ = build_parser(argv)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, sub.choices[argv[0]]
+
+
+def listed_flags(command: str) -> list[str]:
+    """The option strings `raregan COMMAND --help` lists (less -h/--help)."""
+    import argparse
+
+    _, parser = command_parser([command])
+    return [
+        action.option_strings[0]
+        for action in parser._actions
+        if action.option_strings
+        and action.help != argparse.SUPPRESS
+        and not isinstance(action, argparse._HelpAction)
+    ]
+
+
+def test_compare_lists_at_most_20_flags_and_every_data_option_still_works(
+    capsys, phantom_root, tmp_path
+):
+    """`compare --help` fits in one's head (it listed 39 flags): the research knobs are config keys
+    (their old flags work, hidden, with a note), the rarer data options are listed by `raregan data
+    --help` and named in one line elsewhere, and every data command still takes them all."""
+    from pipelines.commands.common import DATA_OPTIONS, flag_names
+    from pipelines.commands.compare import CONFIG_FLAGS
+    from pipelines.commands.settings import resolve_config
+
+    flags = listed_flags("compare")
+    assert len(flags) <= 20, flags
+    assert "--workers" not in flags and "--transfer-kimg" not in flags
+    assert {flag_names(f)[0] for f, _ in DATA_OPTIONS} <= set(listed_flags("data"))
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    text = capsys.readouterr().out
+    assert "also --uncertainty, --all-views" in text and "see raregan data --help" in text
+    # hidden, not gone: a data option and a moved knob still set what they set
+    argv = ["compare", "--data", phantom_root, "--config", "cpu-demo", "--classes", "Fracture"]
+    argv += ["--runs", tmp_path / "runs", "--cache", tmp_path / "store", "--size", "32"]
+    argv += ["--set", "gan.resolution=32"]
+    argv += ["--val", "0.2", "--transfer-kimg", "3", "--epochs", "2", "--list-cells"]
+    argv = [str(a) for a in argv]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "--transfer-kimg is now --set compare.transfer_kimg=3.0" in err
+    assert "--epochs is now --set classify.epochs=2" in err
+    parser, _ = command_parser(argv)
+    cfg, spec = resolve_config(parser.parse_args(argv), CONFIG_FLAGS)
+    assert cfg["compare"]["transfer_kimg"] == 3.0 and cfg["classify"]["epochs"] == 2
+    assert spec.val == 0.2 and spec.size == 32

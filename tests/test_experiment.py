@@ -181,7 +181,7 @@ def test_conditional_gan_sweep_trains_one_gan_for_all_classes(sweep):
     argv[argv.index("--classes") + 1 : argv.index("--fractions")] = ["Fracture", "Lung Lesion"]
     argv[argv.index("--fractions") + 1 : argv.index("--arms")] = ["100"]
     argv[argv.index("--arms") + 1 : argv.index("--seeds")] = ["gan"]
-    argv += ["--conditional-gan", "--name", "cond"]
+    argv += ["--set", "compare.conditional_gan=true", "--name", "cond"]
     assert main(argv) == 0
     gans = sorted(p.name for p in (tmp / "runs/phantoms/gan").glob("cond-*"))
     assert gans == ["cond-Fracture+Lung_Lesion-f100-seed0"]  # one GAN, not one per class
@@ -197,7 +197,7 @@ def test_conditional_gan_sweep_trains_one_gan_for_all_classes(sweep):
 
 
 def test_condition_on_learns_another_class_and_synthesizes_only_the_studied_one(sweep, capsys):
-    """`--condition-on`: one label-conditional GAN on Fracture and Lung Lesion per seed; only
+    """compare.condition_on: one label-conditional GAN on Fracture and Lung Lesion per seed; only
     Fracture images join the classifier; the report's fidelity row is Fracture's own."""
     from pipelines.experiment.plan import Sweep
     from pipelines.experiment.sweep import gan_quality
@@ -207,10 +207,10 @@ def test_condition_on_learns_another_class_and_synthesizes_only_the_studied_one(
     argv[argv.index("--fractions") + 1 : argv.index("--arms")] = ["100"]
     argv += ["--name", "condon"]
     for bad, needle in ((["Fracture"], "a class the GAN is for"), (["Nodule"], "'Nodule'")):
-        assert main([*argv, "--condition-on", *bad]) == 2
+        assert main([*argv, "--set", f"compare.condition_on=[{bad[0]}]"]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1
-    assert main([*argv, "--condition-on", "Lung Lesion"]) == 0
+    assert main([*argv, "--set", "compare.condition_on=[Lung Lesion]"]) == 0
     gan = tmp / "runs/phantoms/gan/condon-Fracture+Lung_Lesion-f100-seed0"
     summary = json.loads((gan / "summary.json").read_text())
     assert summary["classes"] == ["Fracture", "Lung Lesion"] and summary["conditional"]

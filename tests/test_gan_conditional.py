@@ -237,5 +237,5 @@ def test_unconditional_gan_pools_its_classes_as_a_transfer_source(phantom_root, 
     unconditional = tmp_path / "unconditional.yaml"
     unconditional.write_text(yaml.safe_dump({**TINY, "gan": {**TINY["gan"], "conditional": False}}))
     compare = ["compare", *common, "--config", str(unconditional), "--classes", "Fracture"]
-    assert main([*compare, "--condition-on", "Lung Lesion", "--list-cells"]) == 2
+    assert main([*compare, "--set", "compare.condition_on=[Lung Lesion]", "--list-cells"]) == 2
     assert "gan.conditional false pools a GAN's classes" in capsys.readouterr().err

@@ -255,12 +255,13 @@ def test_two_processes_run_two_cells_of_one_sweep_at_once(phantom_root, tmp_path
 def test_transfer_from_trains_a_source_per_fraction_and_seed_that_each_gan_fine_tunes(
     phantom_root, tmp_path
 ):
-    """`--transfer-from`: the GAN of other classes' images pooled is a cell of its own per fraction
+    """compare.transfer_from: the GAN of other classes' images pooled is a cell of its own per fraction
     and seed (no filter bank, no labels); the GAN unit needs it, starts from its weights and trains only the final phase
     for compare.transfer_kimg; the records alone collect (the source named by its record), a
     changed fine-tune length makes them stale, and bad uses are one line each."""
     argv = tiny_argv(phantom_root, tmp_path, "transfer", ["none", "gan"])
-    argv += ["--transfer-from", "Lung Lesion", "Pleural Other", "--transfer-kimg", "0.05"]
+    source_set = "compare.transfer_from=[Lung Lesion,Pleural Other]"
+    argv += ["--set", source_set, "--set", "compare.transfer_kimg=0.05"]
     code, out, _ = main_output([*argv, "--list-cells"])
     rows = [line.split() for line in out.splitlines()[1:]]
     assert code == 0 and rows == [
@@ -308,31 +309,43 @@ def test_transfer_from_trains_a_source_per_fraction_and_seed_that_each_gan_fine_
     settings = yaml.safe_load(config.read_text())
     settings["gan"]["init_from"] = str(source)
     fixed.write_text(yaml.safe_dump(settings))
-    one = [str(fixed) if a == str(config) else a for a in argv[: argv.index("--transfer-from")]]
+    one = [str(fixed) if a == str(config) else a for a in argv[: argv.index(source_set) - 1]]
     one[one.index("--fractions") + 1 : one.index("--fractions") + 2] = ["50", "100"]
     code, _, err = main_output([*one, "--list-cells"])
     assert code == 2 and "training image(s) outside the 50 % fraction" in err, err
-    code, _, err = main_output([*one, "--transfer-from", "Lung Lesion", "--list-cells"])
-    assert code == 2 and "gan.init_from (one run for every fraction) or --transfer-from" in err
+    code, _, err = main_output(
+        [*one, "--set", "compare.transfer_from=[Lung Lesion]", "--list-cells"]
+    )
+    assert (
+        code == 2 and "gan.init_from (one run for every fraction) or compare.transfer_from" in err
+    )
 
     shutil.rmtree(tmp_path / "runs/phantoms/gan")  # records alone: the source named by its record
     shutil.rmtree(tmp_path / "runs/phantoms/classify")
     assert main_output([*argv, "--collect"])[0] == 0
-    longer = [*argv[:-1], "0.1"]
+    longer = [*argv[:-1], "compare.transfer_kimg=0.1"]
     code, _, err = main_output([*longer, "--collect"])
     assert code == 2 and "gan.final_kimg" in err
     remove_record(cells, "source-Lung_Lesion+Pleural_Other-f100-s0")  # the unit's source: gone
     code, _, err = main_output([*argv, "--collect"])
     assert code == 2 and "the record of the source GAN it fine-tuned" in err
     assert "run --cell source-Lung_Lesion+Pleural_Other-f100-s0" in err
+    # a class named twice is one class; the old flag still works for one release, with a note
     twice = ["--transfer-from", "Lung Lesion", "Pleural Other", "Lung Lesion", "--list-cells"]
-    code, out, _ = main_output([*argv, *twice])  # a class named twice is one class
+    code, out, err = main_output([*argv, *twice])
     assert code == 0 and "source-Lung_Lesion+Pleural_Other-f100-s0" in out
+    note = (
+        "--transfer-from is now --set compare.transfer_from=[Lung Lesion,Pleural Other,Lung Lesion]"
+    )
+    assert note in err
 
     for extra, needle in [
-        (["--transfer-from", "Fracture"], "'Fracture', a class the sweep studies"),
-        (["--transfer-from", "Nope"], "unknown class 'Nope' for --transfer-from"),
-        (["--condition-on", "Pleural Other"], "label-conditional GANs"),
+        (["--set", "compare.transfer_from=[Fracture]"], "'Fracture', a class the sweep studies"),
+        (
+            ["--set", "compare.transfer_from=[Nope]"],
+            "unknown class 'Nope' in compare.transfer_from",
+        ),
+        (["--set", "compare.condition_on=[Pleural Other]"], "label-conditional GANs"),
     ]:
         code, _, err = main_output([*argv, *extra, "--list-cells"])
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err

@@ -171,6 +171,32 @@ class DeprecatedAlias(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+class MovedToSet(argparse.Action):
+    """A research knob that left the command's flags for the config: it still works for one
+    release, hidden from --help, and says once which `--set` replaces it."""
+
+    def __init__(self, option_strings, dest, key: str, nargs=None, const=None, **kwargs):
+        super().__init__(option_strings, dest, nargs=nargs, const=const, **kwargs)
+        self.key = key
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        value = self.const if self.nargs == 0 else values
+        shown = f"[{','.join(map(str, value))}]" if isinstance(value, list) else value
+        print(
+            f"raregan: note: {option_string} is now --set {self.key}={shown} (the flag goes in "
+            "the next release)",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, value)
+
+
+def moved_flag(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs) -> None:
+    """Add a flag that moved to `--set key=…` (MovedToSet), hidden from --help."""
+    if kwargs.pop("action", None) == "store_true":
+        kwargs |= {"nargs": 0, "const": True}
+    parser.add_argument(flag, action=MovedToSet, key=key, help=argparse.SUPPRESS, **kwargs)
+
+
 _P = "patients when the source has no {} split"
 # (flag, argparse keywords): the options that decide which images land where
 DATA_OPTIONS = [
@@ -193,6 +219,9 @@ DATA_OPTIONS = [
     ("--workers", dict(type=int, default=2, help="decode processes")),
 ]  # fmt: skip
 
+# the data options every command lists; the others work everywhere and are listed by `raregan data`
+DATA_SHOWN = ("--data", "--format", "--label-map", "--rarefy", "--split-seed")
+
 # options several commands share, defined once: name → (flags, argparse keywords)
 OPTIONS = {
     "config": (("--config",), dict(default="cpu-demo", help="preset name or YAML path")),
@@ -208,14 +237,25 @@ OPTIONS = {
 
 
 def add_data_arguments(
-    parser: argparse.ArgumentParser, *options: str, run: bool = False, **changes: dict
+    parser: argparse.ArgumentParser,
+    *options: str,
+    run: bool = False,
+    every_data_option: bool = False,
+    **changes: dict,
 ) -> None:
     """The data group (--data, --format, splits, store), the run group when `run`, then the shared
-    `options` by name; `name={...}` changes that option's keywords for this command."""
-    group = parser.add_argument_group("data")
+    `options` by name; `name={...}` changes that option's keywords for this command. Every data
+    option works on every command; --help lists them all only with `every_data_option` (`raregan
+    data`), elsewhere the DATA_SHOWN ones and a line naming the rest."""
+    hidden = [f for f, _ in DATA_OPTIONS if flag_names(f)[0] not in DATA_SHOWN]
+    more = ", ".join(flag_names(f)[0] for f in hidden)
+    note = None if every_data_option else f"also {more}: see raregan data --help"
+    group = parser.add_argument_group("data", note)
     for flag, kwargs in DATA_OPTIONS:
         if flag == "--size" and "config" not in options:  # no preset to take a default from
             kwargs = {**kwargs, "help": "stored image size in pixels (default 64)"}
+        if not every_data_option and flag in hidden:
+            kwargs = {**kwargs, "help": argparse.SUPPRESS}
         group.add_argument(*flag_names(flag), **kwargs)
     if run:
         add_run_arguments(parser)

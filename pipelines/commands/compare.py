@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING
 from pipelines.commands.common import (
     add_data_arguments,
     folder_arg,
+    moved_flag,
+    positive_float,
+    positive_int,
     print_data_notes,
 )
 from pipelines.commands.settings import resolve_config
@@ -25,7 +28,7 @@ HELP = "run the experiment (arms × fractions × seeds, a GAN per class, fractio
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Data options plus the sweep's axes."""
-    add_data_arguments(parser, "classes", "model", "epochs", "kimg", "config", "runs", "redo")
+    add_data_arguments(parser, "classes", "model", "config", "runs", "redo")
     parser.add_argument(
         "--fractions", nargs="*", type=float, help="train fractions in %% (default: config)"
     )
@@ -37,43 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default: the config's compare.arms)",
     )
     parser.add_argument("--seeds", nargs="*", type=int, help="classifier seeds (default: config)")
-    parser.add_argument(
-        "--synth-ratio", type=float, help="synthetic images per real positive (default: config, 3)"
-    )
-    parser.add_argument(
-        "--label-rows",
-        choices=["gan", "copy_real"],
-        help="synthetic label rows: the GAN's class only, others unknown (gan, default), or a real "
-        "positive's whole row (copy_real, as the paper)",
-    )
-    parser.add_argument(
-        "--conditional-gan",
-        action="store_true",
-        default=None,
-        help="one label-conditional GAN per fraction for all rare classes (default: one GAN per class)",
-    )
-    parser.add_argument(
-        "--condition-on",
-        nargs="+",
-        metavar="CLASS",
-        help="classes (not studied, e.g. an abundant one) that each GAN also learns: one "
-        "label-conditional GAN on the rare class and these, only the rare class synthesized "
-        "(default: config compare.condition_on, none)",
-    )
-    parser.add_argument(
-        "--transfer-from",
-        nargs="+",
-        metavar="CLASS",
-        help="classes (not studied, e.g. the abundant ones) whose GAN, of their images pooled and "
-        "without the filter bank, is trained per fraction and seed; each GAN of that fraction and "
-        "seed starts from it and trains only its final phase for compare.transfer_kimg "
-        "(default: config, none)",
-    )
-    parser.add_argument(
-        "--transfer-kimg",
-        type=float,
-        help="with --transfer-from: kimg of each GAN's fine-tune (default: config, 8)",
-    )
+    # research knobs: config keys (--set); their old flags work for one release
+    for flag, (section, key) in MOVED.items():
+        moved_flag(
+            parser,
+            flag,
+            f"{section}.{key}",
+            dest=flag[2:].replace("-", "_"),
+            **MOVED_ARGS.get(flag, {}),
+        )
     parser.add_argument(
         "--name", default="sweep", help="name of the sweep (run folders and report)"
     )
@@ -116,17 +91,32 @@ def sweep_command(line: str) -> str:
     return shlex.join(out)
 
 
-# the command's own flags that set a config key: flag → (section, key)
+# flags that moved to `--set SECTION.KEY=…` (hidden; a note when used): flag → (section, key)
+MOVED = {
+    "--epochs": ("classify", "epochs"),
+    "--kimg": ("gan", "kimg_per_phase"),
+    "--synth-ratio": ("compare", "synth_ratio"),
+    "--label-rows": ("compare", "label_rows"),
+    "--conditional-gan": ("compare", "conditional_gan"),
+    "--condition-on": ("compare", "condition_on"),
+    "--transfer-from": ("compare", "transfer_from"),
+    "--transfer-kimg": ("compare", "transfer_kimg"),
+}
+MOVED_ARGS = {
+    "--epochs": {"type": positive_int},
+    "--kimg": {"type": positive_float},
+    "--synth-ratio": {"type": float},
+    "--label-rows": {"choices": ["gan", "copy_real"]},
+    "--conditional-gan": {"action": "store_true", "default": None},
+    "--condition-on": {"nargs": "+", "metavar": "CLASS"},
+    "--transfer-from": {"nargs": "+", "metavar": "CLASS"},
+    "--transfer-kimg": {"type": float},
+}
+
+# the command's own flags that set a config key: dest → (section, key)
 CONFIG_FLAGS = {
     "model": ("classify", "model"),
-    "epochs": ("classify", "epochs"),
-    "kimg": ("gan", "kimg_per_phase"),
-    "synth_ratio": ("compare", "synth_ratio"),
-    "conditional_gan": ("compare", "conditional_gan"),
-    "condition_on": ("compare", "condition_on"),
-    "transfer_from": ("compare", "transfer_from"),
-    "transfer_kimg": ("compare", "transfer_kimg"),
-    "label_rows": ("compare", "label_rows"),
+    **{flag[2:].replace("-", "_"): where for flag, where in MOVED.items()},
     **{key: ("compare", key) for key in ("classes", "fractions", "arms", "seeds")},
 }
 

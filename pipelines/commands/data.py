@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(
         parser,
         "classes",
+        every_data_option=True,
         classes={"default": [], "help": "rare classes the fractions must keep positives of"},
     )
     parser.add_argument(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.commands.common import non_negative_int
+from pipelines.commands.common import DeprecatedAlias, non_negative_int
 
 NAME = "gan-eval"
 HELP = (
@@ -42,7 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--n", type=int, default=256, help="samples to draw when --synth is not given"
     )
     parser.add_argument(
-        "--seed", type=non_negative_int, default=0, help="seed of samples and statistics"
+        "--sample-seed",
+        "--seed",
+        dest="seed",
+        type=non_negative_int,
+        default=0,
+        action=DeprecatedAlias,
+        help="seed of the generator's samples and of the statistics' draws (default 0; --seed is "
+        "its old name)",
     )
     parser.add_argument(
         "--classifier",

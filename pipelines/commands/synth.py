@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.commands.common import non_negative_int
+from pipelines.commands.common import DeprecatedAlias, non_negative_int
 
 NAME = "synth"
 HELP = "write synthetic images and label rows (sampled from the real positives) from a finished GAN run"
@@ -24,7 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="only",
         help="for a GAN of several classes: draw label rows only from this class's positives",
     )
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="latent seed (default 0)")
+    parser.add_argument(
+        "--sample-seed",
+        "--seed",
+        dest="seed",
+        type=non_negative_int,
+        default=0,
+        action=DeprecatedAlias,
+        help="seed of the latents sampled (default 0; --seed is its old name)",
+    )
     parser.add_argument(
         "--label-rows",
         choices=["gan", "copy_real"],
@@ -35,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redo", action="store_true", help="replace an output made by other settings"
     )
-    parser.add_argument("--out", type=Path, help="output folder (default <run>/synth-n<N>-s<seed>)")
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default <run>/synth-n<N>-s<sample seed>)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,7 +84,7 @@ def check_transfer(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
     if classes and cfg["gan"]["init_from"] is not None:
         raise RareganError(
             "give one GAN to start from: gan.init_from (one run for every fraction) or "
-            "--transfer-from (a source per fraction and seed), not both"
+            "compare.transfer_from (a source per fraction and seed), not both"
         )
     source = transfer_source(cfg)  # one run for every fraction: it must be of the smallest
     if source is not None:
@@ -96,16 +96,16 @@ def check_transfer(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
     for cls in classes:
         if cls not in names:
             raise RareganError(
-                f"unknown class {cls!r} for --transfer-from; this data has {', '.join(names)}"
+                f"unknown class {cls!r} in compare.transfer_from; this data has {', '.join(names)}"
             )
         if cls in sweep.classes:
             raise RareganError(
-                f"--transfer-from names {cls!r}, a class the sweep studies: name only others"
+                f"compare.transfer_from names {cls!r}, a class the sweep studies: name only others"
             )
     if max(len(unit) for unit in sweep.gan_units()) > 1:
         raise RareganError(
-            "--transfer-from starts one-class GANs; label-conditional GANs (--condition-on, "
-            "--conditional-gan) would need a source of another architecture: drop one of them"
+            "compare.transfer_from starts one-class GANs; label-conditional GANs "
+            "(compare.condition_on, compare.conditional_gan) would need a source of another architecture: drop one of them"
         )
     training_images(prepared, classes, sweep.fractions[0], variant_config(cfg, "source"))
 
