@@ -36,8 +36,9 @@ sys.path.insert(0, str(REPO))
 from pipelines.cli import main  # noqa: E402
 from pipelines.errors import RareganError  # noqa: E402
 from pipelines.experiment.ablation import markdown, row_of  # noqa: E402
-from pipelines.gan.eval_run import eval_current, evaluate_gan_run  # noqa: E402
-from pipelines.gan.synth import checkpoint_generator, samples_for  # noqa: E402
+from pipelines.fidelity.eval_run import eval_current, evaluate_gan_run  # noqa: E402
+from pipelines.gan.synth import checkpoint_generator  # noqa: E402
+from pipelines.generators.synth import samples_for  # noqa: E402
 
 QUICK_CONFIG = """
 gan:

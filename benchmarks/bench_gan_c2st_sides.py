@@ -61,8 +61,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipelines.data.synthetic import load_synthetic  # noqa: E402
-from pipelines.gan.c2st import c2st  # noqa: E402
-from pipelines.gan.eval_run import stored_images  # noqa: E402
+from pipelines.fidelity.c2st import c2st  # noqa: E402
+from pipelines.fidelity.eval_run import stored_images  # noqa: E402
 
 
 def class_images(

@@ -67,6 +67,30 @@ DEFAULTS: dict = {
         "resample": "nearest",
         "seed": 0,
     },
+    # which generator kind the GAN arms' units train (pipelines/generators): pggan or diffusion
+    "generator": {"kind": "pggan"},
+    # the diffusion kind (pipelines/generators/diffusion.py): a DDPM with MONAI's UNet, DDIM samples
+    "diffusion": {
+        "resolution": 64,
+        "channels": [32, 64, 128, 128],  # per UNet level (4.3 M parameters at 64 px)
+        "attention_levels": [False, False, False, True],  # self-attention at the coarsest level
+        "num_res_blocks": 1,
+        "norm_num_groups": 16,
+        "head_channels": 32,
+        "timesteps": 1000,
+        "schedule": "linear_beta",  # MONAI's: linear_beta, scaled_linear_beta, sigmoid_beta, cosine
+        "sample_steps": 50,  # DDIM steps per sample
+        "batch_size": 16,
+        "lr": 0.0002,
+        "ema_beta": 0.999,
+        "kimg": 100.0,  # thousands of training images seen
+        "checkpoint_every_kimg": 10.0,
+        "keep_checkpoints": 3,
+        "precision": "auto",  # bf16 autocast where native (CPU AVX512-BF16/AMX, GPU), else fp32
+        "min_images": 8,
+        "init_from": None,  # a finished diffusion run to fine-tune (e.g. of the abundant class)
+        "seed": 0,
+    },
     "classify": {
         "model": "densenet121",
         "head": None,
@@ -127,6 +151,19 @@ POSITIVE = frozenset(
         "compare.synth_ratio",
         "compare.transfer_kimg",
         "compare.n_boot",
+        "diffusion.resolution",
+        "diffusion.channels",
+        "diffusion.num_res_blocks",
+        "diffusion.norm_num_groups",
+        "diffusion.head_channels",
+        "diffusion.timesteps",
+        "diffusion.sample_steps",
+        "diffusion.batch_size",
+        "diffusion.lr",
+        "diffusion.kimg",
+        "diffusion.checkpoint_every_kimg",
+        "diffusion.keep_checkpoints",
+        "diffusion.min_images",
     }
 )
 # Lists of numbers that may hold fractions although their defaults are whole numbers.
@@ -218,8 +255,24 @@ def _check_choices(cfg: dict, source: str) -> None:
 
         if (value := cfg["gan"]["resample"]) not in RESAMPLE:
             bad = f"config key 'gan.resample' must be one of {', '.join(RESAMPLE)}, not {value!r}"
+    d = cfg["diffusion"]
+    if d["precision"] not in PRECISIONS:
+        value = d["precision"]
+        bad = f"config key 'diffusion.precision' must be one of {', '.join(PRECISIONS)}, not {value!r}"
+    if d["schedule"] not in DIFFUSION_SCHEDULES:
+        value = d["schedule"]
+        bad = f"config key 'diffusion.schedule' must be one of {', '.join(DIFFUSION_SCHEDULES)}, not {value!r}"
+    if not d["ema_beta"] < 1:
+        bad = f"config key 'diffusion.ema_beta' must be in [0, 1), not {d['ema_beta']!r}"
+    from pipelines.arms import GENERATOR_KINDS
+
+    if (value := cfg["generator"]["kind"]) not in GENERATOR_KINDS:
+        bad = f"config key 'generator.kind' must be one of {', '.join(GENERATOR_KINDS)}, not {value!r}"
     if bad:
         raise RareganError(f"{source}: {bad}")
+
+
+DIFFUSION_SCHEDULES = ("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine")
 
 
 def _check_fine_tune(cfg: dict, source: str) -> None:

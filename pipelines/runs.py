@@ -86,6 +86,21 @@ def save_checkpoint_atomic(
         ) from None
 
 
+def keep_stamped(last: Path, prefix: str, stamp: str, keep: int) -> Path:
+    """Keep checkpoint `last` also as `<prefix><stamp>.ckpt` beside it (a hard link, or a copy
+    where links fail) and delete those of the same prefix beyond the newest `keep` (stamps sort
+    by age); the stamped path."""
+    stamped = last.with_name(f"{prefix}{stamp}.ckpt")
+    stamped.unlink(missing_ok=True)
+    try:
+        os.link(last, stamped)
+    except OSError:
+        shutil.copyfile(last, stamped)
+    for old in sorted(last.parent.glob(f"{prefix}*.ckpt"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return stamped
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
     """Hold an exclusive lock (flock) on the file `path` for the block, then remove the file.

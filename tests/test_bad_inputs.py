@@ -109,7 +109,7 @@ def test_synthetic_set_from_a_gan_that_saw_other_patients_is_refused(
     capsys, tmp_path, phantom_root, finished_run
 ):
     """The gan arm never gets real positives (through the GAN) that the none arm lacks."""
-    from pipelines.gan.synth import synthesize
+    from pipelines.generators.synth import synthesize
 
     synth = synthesize(finished_run, n=4, out=tmp_path / "synth")  # GAN of the 100 % fraction
     argv = ["classify", "--data", phantom_root, "--cache", tmp_path / "store", "--size", "16"]

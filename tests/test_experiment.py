@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.experiment.records import read_record
-from pipelines.gan.distances import space_label
+from pipelines.fidelity.distances import space_label
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,9 +20,9 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from torchvision.models import DenseNet
 
 from pipelines.errors import RareganError
-from pipelines.gan import distances as gan_eval_distances
-from pipelines.gan.memorization import pixel_nearest
-from pipelines.gan.metrics import (
+from pipelines.fidelity import distances as gan_eval_distances
+from pipelines.fidelity.memorization import pixel_nearest
+from pipelines.fidelity.metrics import (
     classifier_feature_net,
     diversity_report,
     features,
@@ -211,7 +211,7 @@ def test_pixel_nearest_memory_is_bounded_by_its_blocks(tmp_path: Path) -> None:
     script = tmp_path / "peak.py"
     script.write_text(
         "import resource, sys, torch\n"
-        "from pipelines.gan.memorization import pixel_nearest\n"
+        "from pipelines.fidelity.memorization import pixel_nearest\n"
         "q = torch.randint(0, 256, (3000, 1, 128, 128), dtype=torch.uint8)\n"
         "r = torch.randint(0, 256, (3000, 1, 128, 128), dtype=torch.uint8)\n"
         "pixel_nearest(q[:40], r[:40], chunk=8, ref_chunk=16)\n"  # loads the BLAS kernels

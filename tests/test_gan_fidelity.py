@@ -15,9 +15,9 @@ from conftest import gan_argv, tiny_config
 
 from pipelines.cli import main
 from pipelines.errors import RareganError
-from pipelines.gan.c2st import c2st, stratified_folds, t_interval
-from pipelines.gan.distances import knn_radii, manifold_coverage, precision_recall
-from pipelines.gan.metrics import HELDOUT_KEYS, heldout_report
+from pipelines.fidelity.c2st import c2st, stratified_folds, t_interval
+from pipelines.fidelity.distances import knn_radii, manifold_coverage, precision_recall
+from pipelines.fidelity.metrics import HELDOUT_KEYS, heldout_report
 
 C2ST_KEYS = {"auc", "ci_low", "ci_high", "accuracy", "n_per_side", "folds", "fold_aucs", "method"}
 
@@ -274,7 +274,7 @@ def test_synth_only_trains_on_synthetic_positives_and_no_real_ones(rich_run, cap
     from pipelines.classifier.run import classifier_fingerprint
     from pipelines.config import load_config
     from pipelines.data.prepare import DataSpec, prepare
-    from pipelines.gan.synth import synthesize
+    from pipelines.generators.synth import synthesize
 
     tmp, root, run = rich_run
     synth = synthesize(run, n=40, out=tmp / "synth")

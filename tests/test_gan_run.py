@@ -225,7 +225,8 @@ def test_augment_settings_change_the_fingerprint_only_when_they_augment():
     from pipelines.config import load_config
     from pipelines.gan.run import gan_fingerprint
 
-    prepared, rows = SimpleNamespace(data_id="d"), pd.DataFrame({"image_id": ["a", "b"]})
+    prepared = SimpleNamespace(data_id="d", store=SimpleNamespace(pixel_key="p"))
+    rows = pd.DataFrame({"image_id": ["a", "b"]})
 
     def fp(augment: dict | None = None, precision: str = "32", **gan) -> dict:
         over = {"gan": {**gan, **({"augment": augment} if augment else {})}}

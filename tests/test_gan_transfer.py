@@ -185,7 +185,7 @@ def test_a_fine_tuned_gans_source_must_have_learned_only_from_the_classifiers_ro
     100 % GAN, is refused at a 10 % classifier, naming that source."""
     from test_bad_inputs import assert_one_line_error, run_cli
 
-    from pipelines.gan.synth import synthesize
+    from pipelines.generators.synth import synthesize
 
     ft = tmp_path / "fine-tuned"
     shutil.copytree(finished_run, ft)

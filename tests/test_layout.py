@@ -1,4 +1,5 @@
-"""The layout holds: imports go one way, commands → experiment → gan / classifier → data → base → leaves.
+"""The layout holds: imports go one way, commands → experiment → fidelity → generators → gan /
+classifier → data → base → leaves.
 
 The imports are read with ast (nothing is executed), lazy imports inside functions included.
 """
@@ -16,6 +17,8 @@ LEAVES = ("filters", "pggan", "classify")
 GROUPS = [
     ("commands", 6, ("pipelines.cli", "pipelines.__main__", "pipelines.commands")),
     ("experiment", 5, ("pipelines.experiment",)),
+    ("fidelity", 4.8, ("pipelines.fidelity",)),  # judges any generator's samples
+    ("generators", 4.5, ("pipelines.generators",)),  # the generator interface and the other kinds
     ("gan", 4, ("pipelines.gan",)),
     ("classifier", 4, ("pipelines.classifier",)),
     ("data", 3, ("pipelines.data",)),
@@ -109,6 +112,8 @@ def test_imports_follow_the_layer_order():
     [
         ("pipelines.data.store", "from pipelines.experiment.stats import auc_table"),
         ("pipelines.gan.synth", "from pipelines.classifier import run"),
+        ("pipelines.gan.run", "from pipelines.generators import load"),
+        ("pipelines.generators.synth", "from pipelines.fidelity.metrics import c2st"),
         ("pggan.networks", "import pipelines.errors"),
         ("classify.metrics", "from filters import gaussian_blur"),
         ("pipelines.runs", "from pipelines.data.prepare import prepare"),

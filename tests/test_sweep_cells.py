@@ -21,9 +21,9 @@ from pipelines.cli import main
 from pipelines.experiment.records import code_version, read_record, remove_record
 from pipelines.experiment.stats import auc_table
 from pipelines.experiment.tables import write_tables
+from pipelines.fidelity.distances import space_label
+from pipelines.fidelity.eval_run import eval_current
 from pipelines.fingerprints import file_sha256
-from pipelines.gan.distances import space_label
-from pipelines.gan.eval_run import eval_current
 from pipelines.runs import file_lock
 
 

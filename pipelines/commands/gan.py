@@ -26,10 +26,23 @@ CONFIG_FLAGS = {
     "train_seed": ("gan", "seed"),
     "conditional": ("gan", "conditional"),
     "augment_cfg": ("gan", "augment"),
+    "generator": ("generator", "kind"),
 }
 
+# the same flags for the diffusion kind (pipelines/generators/diffusion.py)
+DIFFUSION_FLAGS = {
+    "kimg": ("diffusion", "kimg"),
+    "init_from": ("diffusion", "init_from"),
+    "train_seed": ("diffusion", "seed"),
+    "generator": ("generator", "kind"),
+}
+GAN_ONLY = ("freeze_d", "augment", "augment_p", "unconditional", "export_source")
+
 NAME = "gan"
-HELP = "train a PGGAN on a class's train positives (after the filter bank); checkpoints, samples, resume"
+HELP = (
+    "train a generator (the PGGAN, or --generator diffusion) on a class's train positives (after "
+    "the filter bank); checkpoints, samples, resume"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CLASS",
         help="the rare class to learn; several classes train one label-conditional GAN "
         "(one GAN of them pooled with --unconditional)",
+    )
+    parser.add_argument(
+        "--generator",
+        choices=["pggan", "diffusion"],
+        help="the kind of generator (generator.kind, default pggan); --kimg, --train-seed and "
+        "--init-from set the diffusion section's kimg, seed and init_from for diffusion",
     )
     parser.add_argument(
         "--out",
@@ -157,10 +176,15 @@ def gan_run_name(classes: list[str], fraction: float, seed: int, filters: bool =
 def run(args: argparse.Namespace) -> int:
     """Prepare the data, then train or resume the GAN; print where its outputs are."""
     from pipelines.data.prepare import prepare  # torch and Lightning load only when a run starts
-    from pipelines.gan.run import train_gan
     from pipelines.gan.transfer import transfer_source
+    from pipelines.generators import config_kind, train
 
     args.conditional = False if args.unconditional else None
+    if args.generator == "diffusion":
+        return run_diffusion(args)
+    cfg, spec = resolve_config(args, CONFIG_FLAGS)  # which kind the config names
+    if config_kind(cfg) == "diffusion":
+        return run_diffusion(args)
     cfg, spec = resolve_config(args, CONFIG_FLAGS, size_from=("gan", "resolution"))
     args.augment_cfg = augment_overrides(args, cfg) or None
     if args.augment_cfg:  # resolved again with the policy in place: validates it
@@ -177,15 +201,8 @@ def run(args: argparse.Namespace) -> int:
         gan_run_name(args.classes, args.fraction, spec.seed, not args.no_filters),
     )
     strategy = "ddp_find_unused_parameters_true" if args.strategy == "ddp" else args.strategy
-    train_gan(
-        prepared,
-        args.classes,
-        args.fraction,
-        cfg,
-        out,
-        run_options(args, strategy),
-        checkpoint_every=args.checkpoint_every,
-    )
+    opts = run_options(args, strategy)
+    train(prepared, args.classes, args.fraction, cfg, out, opts, args.checkpoint_every)
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
         return 0  # DDP worker: rank 0 reports
     print(
@@ -196,4 +213,29 @@ def run(args: argparse.Namespace) -> int:
 
         export_source(out, args.export_source)
         print(f"transfer source written to {args.export_source} (--init-from {args.export_source})")
+    return 0
+
+
+def run_diffusion(args: argparse.Namespace) -> int:
+    """`raregan gan --generator diffusion`: train or resume the diffusion model of the class."""
+    from pipelines.data.prepare import prepare
+    from pipelines.generators import train
+
+    given = [f"--{k.replace('_', '-')}" for k in GAN_ONLY if getattr(args, k, None)]
+    if given:
+        raise RareganError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for the PGGAN; the diffusion "
+            "model has none of it (drop it, or --generator pggan)"
+        )
+    cfg, spec = resolve_config(args, DIFFUSION_FLAGS, size_from=("diffusion", "resolution"))
+    if args.no_filters:
+        cfg["filters"]["names"] = []
+    prepared = prepare(spec, progress=not args.no_progress)
+    print_data_notes(prepared)
+    name = gan_run_name(args.classes, args.fraction, spec.seed, not args.no_filters)
+    out = args.out or run_path(args.runs, prepared.dataset_name, "gan", f"{name}-diffusion")
+    train(prepared, args.classes, args.fraction, cfg, out, run_options(args), args.checkpoint_every)
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
+        return 0
+    print(f"diffusion model for {' + '.join(args.classes)} done: {out} (samples/final.png)")
     return 0

@@ -106,8 +106,8 @@ def c2st_text(report: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the headline figures."""
-    from pipelines.gan.distances import space_label  # torch loads when the command runs
-    from pipelines.gan.eval_run import evaluate_gan_run
+    from pipelines.fidelity.distances import space_label  # torch loads when the command runs
+    from pipelines.fidelity.eval_run import evaluate_gan_run
 
     report, nearest, out = evaluate_gan_run(
         args.run,

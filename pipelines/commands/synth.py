@@ -50,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Synthesize and print where the images and rows went."""
-    from pipelines.gan.synth import synthesize  # torch loads when the command runs, not for --help
+    from pipelines.generators.synth import (
+        synthesize,  # torch loads when the command runs, not for --help
+    )
 
     out = synthesize(
         args.run,

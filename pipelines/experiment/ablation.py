@@ -1,5 +1,5 @@
 """The GAN ablation: filter bank on/off × differentiable augmentation on/off, at one budget and
-the same seeds, each GAN measured against real images it never saw (pipelines.gan.eval_run).
+the same seeds, each GAN measured against real images it never saw (pipelines.fidelity.eval_run).
 Conditional variants train one label-conditional GAN on the rare class and the classes named by
 `condition_on` (the abundant classes of the same data set lend it their anatomy) and are measured
 on the rare class alone.
@@ -25,13 +25,13 @@ from pipelines.errors import RareganError
 from pipelines.experiment.plan import variant_config
 from pipelines.experiment.records import read_json
 from pipelines.experiment.report import data_citation
+from pipelines.fidelity.c2st import t_interval
+from pipelines.fidelity.distances import space_label
+from pipelines.fidelity.eval_run import eval_current, evaluate_gan_run
+from pipelines.fidelity.metrics import near_copy_share
 from pipelines.fingerprints import RunOptions
-from pipelines.gan.c2st import t_interval
-from pipelines.gan.distances import space_label
-from pipelines.gan.eval_run import eval_current, evaluate_gan_run
-from pipelines.gan.metrics import near_copy_share
 from pipelines.gan.run import CKPT, augment_on, check_condition_on, train_gan
-from pipelines.gan.synth import samples_for
+from pipelines.generators.synth import samples_for
 from pipelines.runs import atomic_write_text, is_done, write_json
 
 # variant → (filter bank, differentiable augmentation, conditioned on other classes, classes

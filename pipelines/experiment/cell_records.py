@@ -29,7 +29,8 @@ from pipelines.experiment.records import (
     write_record,
 )
 from pipelines.fingerprints import FINGERPRINT, StaleRunError, refuse_stale
-from pipelines.gan.run import gan_fingerprint
+from pipelines.generators import fingerprint as generator_fingerprint
+from pipelines.generators import section
 from pipelines.runs import is_done
 
 GRIDS = {  # a GAN record's image side files (first seed only): suffix → caption after "what: "
@@ -43,7 +44,9 @@ def cell_settings(sweep: Sweep, cfg: dict, dataset: str, cell: Cell) -> dict:
     out = {"sweep": sweep.name, "dataset": dataset, "fraction": cell.fraction, "seed": cell.seed}
     c = cell_config(cfg, cell.kind, cell.seed, cell.variant, unit_source(sweep, dataset, cell))
     if cell.kind in ("gan", "source"):
-        config = {"gan": c["gan"], "filters": c["filters"]}
+        name = section(c)  # the generator kind's section (a PGGAN's records hold only "gan")
+        kind = {} if name == "gan" else {"generator": c["generator"]}
+        config = {**kind, name: c[name], "filters": c["filters"]}
         synth = {k: cfg["compare"][k] for k in ("synth_ratio", "label_rows")}
         synth = {"synth": synth} if cell.kind == "gan" else {}  # a source synthesizes nothing
         return (
@@ -149,16 +152,16 @@ def record_checker(
         # gan.precision `auto` is the machine's (bf16 where native): a record from a bf16 CPU or GPU
         # stands on an fp32 machine and the other way round, and says which one made it. An explicit
         # 32 or bf16 is a setting like any other: a GAN of the other precision is stale.
-        setting = c["gan"]["precision"]
+        setting = c[section(c)]["precision"]
         precision = "bf16" if setting == "bf16" else "32"
-        now = gan_fingerprint(
+        now = generator_fingerprint(
             prepared, c, list(cell.unit), cell.fraction, positives(cell.unit, cell.fraction),
             precision, source,
         )  # fmt: skip
         synth_now = {f"synth.{k}": cfg["compare"][k] for k in ("synth_ratio", "label_rows")}
         synth_now = synth_now if cell.kind == "gan" else {}
         synth_then = {f"synth.{k}": v for k, v in record["settings"].get("synth", {}).items()}
-        ignore = ("gan.precision",) if setting == "auto" else ()
+        ignore = (f"{section(c)}.precision",) if setting == "auto" else ()
         refuse_stale(path, before | synth_then, now["settings"] | synth_now, ignore=ignore)
 
     return check

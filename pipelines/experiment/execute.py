@@ -21,10 +21,11 @@ from pipelines.errors import RareganError
 from pipelines.experiment.cell_records import record_cell
 from pipelines.experiment.plan import ERROR, Cell, Sweep, cell_config
 from pipelines.experiment.records import read_json, read_record, record_path, remove_record
+from pipelines.fidelity.eval_run import eval_current, evaluate_gan_run
 from pipelines.fingerprints import RunOptions, StaleRunError
-from pipelines.gan.eval_run import eval_current, evaluate_gan_run
 from pipelines.gan.run import CKPT, train_gan
-from pipelines.gan.synth import samples_for, synthesize
+from pipelines.generators import train
+from pipelines.generators.synth import samples_for, synthesize
 from pipelines.runs import atomic_write_text, file_lock, is_done
 
 BEST = "checkpoints/best.ckpt"  # a classifier run's checkpoint whose features evaluate its GANs
@@ -66,7 +67,7 @@ def gan_unit(
     on its own sample of every class it learned (about as many of the studied ones as the set
     has), whose per-class figures the report shows. Any failure here fails only this unit's cells."""
     opts = RunOptions(resume=(gdir / CKPT).exists(), redo=sweep.redo, progress=sweep.progress)
-    train_gan(prepared, unit, fraction, cfg, gdir, opts)  # cfg: the unit's (cell_config)
+    train(prepared, unit, fraction, cfg, gdir, opts)  # cfg: the unit's (cell_config): any kind
     c, studied = cfg["compare"], sweep.studied(unit)
     only = studied if len(studied) < len(unit) else None
     synth = synthesize(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.arms import GAN_VARIANT
+from pipelines.arms import GAN_VARIANT, VARIANT_KIND
 from pipelines.errors import RareganError
 from pipelines.experiment.records import read_record
 from pipelines.gan.run import class_tag
@@ -29,7 +29,11 @@ def variant_config(cfg: dict, variant: str, source: Path | None = None) -> dict:
     """The config of a GAN variant: "nofilter" empties the filter bank (originals only); "source"
     (the abundant classes' GAN a sweep's GANs start from) has no filter bank, pools its classes
     without labels (so that one-class GANs can start from it) and starts from no GAN.
-    With `source`, a GAN unit fine-tunes that source for compare.transfer_kimg (its final phase)."""
+    With `source`, a GAN unit fine-tunes that source for compare.transfer_kimg (its final phase).
+    A variant of another generator kind (VARIANT_KIND: "diffusion") trains that kind, after the
+    filter bank; a PGGAN source is not its to fine-tune (its own is diffusion.init_from)."""
+    if variant in VARIANT_KIND:
+        return {**cfg, "generator": {**cfg["generator"], "kind": VARIANT_KIND[variant]}}
     if variant in ("nofilter", "source"):
         cfg = {**cfg, "filters": {**cfg["filters"], "names": []}}
     if variant == "source":
@@ -50,7 +54,8 @@ def cell_config(
     if kind == "classify":
         return {**cfg, "classify": {**cfg["classify"], "seed": seed}}
     c = variant_config(cfg, variant, source)
-    return {**c, "gan": {**c["gan"], "seed": seed}}
+    section = "diffusion" if VARIANT_KIND.get(variant) == "diffusion" else "gan"
+    return {**c, section: {**c[section], "seed": seed}}
 
 
 @dataclass
@@ -92,9 +97,10 @@ class Sweep:
         )
 
     def gan_variants(self) -> list[str]:
-        """The GAN variants the arms need: "filters" (after the filter bank) and/or "nofilter"."""
+        """The generator variants the arms need: "filters" (a PGGAN after the filter bank),
+        "nofilter" (without it), "diffusion" (a diffusion model after the filter bank)."""
         need = {GAN_VARIANT[a] for a in self.arms if a in GAN_VARIANT}
-        return [v for v in ("filters", "nofilter") if v in need]
+        return [v for v in ("filters", "nofilter", "diffusion") if v in need]
 
     def gan_dir(
         self, dataset: str, classes: list[str], fraction: float, seed: int, variant: str = "filters"
@@ -188,7 +194,7 @@ def source_cells(sweep: Sweep, dataset: str) -> list[Cell]:
 
 def unit_source(sweep: Sweep, dataset: str, cell: Cell) -> Path | None:
     """The run folder of the transfer source a GAN unit fine-tunes (None: it starts from scratch)."""
-    if cell.kind != "gan" or not sweep.transfer_from:
+    if cell.kind != "gan" or not sweep.transfer_from or cell.variant in VARIANT_KIND:
         return None
     return sweep.source_dir(dataset, cell.fraction, cell.seed)
 
@@ -203,13 +209,16 @@ def gan_cells(
     return [
         Cell(
             "gan",
-            f"gan-{class_tag(unit)}-f{f:g}-s{s}" + ("-nofilter" if v == "nofilter" else ""),
+            f"gan-{class_tag(unit)}-f{f:g}-s{s}" + ("" if v == "filters" else f"-{v}"),
             f,
             s,
             sweep.gan_dir(dataset, unit, f, s, v),
             unit=tuple(unit),
             variant=v,
-            needs=tuple(k[f, s] for k in (none, sources) if (f, s) in k),
+            # a unit of another kind fine-tunes its own source (diffusion.init_from), not this one
+            needs=tuple(
+                k[f, s] for k in (none, {} if v in VARIANT_KIND else sources) if (f, s) in k
+            ),
         )
         for f in sweep.fractions
         for v in sweep.gan_variants()

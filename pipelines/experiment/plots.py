@@ -27,6 +27,8 @@ ARM_STYLE = {
     "gan": {"color": "#d95f02", "marker": "^", "label": "GAN augmentation"},
     "gan_standard": {"color": "#a6761d", "marker": "P", "label": "GAN + standard augmentation"},
     "synth_only": {"color": "#1b9e77", "marker": "*", "label": "synthetic positives only (TSTR)"},
+    "diffusion": {"color": "#e7298a", "marker": "D", "label": "diffusion augmentation"},
+    "diffusion_standard": {"color": "#66a61e", "marker": "d", "label": "diffusion + standard aug."},
 }
 PAPER_LABEL = "Sundaram & Hulkund 2021"
 

@@ -178,7 +178,8 @@ def _collected(cells: pd.DataFrame | dict) -> dict:
     return cells if isinstance(cells, dict) else collect(cells)
 
 
-SECONDARY = {"gan": "gan_nofilter", "gan_standard": "standard"}  # arm → its second reference
+# arm → its second reference
+SECONDARY = {"gan": "gan_nofilter", "gan_standard": "standard", "diffusion_standard": "standard"}
 SECOND_COLUMNS = {"delta": "delta2", "delta_lo": "delta2_lo", "delta_hi": "delta2_hi"} | {
     "p_value": "p_value2",
     "p_holm": "p_holm2",

@@ -48,10 +48,11 @@ from pipelines.experiment.plan import (
     variant_config,
 )
 from pipelines.experiment.records import PREDICTIONS, read_record, record_path, side_file
-from pipelines.gan.distances import space_label
-from pipelines.gan.metrics import near_copy_share
+from pipelines.fidelity.distances import space_label
+from pipelines.fidelity.metrics import near_copy_share
 from pipelines.gan.run import check_condition_on, require_conditional, training_images
 from pipelines.gan.transfer import check_source_images, transfer_source
+from pipelines.generators import section
 from pipelines.runs import atomic_write_text
 
 
@@ -69,8 +70,20 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
         require_conditional(cfg, "compare")
     check_transfer(sweep, prepared, cfg)
     for variant in sweep.gan_variants():  # the smallest fraction must leave each GAN enough images
+        vcfg = variant_config(cfg, variant)
         for unit in sweep.gan_units():
-            training_images(prepared, unit, sweep.fractions[0], variant_config(cfg, variant))
+            training_images(prepared, unit, sweep.fractions[0], vcfg, section(vcfg))
+    if "diffusion" in sweep.gan_variants():
+        if max(len(unit) for unit in sweep.gan_units()) > 1:
+            raise RareganError(
+                "the diffusion arms train one-class models; label-conditional units "
+                "(compare.condition_on, compare.conditional_gan) are the PGGAN's: drop one of them"
+            )
+        from pipelines.generators.diffusion import source_run
+
+        if (source := source_run(cfg)) is not None:  # one source for every fraction: the smallest's
+            for fraction in sweep.fractions:
+                check_source_images(source, prepared, fraction, cfg["data"]["seed"])
 
 
 def check_transfer(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:

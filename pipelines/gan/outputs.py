@@ -3,8 +3,6 @@ grids, the loss curve."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pggan import PGGAN, fixed_latents, make_grid_uint8, to_uint8
 from pipelines.errors import RareganError
 from pipelines.images import save_png
-from pipelines.runs import save_checkpoint_atomic
+from pipelines.runs import keep_stamped, save_checkpoint_atomic
 
 CKPT = "checkpoints/last.ckpt"
 POSITIVES = "positives.csv"  # the real images a GAN run learned from
@@ -132,17 +130,8 @@ class RunOutputs(pl.Callback):
             save_checkpoint_atomic(trainer, self.run / CKPT)
 
     def stamp(self, images_seen: int) -> None:
-        """Keep this checkpoint as kimg<count>.ckpt too (a hard link, or a copy where links fail)
-        and delete the stamped ones beyond the newest `keep`."""
-        last = self.run / CKPT
-        stamped = last.with_name(f"kimg{images_seen / 1000:010.3f}.ckpt")
-        stamped.unlink(missing_ok=True)
-        try:
-            os.link(last, stamped)
-        except OSError:
-            shutil.copyfile(last, stamped)
-        for old in sorted(last.parent.glob("kimg*.ckpt"))[: -self.keep]:
-            old.unlink(missing_ok=True)
+        """Keep this checkpoint as kimg<count>.ckpt too; only the newest `keep` such stay."""
+        keep_stamped(self.run / CKPT, "kimg", f"{images_seen / 1000:010.3f}", self.keep)
 
     def grid(self, module: PGGAN, name: str) -> None:
         """Fixed-latent samples of the EMA generator at the current level and alpha."""

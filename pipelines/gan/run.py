@@ -129,26 +129,27 @@ def class_tag(classes: list[str]) -> str:
 
 
 def training_images(
-    prepared: Prepared, classes: str | list[str], fraction: float, cfg: dict
+    prepared: Prepared, classes: str | list[str], fraction: float, cfg: dict, section: str = "gan"
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The train positives of the fraction, their filter-bank expansion (uint8) and its condition labels.
 
     With several classes the rows are the union of each class's positives and the labels (one
     column per class, 1/0) say which of the classes each image shows; with one class they are all 1.
+    `section` is the config section of the generator that learns them (its resolution).
     """
-    g = cfg["gan"]
-    if prepared.store.size != g["resolution"]:
+    resolution = cfg[section]["resolution"]
+    if prepared.store.size != resolution:
         raise RareganError(
-            f"the data store holds {prepared.store.size} px images but gan.resolution is {g['resolution']}; "
-            "run with --size equal to the GAN resolution"
+            f"the data store holds {prepared.store.size} px images but {section}.resolution is "
+            f"{resolution}; run with --size equal to the generator's resolution"
         )
     classes = as_classes(classes)
     parts = [prepared.positives(cls, fraction, cfg["data"]["seed"]) for cls in classes]
     for cls, part in zip(classes, parts, strict=True):
-        if len(part) < g["min_images"]:
+        if len(part) < (least := cfg[section]["min_images"]):
             raise RareganError(
                 f"class {cls!r} has only {len(part)} positive training images at fraction {fraction:g} %; "
-                f"the GAN needs at least {g['min_images']} (use a larger fraction or another class)"
+                f"the generator needs at least {least} (use a larger fraction or another class)"
             )
     rows = pd.concat(parts).drop_duplicates("row").sort_values("row")
     images, _ = expand(prepared.store.array[rows["row"].to_numpy()], cfg)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pipelines.errors import RareganError
-from pipelines.gan.features import as_images, features, random_feature_net
+from pipelines.fidelity.features import as_images, features, random_feature_net
 
 
 def _as_features(f: np.ndarray, name: str) -> np.ndarray:

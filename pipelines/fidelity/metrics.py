@@ -18,8 +18,8 @@ from torch import nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from pipelines.errors import RareganError
-from pipelines.gan.c2st import MIN_PER_SIDE, c2st
-from pipelines.gan.distances import (
+from pipelines.fidelity.c2st import MIN_PER_SIDE, c2st
+from pipelines.fidelity.distances import (
     check_same_size,
     fid_kid_from_features,
     frechet_distance,
@@ -28,13 +28,13 @@ from pipelines.gan.distances import (
     paired_features,
     precision_recall,
 )
-from pipelines.gan.features import (
+from pipelines.fidelity.features import (
     as_images,
     classifier_feature_net,
     features,
     random_feature_net,
 )
-from pipelines.gan.memorization import (
+from pipelines.fidelity.memorization import (
     NEAR_COPY_QUANTILE,
     NEAR_COPY_SCALE,
     near_copy_threshold,

@@ -15,9 +15,8 @@ from pipelines.data.prefilter import expand
 from pipelines.data.store import build_store
 from pipelines.data.synthetic import load_synthetic
 from pipelines.errors import RareganError
-from pipelines.fingerprints import file_sha256
-from pipelines.gan.c2st import MIN_PER_SIDE
-from pipelines.gan.metrics import (
+from pipelines.fidelity.c2st import MIN_PER_SIDE
+from pipelines.fidelity.metrics import (
     HELDOUT_KEYS,
     classifier_feature_net,
     gan_eval,
@@ -26,8 +25,10 @@ from pipelines.gan.metrics import (
     random_feature_net,
     save_closest_pairs_png,
 )
+from pipelines.fingerprints import file_sha256
 from pipelines.gan.outputs import HELDOUT, POSITIVES
-from pipelines.gan.synth import checkpoint_tag, load_generator, synthesize
+from pipelines.generators import load
+from pipelines.generators.synth import checkpoint_tag, synthesize
 from pipelines.images import save_grid
 from pipelines.runs import check_replaceable, source_runs, staged_dir, write_json
 
@@ -221,7 +222,7 @@ def evaluate_gan_run(
     run = Path(run)
     if out is not None:
         check_replaceable(out, "gan-eval")  # before any work
-    G, summary = load_generator(run, checkpoint=checkpoint, raw=raw)
+    G, summary = load(run, checkpoint=checkpoint, raw=raw)  # any generator kind's sampler
     positives, originals, real = seen_images(run, G.resolution, cache)
     synth_dir = synth_dir or synthesize(run, n=n, seed=seed, checkpoint=checkpoint, raw=raw)
     rows, fake = load_synthetic(synth_dir, summary["label_names"])

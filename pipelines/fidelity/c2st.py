@@ -22,8 +22,8 @@ from torch.nn import functional as F
 
 from classify.metrics import auc
 from pipelines.errors import RareganError
-from pipelines.gan.distances import check_same_size
-from pipelines.gan.features import as_images
+from pipelines.fidelity.distances import check_same_size
+from pipelines.fidelity.features import as_images
 
 MIN_PER_SIDE = 20  # below this, 5 folds hold under 4 images of a side each: no usable estimate
 FOLDS = 5

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from pipelines.errors import RareganError
-from pipelines.gan.distances import check_same_size
-from pipelines.gan.features import as_images, features, random_feature_net
+from pipelines.fidelity.distances import check_same_size
+from pipelines.fidelity.features import as_images, features, random_feature_net
 from pipelines.runs import atomic_write_bytes
 
 NEAR_COPY_QUANTILE = 0.01
