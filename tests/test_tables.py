@@ -38,12 +38,12 @@ ARM_KEYS = ("none", "standard", "gan", "filters", "gan_nofilter", "gan_standard"
 
 def write_cell(root, test, cls, frac, arm, seed, dup=False, patient_per_image=False, signal=None):
     """One finished cell: predictions.csv (rows shuffled) and DONE; returns the cells-table row.
-    The class's score carries its label with weight `signal` (default: 2 for gan at the PLANTED
+    The class's score carries its label with weight `signal` (default: 3 for gan at the PLANTED
     fractions, else 1) plus unit noise."""
     rng = np.random.default_rng([int(frac), ARM_KEYS.index(arm), seed])
     frame = test.copy()
     for name in LABELS:
-        strength = 2.0 if (name == cls and arm == "gan" and frac in PLANTED) else 1.0
+        strength = 3.0 if (name == cls and arm == "gan" and frac in PLANTED) else 1.0
         strength = signal if (signal is not None and name == cls) else strength
         frame[f"score:{name}"] = strength * frame[name].fillna(0) + rng.normal(size=len(frame))
     if dup:  # every image twice, same patient, same label and score
@@ -368,3 +368,25 @@ def test_null_sweep_flags_about_five_percent_and_fewer_after_holm():
     raw, adjusted = (p < 0.05).mean(), (holm(p) < 0.05).mean()
     assert raw <= 0.08, raw
     assert adjusted <= raw and adjusted <= 0.02, (raw, adjusted)
+
+
+def test_marks_and_verdicts_use_holm_adjusted_p_not_the_raw_one(tmp_path):
+    """A Δ whose raw p is below 0.05 but whose Holm-adjusted p over the table's family is not gets
+    no ✱ and is called within noise; the verdict names the family's size."""
+    test = fake_test_set()
+    rows = []
+    for frac in FRACTIONS:
+        for arm in ("none", "standard", "gan"):
+            for seed in SEEDS:
+                signal = 2.0 if (arm == "gan" and frac == 1) else None
+                rows.append(write_cell(tmp_path, test, "Fracture", frac, arm, seed, signal=signal))
+    table = auc_table(pd.DataFrame(rows), n_boot=N_BOOT, seed=0)
+    gan = row_of(table, "Fracture", 1, "gan")
+    assert gan["p_value"] < 0.05 and gan["p_holm"] >= 0.05, (gan["p_value"], gan["p_holm"])
+    assert gan["delta_lo"] > 0 and not gan["significant"]
+    text = verdict(table, "Fracture")
+    raised = text.split(". ")[0]  # the planted 10 % gain passes Holm; 1 % does not
+    assert raised.startswith("GAN augmentation (gan − none) raised") and "at 1 %" not in raised
+    assert "At 1 % and 50–100 % the difference was within noise" in text
+    n = int(np.isfinite(table["p_value"]).sum() + np.isfinite(table["p_value2"]).sum())
+    assert f"over the family of all {n} comparisons" in text

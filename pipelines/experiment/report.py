@@ -78,9 +78,12 @@ METHOD = (
     "percentile bootstrap over 3 seeds covers 79–91 %. Δ(arm − none) pairs the arms on the seeds "
     "both finished and on patients and gets the same interval; its two-sided p is the smallest "
     "1 − level whose interval reaches 0, so the CI excludes 0 exactly when p < 0.05. Holm's (1979) "
-    "step-down adjustment over every Δ of the sweep is shown beside the raw p. With one seed there "
-    "is no seed part: the interval and p are the patient bootstrap's (percentile) and cover test "
-    "sampling only."
+    "step-down adjustment over every Δ of the sweep (both references: the family the verdict counts) "
+    "is shown beside the raw p, and it alone decides the ✱ marks and the verdict's raised / "
+    "lowered: a raw p < 0.05 whose adjusted p is not is called within noise. With one seed there "
+    "is no seed part: the interval and p are the patient bootstrap's (percentile, B = "
+    "compare.n_boot draws; a p near 0.05 then has Monte-Carlo SD √(0.05·0.95/B), 0.005 at B = "
+    "2000) and cover test sampling only."
 )
 
 

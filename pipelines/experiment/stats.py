@@ -213,7 +213,6 @@ def auc_table(
             if row["ref2"]:
                 second = paired_delta_row(seeds_of[arm], seeds_of[ref])
                 row.update({SECOND_COLUMNS[k]: v for k, v in second.items() if k in SECOND_COLUMNS})
-            row["significant"] = bool(row["delta_lo"] > 0 or row["delta_hi"] < 0)
             value = paper_auc(cls, frac, arm) if paper else None
             row["paper_auc"] = np.nan if value is None else value
             rows.append(row)
@@ -224,13 +223,33 @@ def auc_table(
     both = np.concatenate([table["p_value"].to_numpy(float), table["p_value2"].to_numpy(float)])
     adjusted = holm(both) if len(table) else both
     table["p_holm"], table["p_holm2"] = adjusted[: len(table)], adjusted[len(table) :]
+    # significant: Holm-adjusted p < ALPHA over the whole family (every Δ of the table, both
+    # references), never the raw p alone
+    table["significant"] = holm_significant(table["p_holm"])
+    table["significant2"] = holm_significant(table["p_holm2"])
     columns = [
         *["class", "fraction", "arm", "auc", "lo", "hi", "seed_std", "n_seeds", "n_failed"],
         *["n_pending", "n_pos", "n_neg", "delta", "delta_lo", "delta_hi", "p_value", "p_holm"],
         *["ref2", "delta2", "delta2_lo", "delta2_hi", "p_value2", "p_holm2"],
-        *["significant", "paper_auc", "note", "errors", "seed_aucs"],
+        *["significant", "significant2", "paper_auc", "note", "errors", "seed_aucs"],
     ]
     return table.reindex(columns=columns)
+
+
+ALPHA = 0.05
+
+
+def holm_significant(p_holm: pd.Series) -> pd.Series:
+    """True where a Holm-adjusted p is below ALPHA (False where there is none)."""
+    p = pd.to_numeric(p_holm, errors="coerce")
+    return (p < ALPHA).fillna(False).astype(bool)
+
+
+def family_size(table: pd.DataFrame) -> int:
+    """The number of comparisons in Holm's family: every Δ of the table with a p, both references."""
+    return int(np.isfinite(table["p_value"].astype(float)).sum()) + int(
+        np.isfinite(table.get("p_value2", pd.Series(dtype=float)).astype(float)).sum()
+    )
 
 
 def qwk_table(cells: pd.DataFrame | dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -270,5 +289,5 @@ def qwk_table(cells: pd.DataFrame | dict, n_boot: int = 1000, seed: int = 0) -> 
             rows.append(row)
     table = pd.DataFrame(rows).reindex(columns=columns)
     table["p_holm"] = holm(table["p_value"].to_numpy(float))
-    table["significant"] = (table["delta_lo"] > 0) | (table["delta_hi"] < 0)
+    table["significant"] = holm_significant(table["p_holm"])
     return table

@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipelines.classifier.arms import ARMS
 from pipelines.errors import RareganError
-from pipelines.experiment.stats import SECOND_COLUMNS, SECONDARY
+from pipelines.experiment.stats import SECOND_COLUMNS, SECONDARY, family_size
 from pipelines.runs import atomic_write_text, ensure_writable
 
 
@@ -43,7 +43,8 @@ def fmt_auc(row: pd.Series) -> str:
 
 
 def fmt_delta(row: pd.Series | None) -> str:
-    """'**+0.031 [+0.012, +0.050] p = 0.002 ✱**' (bold + ✱ when the CI excludes 0)."""
+    """'**+0.031 [+0.012, +0.050] p = 0.002, Holm 0.012 ✱**' (bold + ✱ when the Holm-adjusted p
+    is below 0.05)."""
     if row is None or not np.isfinite(row["delta"]):
         return "—"
     text = f"{row['delta']:+.3f}"
@@ -57,7 +58,7 @@ def fmt_delta(row: pd.Series | None) -> str:
 def _second(row: pd.Series) -> pd.Series:
     """The arm's second comparison (vs SECONDARY[arm]) in fmt_delta's shape."""
     out = pd.Series({k: row[col] for k, col in SECOND_COLUMNS.items()})
-    out["significant"] = bool(out["delta_lo"] > 0 or out["delta_hi"] < 0)
+    out["significant"] = bool(row.get("significant2", False))
     return out
 
 
@@ -105,8 +106,8 @@ LEGEND = (
     "Student's t, S − 1 df) and test sampling (patient bootstrap) combined]. Δ = arm − none, "
     "paired on seeds and patients, with its 95 % CI and two-sided p by the same rule (the CI "
     "excludes 0 exactly when p < 0.05), and Holm's adjusted p over every Δ of the sweep. Primary "
-    "comparison: gan − none per class and fraction. **bold ✱** = CI excludes 0 (unadjusted). ⚠ = "
-    "failed seeds (the mean rests on fewer seeds)."
+    "comparison: gan − none per class and fraction. **bold ✱** = Holm-adjusted p < 0.05 (the "
+    "family: every Δ of the table). ⚠ = failed seeds (the mean rests on fewer seeds)."
 )
 PAPER_LEGEND = " Paper = Sundaram & Hulkund 2021, one seed."
 
@@ -197,7 +198,7 @@ def _second_rows(rows: pd.DataFrame) -> pd.DataFrame:
     out = rows[rows["ref2"].fillna("").astype(str) != ""].copy()
     for k, col in SECOND_COLUMNS.items():
         out[k] = out[col]
-    out["significant"] = (out["delta_lo"] > 0) | (out["delta_hi"] < 0)
+    out["significant"] = out["significant2"].fillna(False).astype(bool)
     return out
 
 
@@ -299,9 +300,12 @@ def verdict(table: pd.DataFrame, cls: str, fidelity: pd.DataFrame | None = None)
         k = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
         few = ", and so few seeds barely sample training randomness" if seeds.min() < 3 else ""
         parts.append(f"Each AUC averages {k} seed(s); the CIs cover seeds and test patients{few}.")
-    if gan["significant"].any():
-        n = int(np.isfinite(rows["delta"]).sum())
-        parts.append(f"Of {n} comparisons, about 1 in 20 null ones passes p < 0.05 by chance.")
+    n = family_size(table)
+    if n:
+        parts.append(
+            f"Raised / lowered means Holm-adjusted p < 0.05 over the family of all {n} comparisons "
+            "in the table; a raw p < 0.05 alone is called within noise."
+        )
     for _, r in gan[gan["significant"]].iterrows():
         spread = rows.loc[rows["fraction"] == r["fraction"], "seed_std"].max()
         if np.isfinite(spread) and spread >= abs(r["delta"]) / 2:
