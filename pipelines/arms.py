@@ -11,18 +11,17 @@
 | synth_only | the real rows less the rare classes' positives + synthetic rows (train on synthetic, test on real) | GAN trained after the filter bank |
 | diffusion | the real rows + synthetic rows | diffusion model trained after the filter bank |
 | diffusion_standard | as diffusion, with standard augmentation | diffusion model trained after the filter bank |
+| gan_pretrain | the real rows only, starting from the gan arm's classifier (trained on real + synthetic rows): synthetic pretraining, then fine-tuning on real images | GAN trained after the filter bank (through the gan arm) |
 
 Light on purpose (no torch, no pandas): the command line's help reads it.
 """
 
 from __future__ import annotations
 
-GENERATOR_KINDS = (
-    "pggan",
-    "diffusion",
-)  # generator.kind: pipelines/generators.KINDS has their modules
+# generator.kind: pipelines/generators.KINDS has their modules
+GENERATOR_KINDS = ("pggan", "diffusion")
 ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard", "synth_only")
-ARMS += ("diffusion", "diffusion_standard")
+ARMS += ("diffusion", "diffusion_standard", "gan_pretrain")
 # the generator variant each synthetic arm's images come from ("filters": trained after the filter
 # bank; "nofilter": on the positives alone)
 GAN_VARIANT = {
@@ -36,8 +35,8 @@ GAN_VARIANT = {
 # the generator kind (generator.kind) of each variant's units: PGGAN unless named here
 VARIANT_KIND = {"diffusion": "diffusion"}
 SYNTH_ARMS = tuple(a for a in ARMS if a in GAN_VARIANT)  # real rows (or fewer) + synthetic sets
-AUGMENT_ARMS = (
-    "standard",
-    "gan_standard",
-    "diffusion_standard",
-)  # standard augmentation (rotation, crop)
+# arms that train the real rows from another arm's finished classifier of the same fraction and
+# seed (synthetic pretraining, then fine-tuning on real images; RoentGen-v2, arXiv 2508.16783)
+START_FROM_ARM = {"gan_pretrain": "gan"}
+# standard augmentation (rotation, crop)
+AUGMENT_ARMS = ("standard", "gan_standard", "diffusion_standard")

@@ -368,3 +368,52 @@ def test_a_gan_trained_again_makes_the_classifiers_on_its_images_stale(piecewise
     code, _, err = main_output([*argv, "--collect", "--results", str(results)])
     assert code == 2 and "classify-gan-f100-s0" in err
     assert "(gan-Fracture-f100-s0) was trained again" in err
+
+
+def test_gan_pretrain_starts_from_the_gan_arms_classifier_and_trains_on_real_rows(
+    phantom_root, tmp_path
+):
+    """Synthetic pretraining (RoentGen-v2's recipe): the gan_pretrain classifier of a fraction and
+    seed needs the gan arm's, starts from its weights and trains on the real rows alone; its Δ
+    against gan is its second comparison; without the gan arm it is refused in one line."""
+    import torch
+
+    from pipelines.classifier.run import start_weights
+
+    argv = tiny_argv(phantom_root, tmp_path, "pre", ["none", "gan", "gan_pretrain"])
+    code, out, err = main_output([*argv, "--list-cells"])
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert code == 0, err
+    assert rows[-1] == ["3", "pending", "classify-gan_pretrain-f100-s0", "2"]
+    assert rows[2][2] == "classify-gan-f100-s0"
+    assert main_output(argv)[0] == 0
+    clf = tmp_path / "runs/phantoms/classify"
+    gan_run, pre_run = clf / "pre-cnn5-gan-f100-s0", clf / "pre-cnn5-gan_pretrain-f100-s0"
+    settings = json.loads((pre_run / "fingerprint.json").read_text())["settings"]
+    assert settings["start_from"] == json.loads((gan_run / "fingerprint.json").read_text())["id"]
+    metrics = json.loads((pre_run / "metrics.json").read_text())
+    assert metrics["n_train_synthetic"] == 0 and metrics["arm"] == "gan_pretrain"
+    record = read_record(
+        tmp_path / "runs/phantoms/compare/pre/cells", "classify-gan_pretrain-f100-s0"
+    )
+    assert list(record["made_from"]) == ["classify-gan-f100-s0"]
+    table = pd.read_csv(tmp_path / "runs/phantoms/compare/pre/auc_table.csv")
+    assert table.loc[table["arm"] == "gan_pretrain", "ref2"].item() == "gan"
+    # the weights it starts from are the gan arm's best checkpoint's, exactly
+    from pipelines.classifier.run import build_module
+    from pipelines.config import load_config
+
+    names = ["No Finding", "Fracture"]
+    module = build_module(load_config(None), names, "multilabel", "none", "cnn5", None, 0)
+    ckpt = tmp_path / "one.ckpt"
+    torch.save({"state_dict": module.state_dict()}, ckpt)
+    other = build_module(load_config(None), names, "multilabel", "none", "cnn5", None, 0)
+    start_weights(other, ckpt)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(module.state_dict().values(), other.state_dict().values(), strict=True)
+    )
+    code, _, err = main_output(
+        [*tiny_argv(phantom_root, tmp_path, "pre2", ["none", "gan_pretrain"]), "--list-cells"]
+    )
+    assert code == 2 and "the gan_pretrain arm starts from the gan arm's classifiers" in err

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from classify import MODELS, Classifier
+from pipelines.arms import START_FROM_ARM
 from pipelines.classifier.arms import (
     AUGMENT_ARMS,
     SYNTH_ARMS,
@@ -76,6 +77,19 @@ def classifier_fingerprint(
         filter_classes=classes if arm == "filters" else [],
     )
     return {**fingerprint(**parts, pretrained="", freeze=0), "parts": parts}
+
+
+def start_weights(module: Classifier, checkpoint: Path) -> None:
+    """Load another classifier run's weights (its Lightning checkpoint) into `module`; a user error
+    when the checkpoint is of another model or labels."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    except (OSError, KeyError, RuntimeError) as err:
+        raise RareganError(
+            f"cannot start from classifier checkpoint {checkpoint} ({type(err).__name__}): it must "
+            "be a finished run of the same model and labels"
+        ) from None
 
 
 def precision(accelerator: str, setting: str = "auto") -> str:
@@ -174,10 +188,14 @@ def train_classifier(
     pretrained: Path | None = None,
     freeze: int = 0,
     opts: RunOptions | None = None,
+    start_from: Path | None = None,
 ) -> dict:
     """Train, select on val, evaluate once on test; write the run folder and return its metrics.
 
-    A finished or interrupted run is reused only when its fingerprint matches (`redo`: replaced)."""
+    `start_from` (the arms of START_FROM_ARM): the best checkpoint of another classifier run of
+    the same model and labels whose weights this one starts from (named in its fingerprint by that
+    run's). A finished or interrupted run is reused only when its fingerprint matches (`redo`:
+    replaced)."""
     opts = opts or RunOptions()
     progress = opts.progress
     devices, strategy, accelerator = opts.devices, opts.strategy, opts.accelerator
@@ -199,6 +217,14 @@ def train_classifier(
         raise RareganError(
             "the synth_only arm leaves out the real positives of --classes; name the GAN's classes"
         )
+    if (arm in START_FROM_ARM) != (start_from is not None):
+        raise RareganError(
+            f"the {arm} arm starts from the {START_FROM_ARM[arm]} arm's classifier of its fraction "
+            "and seed: run it in a sweep (compare --arms … "
+            f"{START_FROM_ARM[arm]} {arm})"
+            if arm in START_FROM_ARM
+            else f"only the {', '.join(START_FROM_ARM)} arm starts from another classifier"
+        )
     rec = prepared.records
     label_names, task, c = list(rec.label_names), rec.task, cfg["classify"]
     model = model or c["model"]
@@ -208,7 +234,8 @@ def train_classifier(
         rec.label_index(cls)
     rows = train_rows(prepared, fraction, cfg["data"]["seed"], classes)
     fp = classifier_fingerprint(prepared, cfg, rows, fraction, arm, model, classes, synth)
-    fp = fingerprint(**fp["parts"], pretrained=str(pretrained or ""), freeze=freeze)
+    started = {"start_from": run_id(Path(start_from).parents[1])} if start_from else {}
+    fp = fingerprint(**fp["parts"], pretrained=str(pretrained or ""), freeze=freeze, **started)
     resume = reuse_or_start(run, fp, run / "checkpoints" / "last.ckpt", opts, "classifier")
     if resume is None:
         return {}
@@ -234,6 +261,8 @@ def train_classifier(
     module = build_module(
         cfg, label_names, task, arm, model, pretrained, freeze, pos_weight, classes
     )
+    if start_from is not None and not resume:
+        start_weights(module, Path(start_from))
     gen = torch.Generator().manual_seed(c["seed"])
     if c["balanced_sampling"]:
         w = torch.from_numpy(balanced_weights(all_labels(train_ds)))

@@ -137,7 +137,8 @@ def record_checker(
         if cell.kind == "classify":
             args = (rows(cell.fraction), cell.fraction, cell.arm, sweep.model, sweep.classes, [])
             now = classifier_fingerprint(prepared, c, *args)["settings"]
-            refuse_stale(path, before, now, ignore=("synth", "pretrained", "freeze"))
+            ignore = ("synth", "pretrained", "freeze", "start_from")  # made_from checks those
+            refuse_stale(path, before, now, ignore=ignore)
             check_made_from(record, path, digest_of)
             return
         source = None

@@ -187,8 +187,15 @@ def cell_step(
     a callable that trains (or reuses) its run and writes its record."""
     cell = cells[k]
     if cell.kind == "classify":
-        synth = [needed_synth(sweep, dataset, cells, k, j, check) for j in cell.needs]
-        return partial(classify_cell, sweep, prepared, cfg, dataset, cells, cell, synth)
+        gans = [j for j in cell.needs if cells[j].kind == "gan"]
+        synth = [needed_synth(sweep, dataset, cells, k, j, check) for j in gans]
+        start = [
+            needed_classifier(sweep, dataset, cells, k, j, check)
+            for j in cell.needs
+            if cells[j].kind == "classify"
+        ]
+        start_from = start[0] if start else None
+        return partial(classify_cell, sweep, prepared, cfg, dataset, cells, cell, synth, start_from)
     if cell.kind == "source":
         return partial(source_cell, sweep, prepared, cfg, dataset, cells, cell)
     need = {
@@ -224,8 +231,10 @@ def classify_cell(
     cells: list[Cell],
     cell: Cell,
     synth: list[Path],
+    start_from: Path | None = None,
 ) -> Path:
-    """Train (or reuse, or resume) one classifier of the sweep and write its record."""
+    """Train (or reuse, or resume) one classifier of the sweep (starting from `start_from`'s
+    weights for the START_FROM_ARM arms) and write its record."""
     resume = (cell.run / "checkpoints" / "last.ckpt").exists()
     train_classifier(
         prepared,
@@ -236,5 +245,6 @@ def classify_cell(
         classes=sweep.classes,
         synth=synth,
         opts=RunOptions(resume=resume, redo=sweep.redo, progress=sweep.progress),
+        start_from=start_from,
     )
     return record_cell(sweep, cfg, dataset, cells, cell)

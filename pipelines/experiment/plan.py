@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.arms import GAN_VARIANT, VARIANT_KIND
+from pipelines.arms import GAN_VARIANT, START_FROM_ARM, VARIANT_KIND
 from pipelines.errors import RareganError
 from pipelines.experiment.records import read_record
 from pipelines.gan.run import class_tag
@@ -155,15 +155,20 @@ def classify_id(arm: str, fraction: float, seed: int) -> str:
     return f"classify-{arm}-f{fraction:g}-s{seed}"
 
 
-def classifier_cells(sweep: Sweep, dataset: str, gan_arms: bool) -> list[Cell]:
-    """The classifier cells of the arms that train on a GAN's images (`gan_arms`) or of the others,
-    by fraction, seed and arm; no needs yet."""
+def arm_group(arm: str) -> str:
+    """When an arm's classifiers run: "plain" (no generator), "synthetic" (on a generator's
+    images), "started" (from another arm's classifier: START_FROM_ARM)."""
+    return "started" if arm in START_FROM_ARM else "synthetic" if arm in GAN_VARIANT else "plain"
+
+
+def classifier_cells(sweep: Sweep, dataset: str, group: str) -> list[Cell]:
+    """The classifier cells of one arm group (arm_group), by fraction, seed and arm; no needs yet."""
     return [
         Cell("classify", classify_id(a, f, s), f, s, sweep.classify_dir(dataset, a, f, s), arm=a)
         for f in sweep.fractions
         for s in sweep.seeds
         for a in sweep.arms
-        if (a in GAN_VARIANT) == gan_arms
+        if arm_group(a) == group
     ]
 
 
@@ -231,8 +236,9 @@ def cell_plan(sweep: Sweep, dataset: str) -> list[Cell]:
     """Every cell of the sweep in a stable order, K = position: the classifiers of the arms without
     a GAN, then the transfer sources (with `transfer_from`), then the GAN units (each needing its
     fraction and seed's `none` classifier, when the sweep has that arm, and source), then the
-    classifiers of the GAN arms (each needing its GAN units)."""
-    plain = classifier_cells(sweep, dataset, gan_arms=False)
+    classifiers of the GAN arms (each needing its GAN units), then the classifiers that start from
+    another arm's (each needing that arm's cell of its fraction and seed)."""
+    plain = classifier_cells(sweep, dataset, "plain")
     none = {(c.fraction, c.seed): k for k, c in enumerate(plain) if c.arm == "none"}
     sources = source_cells(sweep, dataset)
     at = {(c.fraction, c.seed): len(plain) + k for k, c in enumerate(sources)}
@@ -248,9 +254,15 @@ def cell_plan(sweep: Sweep, dataset: str) -> list[Cell]:
                 if (g.fraction, g.seed, g.variant) == (c.fraction, c.seed, GAN_VARIANT[c.arm])
             ),
         )
-        for c in classifier_cells(sweep, dataset, gan_arms=True)
+        for c in classifier_cells(sweep, dataset, "synthetic")
     ]
-    return plain + gans + synthetic
+    done = plain + gans + synthetic
+    at = {(c.arm, c.fraction, c.seed): k for k, c in enumerate(done) if c.kind == "classify"}
+    started = [
+        replace(c, needs=(at[START_FROM_ARM[c.arm], c.fraction, c.seed],))
+        for c in classifier_cells(sweep, dataset, "started")
+    ]
+    return done + started
 
 
 def plan(sweep: Sweep, dataset: str) -> pd.DataFrame:

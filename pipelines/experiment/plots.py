@@ -29,6 +29,7 @@ ARM_STYLE = {
     "synth_only": {"color": "#1b9e77", "marker": "*", "label": "synthetic positives only (TSTR)"},
     "diffusion": {"color": "#e7298a", "marker": "D", "label": "diffusion augmentation"},
     "diffusion_standard": {"color": "#66a61e", "marker": "d", "label": "diffusion + standard aug."},
+    "gan_pretrain": {"color": "#8c564b", "marker": "p", "label": "GAN pretraining, real fine-tune"},
 }
 PAPER_LABEL = "Sundaram & Hulkund 2021"
 
@@ -130,7 +131,55 @@ def auc_vs_fraction_all(table: pd.DataFrame, out_png: Path | str, paper: bool = 
     return save_figure(auc_vs_fraction_all_figure(table, paper), out_png)
 
 
-def fid_kid(frame: pd.DataFrame, out_png: Path | str) -> Path:
+def delta_whiskers_figure(table: pd.DataFrame) -> Figure:
+    """Δ AUC (arm − none) per class: a dot with its 95 % CI whisker per arm at each fraction (arms
+    side by side, no bands), a line at 0; a filled dot where the Holm-adjusted p is below 0.05."""
+    rows = table[(table["arm"] != "none") & np.isfinite(table["delta"].astype(float))]
+    classes = list(dict.fromkeys(rows["class"])) or list(dict.fromkeys(table["class"]))
+    if not classes:
+        raise RareganError("the AUC table is empty: no class to plot; run the sweep first")
+    cols = min(3, len(classes))
+    nrows = -(-len(classes) // cols)
+    fig = Figure(figsize=(4.6 * cols, 3.6 * nrows + 0.5), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    arms = [a for a in ARMS if a in set(rows["arm"])]
+    for ax, cls in zip(axes, classes, strict=False):
+        part = rows[rows["class"] == cls]
+        fractions = sorted(part["fraction"].unique())
+        width = 0.8 / max(1, len(arms))
+        for i, arm in enumerate(arms):
+            mine = part[part["arm"] == arm].set_index("fraction")
+            style = ARM_STYLE[arm]
+            for j, frac in enumerate(fractions):
+                if frac not in mine.index:
+                    continue
+                r = mine.loc[frac]
+                x = j - 0.4 + width * (i + 0.5)
+                lo, hi = r["delta_lo"] - r["delta"], r["delta_hi"] - r["delta"]
+                err = [[-lo], [hi]] if np.isfinite(lo) else None
+                ax.errorbar(
+                    x, r["delta"], yerr=err, color=style["color"], marker=style["marker"],
+                    mfc=style["color"] if r["significant"] else "white", capsize=3, ls="none",
+                    label=style["label"] if j == 0 else None,
+                )  # fmt: skip
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_xticks(range(len(fractions)), [f"{f:g} %" for f in fractions])
+        ax.set_xlabel("training fraction (patients)")
+        ax.set_ylabel("Δ test AUC vs none (95 % CI)")
+        ax.set_title(cls)
+        ax.grid(True, axis="y", alpha=0.3)
+    for ax in axes[len(classes) :]:
+        ax.set_visible(False)
+    _legend_below(fig, *_legend_handles(axes[: len(classes)], False))
+    return fig
+
+
+def delta_whiskers(table: pd.DataFrame, out_png: Path | str) -> Path:
+    """Write `delta_whiskers_figure(table)` as PNG."""
+    return save_figure(delta_whiskers_figure(table), out_png)
+
+
+def fid_kid(frame: pd.DataFrame, out_png: Path | str, reference: str = "") -> Path:
     """FID (and KID where given) of the synthetic images per class vs training fraction."""
     missing = [c for c in ("class", "fraction", "fid") if c not in frame]
     if missing:
@@ -147,7 +196,7 @@ def fid_kid(frame: pd.DataFrame, out_png: Path | str) -> Path:
             ax.plot(part["fraction"].to_numpy(float), part[metric], marker="o", label=str(cls))
         _fraction_axis(ax, frame["fraction"].unique())
         ax.set_ylabel(f"{space} {metric.upper()} (lower = closer to real)")
-        ax.set_title(f"{space} {metric.upper()} of synthetic vs real images")
+        ax.set_title(f"{space} {metric.upper()} vs {reference or 'real images'}", fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

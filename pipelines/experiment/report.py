@@ -14,6 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -23,12 +24,13 @@ from pipelines.experiment.paper import CAVEATS, CITATION, shows_paper
 from pipelines.experiment.predictions import check_cells
 from pipelines.experiment.tables import (
     QWK_LEGEND,
+    auc_view,
     fmt_fraction,
     legend,
     md_table,
     qwk_view,
     verdict,
-    wide,
+    verdict_table,
     write_qwk_tables,
     write_tables,
 )
@@ -65,6 +67,11 @@ PRIMARY = (
     "Primary comparison, named before any result: Δ AUC(gan − none) for each rare class and "
     "fraction. Every other Δ (standard − none, …) is secondary; all of them enter the Holm "
     "adjustment."
+)
+VERDICT_LEGEND = (
+    "At a glance: each comparison's Δ test AUC with its 95 % CI (seeds and test patients), raw and "
+    "Holm-adjusted p (the family: every comparison below); 'helped' / 'hurt' only where the "
+    "Holm-adjusted p < 0.05. The full AUC table and the reasoning follow."
 )
 METHOD = (
     "Every arm and seed is scored on the same fixed test split; each seed trains its own "
@@ -111,7 +118,16 @@ def _figures(out: Path, table: pd.DataFrame, context: dict) -> list[tuple[Path, 
     """Draw the AUC figures (and FID/KID when given) into `out`; (path, caption) pairs."""
     classes = list(dict.fromkeys(table["class"]))
     paper = shows_paper(context.get("source"))
-    figs = [
+    figs = []
+    if np.isfinite(table["delta"].astype(float)).any():
+        figs.append(
+            (
+                plots.delta_whiskers(table, out / "delta_vs_none.png"),
+                "Δ test AUC (arm − none) per fraction: dot = mean over paired seeds, whisker = 95 % "
+                "CI (seeds and test patients); filled = Holm-adjusted p < 0.05.",
+            )
+        )
+    figs += [
         (
             plots.auc_vs_fraction_all(table, out / "auc_vs_fraction.png", paper),
             "Test AUC vs training fraction, all classes: mean over seeds with 95 % patient-"
@@ -124,10 +140,20 @@ def _figures(out: Path, table: pd.DataFrame, context: dict) -> list[tuple[Path, 
         figs.append((path, f"{cls}: test AUC vs training fraction per arm."))
     if context.get("fid_kid") is not None:
         frame = pd.DataFrame(context["fid_kid"])
-        path = plots.fid_kid(frame, out / "fid_kid.png")
+        held = "fid_heldout" in frame and frame["fid_heldout"].notna().all()
+        if held:  # real images the generators never saw: the fair reference (no KID there)
+            frame = frame.assign(fid=frame["fid_heldout"]).drop(columns=["kid"], errors="ignore")
+        reference = (
+            "held-out real images (val/test positives of patients the generator never saw)"
+            if held
+            else "the generator's own training images (its positives after the filter bank)"
+        )
+        path = plots.fid_kid(
+            frame, out / "fid_kid.png", "held-out real" if held else "training images"
+        )
         space = " / ".join(sorted(set(frame.get("feature_space", pd.Series(["random-feature"])))))
         caption = (
-            f"{space} FID and KID of the GAN's samples against real images of the class"
+            f"{space} FID{'' if held else ' and KID'} of the generators' samples against {reference}"
             + (
                 " (features of a fixed, seeded random conv net: not Inception FID; comparable"
                 " only between runs of this report)"
@@ -220,15 +246,15 @@ def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
     if context.get("source") == "phantoms":
         b.append(("p", f"**⚠ {PHANTOM_WARNING}**"))
     fidelity = None if context.get("fid_kid") is None else pd.DataFrame(context["fid_kid"])
-    b += [
-        ("p", PRIMARY),
-        ("h2", "Verdict"),
-        ("ul", [verdict(table, c, fidelity) for c in dict.fromkeys(table["class"])]),
-    ]
+    b += [("p", PRIMARY), ("h2", "Verdict")]
+    at_a_glance = verdict_table(table)
+    if len(at_a_glance):
+        b += [("p", VERDICT_LEGEND), ("table", at_a_glance)]
+    b.append(("ul", [verdict(table, c, fidelity) for c in dict.fromkeys(table["class"])]))
     paper = shows_paper(context.get("source"))
     heading = "AUC per class, fraction and arm" + (", beside the paper's" if paper else "")
     b += [("h2", heading), ("p", legend(table))]
-    b.append(("table", wide(table)))
+    b.append(("table", auc_view(table)))
     notes = table[table["note"].fillna("") != ""]
     if len(notes):
         b.append(("ul", [f"{r['class']}, {fmt_fraction(r['fraction'])}, {r['arm']}: "
@@ -239,16 +265,9 @@ def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
     if fidelity is not None and "c2st" in fidelity:
         b += [("h3", "How good each GAN was"), ("p", FIDELITY)]
         b.append(("table", fidelity_table(fidelity)))
-    b += [("h3", "The paper's numbers")]
-    if paper:
+    if paper:  # left out where the paper's CheXpert numbers are not comparable
+        b += [("h3", "The paper's numbers")]
         b += [("p", f"{CITATION} Their caveats:"), ("ul", list(CAVEATS))]
-    else:
-        b += [
-            (
-                "p",
-                f"{CITATION} Their numbers are CheXpert's, not comparable to this data set: not shown.",
-            )
-        ]
     b += [("h2", "Method"), ("p", METHOD)]
     b += [("h2", "Figures"), *[("img", f) for f in figs]]
     if images:
@@ -300,7 +319,9 @@ def _data_uri(path: Path) -> str:
 CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
        color: #222; line-height: 1.45; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; display: block;
+        max-width: 100%; overflow-x: auto; }
+td { overflow-wrap: anywhere; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
 td strong { color: #a33a00; }

@@ -180,6 +180,7 @@ def _collected(cells: pd.DataFrame | dict) -> dict:
 
 # arm → its second reference
 SECONDARY = {"gan": "gan_nofilter", "gan_standard": "standard", "diffusion_standard": "standard"}
+SECONDARY["gan_pretrain"] = "gan"  # pretraining on synthetic images vs mixing them in
 SECOND_COLUMNS = {"delta": "delta2", "delta_lo": "delta2_lo", "delta_hi": "delta2_hi"} | {
     "p_value": "p_value2",
     "p_holm": "p_holm2",

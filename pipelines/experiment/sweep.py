@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.arms import START_FROM_ARM
 from pipelines.classifier.arms import ARMS
 from pipelines.data.prepare import Prepared
 from pipelines.data.splits import check_fractions
@@ -64,6 +65,11 @@ def validate(sweep: Sweep, prepared: Prepared, cfg: dict) -> None:
         raise RareganError(f"unknown arm {bad[0]!r}; choose from {', '.join(ARMS)}")
     if not sweep.classes:
         raise RareganError("give at least one rare class (--classes)")
+    for arm, base in START_FROM_ARM.items():
+        if arm in sweep.arms and base not in sweep.arms:
+            raise RareganError(
+                f"the {arm} arm starts from the {base} arm's classifiers: add {base} to the arms"
+            )
     prepared.require_test_positives(sweep.classes)
     check_condition_on(prepared.records.label_names, sweep.classes, sweep.condition_on)
     if max(len(unit) for unit in sweep.gan_units()) > 1 and sweep.gan_variants():
@@ -255,6 +261,8 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
         row = {"fraction": cell.fraction, "seed": cell.seed}
         row["filter_bank"] = cell.variant != "nofilter"
         row |= {"fid": rep["fid"], "kid": rep["kid"], "feature_space": space}
+        held_fid = rep.get("fid_heldout")  # vs real images it never saw (None: too few of them)
+        row["fid_heldout"] = float("nan") if held_fid is None else held_fid
         studied = sweep.studied(cell.unit)
         if len(studied) < len(cell.unit):
             near = held(rep)["near_copies"]

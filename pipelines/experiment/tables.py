@@ -89,6 +89,62 @@ def wide(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def auc_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The AUCs alone, one row per class × fraction, arms side by side (the Δs: verdict_table):
+    narrow enough for a page."""
+    present = [a for a in ARMS if a in set(table["arm"])]
+    out = []
+    for (cls, frac), group in table.groupby(["class", "fraction"], sort=True):
+        arm = {r["arm"]: r for _, r in group.iterrows()}
+        row = {"class": cls, "fraction": fmt_fraction(frac)}
+        row.update({a: fmt_auc(arm[a]) if a in arm else "—" for a in present})
+        row["seeds"] = "/".join(str(arm[a]["n_seeds"]) if a in arm else "–" for a in present)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def reading(row: pd.Series) -> str:
+    """A comparison in a word or three, by its Holm-adjusted p: helped, hurt, or no measurable
+    difference (n/a without a Δ)."""
+    if not np.isfinite(row["delta"]):
+        return "n/a"
+    if not row["significant"]:
+        return "no measurable difference"
+    return "helped" if row["delta"] > 0 else "hurt"
+
+
+def verdict_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The verdict at a glance: one row per class, fraction and comparison (every arm − none, and
+    each arm − its second reference), Δ AUC [95 % CI], raw and Holm-adjusted p, and its reading."""
+    out = []
+    for _, r in table.sort_values(["class", "fraction"]).iterrows():
+        if r["arm"] == "none":
+            continue
+        pairs = [(f"{r['arm']} − none", r)]
+        if isinstance(r["ref2"], str) and r["ref2"]:
+            pairs.append((f"{r['arm']} − {r['ref2']}", _second(r)))
+        for name, d in pairs:
+            if not np.isfinite(d["delta"]):
+                continue
+            ci = (
+                f" [{d['delta_lo']:+.3f}, {d['delta_hi']:+.3f}]"
+                if np.isfinite(d["delta_lo"])
+                else ""
+            )
+            out.append(
+                {
+                    "class": r["class"],
+                    "fraction": fmt_fraction(r["fraction"]),
+                    "comparison": name,
+                    "Δ AUC [95 % CI]": f"{d['delta']:+.3f}{ci}",
+                    "p": fmt_p(d["p_value"])[2:].strip(" =") or "n/a",
+                    "Holm p": fmt_p(d["p_holm"])[2:].strip(" =") or "n/a",
+                    "reading": reading(d),
+                }
+            )
+    return pd.DataFrame(out)
+
+
 def md_table(frame: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table of a frame's values as text."""
 
@@ -287,8 +343,21 @@ def verdict(table: pd.DataFrame, cls: str, fidelity: pd.DataFrame | None = None)
         return f"{cls}: no verdict: the test set has no positive {cls} images, so AUC is undefined."
     parts = _arm_sentences(gan, cls, "GAN augmentation (gan − none)", order)
     for arm, name in (
+        ("diffusion", "Diffusion augmentation (diffusion − none)"),
+        ("gan_pretrain", "GAN pretraining, then fine-tuning on real images (gan_pretrain − none)"),
+    ):
+        parts += _arm_sentences(rows[rows["arm"] == arm], cls, name, order)
+    for arm, name in (
         ("gan", "The filter bank in front of the GAN (gan − gan_nofilter)"),
         ("gan_standard", "The GAN on top of standard augmentation (gan_standard − standard)"),
+        (
+            "diffusion_standard",
+            "Diffusion on top of standard augmentation (diffusion_standard − standard)",
+        ),
+        (
+            "gan_pretrain",
+            "Pretraining on the GAN's images instead of mixing them in (gan_pretrain − gan)",
+        ),
     ):
         parts += _arm_sentences(_second_rows(rows[rows["arm"] == arm]), cls, name, order)
     parts += _arm_sentences(
