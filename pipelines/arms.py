@@ -11,6 +11,7 @@
 | synth_only | the real rows less the rare classes' positives + synthetic rows (train on synthetic, test on real) | GAN trained after the filter bank |
 | diffusion | the real rows + synthetic rows | diffusion model trained after the filter bank |
 | diffusion_standard | as diffusion, with standard augmentation | diffusion model trained after the filter bank |
+| gan_ratio | the real rows + synthetic rows at the ratio (compare.ratio_grid × the real positives) whose classifier scored best on validation, per fraction and seed | GAN trained after the filter bank |
 | gan_pretrain | the real rows only, starting from the gan arm's classifier (trained on real + synthetic rows): synthetic pretraining, then fine-tuning on real images | GAN trained after the filter bank (through the gan arm) |
 
 Light on purpose (no torch, no pandas): the command line's help reads it.
@@ -21,7 +22,7 @@ from __future__ import annotations
 # generator.kind: pipelines/generators.KINDS has their modules
 GENERATOR_KINDS = ("pggan", "diffusion")
 ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard", "synth_only")
-ARMS += ("diffusion", "diffusion_standard", "gan_pretrain")
+ARMS += ("diffusion", "diffusion_standard", "gan_pretrain", "gan_ratio")
 # the generator variant each synthetic arm's images come from ("filters": trained after the filter
 # bank; "nofilter": on the positives alone)
 GAN_VARIANT = {
@@ -31,6 +32,7 @@ GAN_VARIANT = {
     "synth_only": "filters",
     "diffusion": "diffusion",
     "diffusion_standard": "diffusion",
+    "gan_ratio": "filters",
 }
 # the generator kind (generator.kind) of each variant's units: PGGAN unless named here
 VARIANT_KIND = {"diffusion": "diffusion"}
@@ -38,5 +40,8 @@ SYNTH_ARMS = tuple(a for a in ARMS if a in GAN_VARIANT)  # real rows (or fewer) 
 # arms that train the real rows from another arm's finished classifier of the same fraction and
 # seed (synthetic pretraining, then fine-tuning on real images; RoentGen-v2, arXiv 2508.16783)
 START_FROM_ARM = {"gan_pretrain": "gan"}
+# arms that choose their synthetic ratio on validation (never on test) from compare.ratio_grid: one
+# classifier per ratio, the one with the best validation score is the arm's (its test predictions)
+RATIO_ARMS = ("gan_ratio",)
 # standard augmentation (rotation, crop)
 AUGMENT_ARMS = ("standard", "gan_standard", "diffusion_standard")

@@ -117,6 +117,7 @@ DEFAULTS: dict = {
         "seeds": [0, 1, 2],
         "classes": ["Lung Lesion", "Pleural Other", "Fracture"],
         "synth_ratio": 3.0,
+        "ratio_grid": [0.5, 1.0, 2.0, 4.0],  # the gan_ratio arm's choices (× the real positives)
         "conditional_gan": False,
         "condition_on": [],  # abundant classes each GAN also learns (label-conditional), never synthesized
         "transfer_from": [],  # classes whose GAN (pooled, per fraction and seed) each GAN fine-tunes
@@ -149,6 +150,7 @@ POSITIVE = frozenset(
         "classify.lr",
         "compare.fractions",
         "compare.synth_ratio",
+        "compare.ratio_grid",
         "compare.transfer_kimg",
         "compare.n_boot",
         "diffusion.resolution",
@@ -167,7 +169,7 @@ POSITIVE = frozenset(
     }
 )
 # Lists of numbers that may hold fractions although their defaults are whole numbers.
-FRACTIONAL = frozenset({"compare.fractions"})
+FRACTIONAL = frozenset({"compare.fractions", "compare.ratio_grid"})
 # kind of value → (singular, plural) words for messages
 KINDS = {
     "flag": ("true or false", "true/false values"),

@@ -49,7 +49,7 @@ RUN_ENTRIES = (
     "loss_curve.png", "predictions.csv", "train_val_ids.csv", "roc_curves.png", "calibration.png",
     "confusion.png", "label_distribution.png", "test_predictions.png", "gradcam_*.png",
     "cv_folds.csv", "cv_summary.json", "qwk_table.csv", "qwk_table.md", "images", "synthetic.csv",
-    "source.json",
+    "source.json", "ratio-*",
     ".*.tmp", ".*.tmp-*", ".*.old-*", ".probe-*",
 )  # fmt: skip
 

@@ -417,3 +417,42 @@ def test_gan_pretrain_starts_from_the_gan_arms_classifier_and_trains_on_real_row
         [*tiny_argv(phantom_root, tmp_path, "pre2", ["none", "gan_pretrain"]), "--list-cells"]
     )
     assert code == 2 and "the gan_pretrain arm starts from the gan arm's classifiers" in err
+
+
+def test_gan_ratio_chooses_its_synthetic_ratio_on_validation_never_on_test(phantom_root, tmp_path):
+    """The ratio arm trains one gan-arm classifier per ratio of compare.ratio_grid (sets drawn from
+    the same GAN), keeps the one with the best validation score (not test's), and its record and
+    report say which ratio it chose and every ratio's validation score."""
+    argv = tiny_argv(phantom_root, tmp_path, "ratio", ["none", "gan", "gan_ratio"])
+    argv += ["--set", "compare.ratio_grid=[0.5,2]"]
+    assert main_output(argv)[0] == 0
+    run = tmp_path / "runs/phantoms/classify/ratio-cnn5-gan_ratio-f100-s0"
+    scores = {
+        r: json.loads((run / f"ratio-{r}" / "metrics.json").read_text())["best_val"]
+        for r in ("0.5", "2")
+    }
+    best = max((0.5, 2.0), key=lambda r: (scores[f"{r:g}"], -r))
+    record = read_record(
+        tmp_path / "runs/phantoms/compare/ratio/cells", "classify-gan_ratio-f100-s0"
+    )
+    assert record["metrics"]["chosen_ratio"] == best
+    assert record["metrics"]["val_by_ratio"] == {"0.5": scores["0.5"], "2.0": scores["2"]}
+    chosen = pd.read_csv(run / f"ratio-{best:g}" / "predictions.csv")
+    assert chosen.equals(pd.read_csv(run / "predictions.csv"))
+    n_real = json.loads((run / "ratio-2" / "metrics.json").read_text())["n_train_synthetic"]
+    n_half = json.loads((run / "ratio-0.5" / "metrics.json").read_text())["n_train_synthetic"]
+    assert n_real == 4 * n_half  # 2× vs 0.5× the real positives
+    report = (tmp_path / "runs/phantoms/compare/ratio/report.md").read_text()
+    assert f"gan_ratio at 100 %, seed 0: chose {best:g}× the real positives on validation" in report
+    assert main_output([*argv, "--collect"])[0] == 0  # its record is checked like any classifier's
+    clf = [
+        "classify",
+        "--data",
+        str(phantom_root),
+        "--arm",
+        "gan_ratio",
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    code, _, err = main_output([*clf, "--cache", str(tmp_path / "store")])
+    assert code == 2 and "run it in a sweep" in err

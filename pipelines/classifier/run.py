@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from classify import MODELS, Classifier
-from pipelines.arms import START_FROM_ARM
+from pipelines.arms import RATIO_ARMS, START_FROM_ARM
 from pipelines.classifier.arms import (
     AUGMENT_ARMS,
     SYNTH_ARMS,
@@ -75,6 +75,7 @@ def classifier_fingerprint(
         synth=[run_id(s) for s in synth],
         filters=cfg["filters"] if arm == "filters" else {},
         filter_classes=classes if arm == "filters" else [],
+        **({"ratio_grid": list(cfg["compare"]["ratio_grid"])} if arm in RATIO_ARMS else {}),
     )
     return {**fingerprint(**parts, pretrained="", freeze=0), "parts": parts}
 
@@ -201,6 +202,11 @@ def train_classifier(
     devices, strategy, accelerator = opts.devices, opts.strategy, opts.accelerator
     check_arm(arm)
     run, classes, synth = Path(run), list(classes or []), list(synth or [])
+    if arm in RATIO_ARMS:
+        raise RareganError(
+            f"the {arm} arm trains one classifier per ratio of compare.ratio_grid and keeps the one "
+            f"best on validation: run it in a sweep (compare --arms … {arm})"
+        )
     if arm in SYNTH_ARMS and not synth:
         raise RareganError(
             f"the {arm} arm needs synthetic images: give --synth (folders made by raregan synth)"

@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.experiment.report import write_report
     from pipelines.experiment.stats import auc_table, qwk_table
     from pipelines.experiment.sweep import (
+        chosen_ratios,
         collect_cells,
         execute,
         gan_quality,
@@ -199,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
             f"Split seed {spec.seed}; {len(prepared.split('test'))} test images of "
             f"{prepared.split('test').frame['patient'].nunique()} patients; images {spec.size} px.",
             *provenance(sweep, dataset),
+            *chosen_ratios(sweep, dataset),
         ],
     }
     if len(fid):

@@ -11,22 +11,25 @@ a finished cell leaves its record (`cell_records.py`).
 
 from __future__ import annotations
 
+import shutil
 import traceback
 from functools import partial
 from pathlib import Path
 
-from pipelines.classifier.run import train_classifier
+from pipelines.arms import RATIO_ARMS
+from pipelines.classifier.arms import train_rows
+from pipelines.classifier.run import classifier_fingerprint, train_classifier
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
 from pipelines.experiment.cell_records import record_cell
 from pipelines.experiment.plan import ERROR, Cell, Sweep, cell_config
 from pipelines.experiment.records import read_json, read_record, record_path, remove_record
 from pipelines.fidelity.eval_run import eval_current, evaluate_gan_run
-from pipelines.fingerprints import RunOptions, StaleRunError
+from pipelines.fingerprints import RunOptions, StaleRunError, check_fingerprint, open_run
 from pipelines.gan.run import CKPT, train_gan
 from pipelines.generators import train
 from pipelines.generators.synth import samples_for, synthesize
-from pipelines.runs import atomic_write_text, file_lock, is_done
+from pipelines.runs import atomic_write_text, file_lock, is_done, mark_done, write_json
 
 BEST = "checkpoints/best.ckpt"  # a classifier run's checkpoint whose features evaluate its GANs
 
@@ -195,6 +198,9 @@ def cell_step(
             if cells[j].kind == "classify"
         ]
         start_from = start[0] if start else None
+        if cell.arm in RATIO_ARMS:
+            units = [cells[j] for j in gans]
+            return partial(ratio_cell, sweep, prepared, cfg, dataset, cells, cell, synth, units)
         return partial(classify_cell, sweep, prepared, cfg, dataset, cells, cell, synth, start_from)
     if cell.kind == "source":
         return partial(source_cell, sweep, prepared, cfg, dataset, cells, cell)
@@ -211,6 +217,65 @@ def cell_step(
         return record_cell(sweep, cfg, dataset, cells, cell, synth)
 
     return step
+
+
+def ratio_cell(
+    sweep: Sweep,
+    prepared: Prepared,
+    cfg: dict,
+    dataset: str,
+    cells: list[Cell],
+    cell: Cell,
+    synth: list[Path],
+    units: list[Cell],
+) -> Path:
+    """The synthetic ratio chosen on validation (RATIO_ARMS): one classifier of the gan arm per
+    ratio of compare.ratio_grid (its run in `<run>/ratio-<r>`, synthetic sets drawn from the same
+    GANs with the cell's seed), the one with the best validation score (its selection metric; the
+    smaller ratio on a tie) is the cell's: its test predictions and metrics, with the chosen ratio
+    and every ratio's validation score, are the cell's run and record. Test never chooses."""
+    c = cell_config(cfg, cell.kind, cell.seed)
+    grid = sorted(float(r) for r in cfg["compare"]["ratio_grid"])
+    rows = train_rows(prepared, cell.fraction, cfg["data"]["seed"], sweep.classes)
+    fp = classifier_fingerprint(
+        prepared, c, rows, cell.fraction, cell.arm, sweep.model, sweep.classes, synth
+    )
+    fp = {"id": fp["id"], "settings": fp["settings"]}
+    run = cell.run
+    if check_fingerprint(run, fp, sweep.redo) and is_done(run):
+        return record_cell(sweep, cfg, dataset, cells, cell)
+    open_run(run, fp, {**c, "run": {"arm": cell.arm, "fraction": cell.fraction, "grid": grid}})
+    scores = {}
+    for ratio in grid:
+        sets = []
+        for unit in units:
+            studied = sweep.studied(unit.unit)
+            only = studied if len(studied) < len(unit.unit) else None
+            sets.append(
+                synthesize(
+                    unit.run,
+                    ratio=ratio,
+                    seed=cell.seed,
+                    only=only,
+                    label_rows=cfg["compare"]["label_rows"],
+                    redo=sweep.redo,
+                )  # fmt: skip
+            )
+        sub = run / f"ratio-{ratio:g}"
+        resume = (sub / "checkpoints" / "last.ckpt").exists()
+        opts = RunOptions(resume=resume, redo=sweep.redo, progress=sweep.progress)
+        train_classifier(
+            prepared, c, sub, fraction=cell.fraction, arm="gan", classes=sweep.classes,
+            synth=sets, opts=opts,
+        )  # fmt: skip
+        scores[ratio] = read_json(sub / "metrics.json")["best_val"]
+    chosen = max(grid, key=lambda r: (scores[r], -r))
+    metrics = read_json(run / f"ratio-{chosen:g}" / "metrics.json")
+    metrics |= {"arm": cell.arm, "chosen_ratio": chosen, "val_by_ratio": scores}
+    shutil.copyfile(run / f"ratio-{chosen:g}" / "predictions.csv", run / "predictions.csv")
+    write_json(run / "metrics.json", metrics)
+    mark_done(run, {"chosen_ratio": chosen})
+    return record_cell(sweep, cfg, dataset, cells, cell)
 
 
 def source_cell(

@@ -30,6 +30,7 @@ ARM_STYLE = {
     "diffusion": {"color": "#e7298a", "marker": "D", "label": "diffusion augmentation"},
     "diffusion_standard": {"color": "#66a61e", "marker": "d", "label": "diffusion + standard aug."},
     "gan_pretrain": {"color": "#8c564b", "marker": "p", "label": "GAN pretraining, real fine-tune"},
+    "gan_ratio": {"color": "#17becf", "marker": "h", "label": "GAN, ratio chosen on val"},
 }
 PAPER_LABEL = "Sundaram & Hulkund 2021"
 

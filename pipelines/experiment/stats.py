@@ -181,6 +181,7 @@ def _collected(cells: pd.DataFrame | dict) -> dict:
 # arm → its second reference
 SECONDARY = {"gan": "gan_nofilter", "gan_standard": "standard", "diffusion_standard": "standard"}
 SECONDARY["gan_pretrain"] = "gan"  # pretraining on synthetic images vs mixing them in
+SECONDARY["gan_ratio"] = "gan"  # the ratio chosen on validation vs the fixed compare.synth_ratio
 SECOND_COLUMNS = {"delta": "delta2", "delta_lo": "delta2_lo", "delta_hi": "delta2_hi"} | {
     "p_value": "p_value2",
     "p_holm": "p_holm2",

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.arms import START_FROM_ARM
+from pipelines.arms import RATIO_ARMS, START_FROM_ARM
 from pipelines.classifier.arms import ARMS
 from pipelines.data.prepare import Prepared
 from pipelines.data.splits import check_fractions
@@ -200,6 +200,25 @@ def provenance(sweep: Sweep, dataset: str) -> list[str]:
     for kind, used in sorted(precisions.items()):
         mixed = " — mixed precisions in one table" if len(used) > 1 else ""
         lines.append(f"Precision of the {kind}: {counts(used)}{mixed}.")
+    return lines
+
+
+def chosen_ratios(sweep: Sweep, dataset: str) -> list[str]:
+    """For the report: the synthetic ratio each RATIO_ARMS cell chose on validation, with every
+    ratio's validation score (never test's)."""
+    folder, lines = sweep.records_dir(dataset), []
+    for cell in cell_plan(sweep, dataset):
+        if cell.kind != "classify" or cell.arm not in RATIO_ARMS:
+            continue
+        record = read_record(folder, cell.id)
+        if record is None:
+            continue
+        m = record["metrics"]
+        scores = ", ".join(f"{float(r):g}×: {v:.3f}" for r, v in m["val_by_ratio"].items())
+        lines.append(
+            f"{cell.arm} at {cell.fraction:g} %, seed {cell.seed}: chose {m['chosen_ratio']:g}× the "
+            f"real positives on validation ({m['selection_metric']} by ratio: {scores})."
+        )
     return lines
 
 
