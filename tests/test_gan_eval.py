@@ -337,3 +337,20 @@ def test_near_copy_share_is_the_worst_over_own_and_source_images():
     assert near_copy_share({"memorization": mine}) == 0.0
     skipped = {"run": "gone", "skipped": "the source run is not on disk"}
     assert near_copy_share({"memorization": mine, "memorization_sources": [skipped]}) == 0.0
+
+
+def test_memorized_share_counts_samples_closer_to_training_than_held_out_images_are():
+    """A copying generator (its samples = training images) is 100 % memorized; fresh draws of the
+    same distribution as the held-out images about the quantile (≤ a few %)."""
+    from pipelines.fidelity.memorization import memorized_share
+
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        return torch.from_numpy(rng.integers(0, 256, size=(n, 1, 16, 16), dtype=np.uint8))
+
+    train, held, fresh = draw(200), draw(400), draw(400)
+    copies = train[rng.integers(0, 200, 100)]
+    assert memorized_share(train, held, copies)["share"] == 1.0
+    fair = memorized_share(train, held, fresh)
+    assert fair["share"] <= 0.04 and fair["n_heldout"] == 400 and fair["quantile"] == 0.01

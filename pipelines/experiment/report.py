@@ -200,7 +200,8 @@ FIDELITY = (
     "2017), beside the same test between the GAN's own training images and them (real vs real); "
     "k-NN precision and recall (k = 3; Kynkäänniemi et al. 2019) with the real-vs-real values in "
     "brackets; near copies: samples closer to a training image than real images are to each "
-    "other. 'n/a': too few held-out images for the test. With the synth_only arm, TSTR (train on "
+    "other; memorized: samples closer to a training image than 99 % of held-out real images are "
+    "(about 1 % for a generator that does not copy; target ≤ 1 %). 'n/a': too few held-out images for the test. With the synth_only arm, TSTR (train on "
     "synthetic, test on real): the class's test AUC of the classifier of that fraction and seed whose "
     "only positives of the class were this GAN's samples, with the none arm's (the real positives) in "
     "brackets."
@@ -232,6 +233,8 @@ def fidelity_table(frame: pd.DataFrame) -> pd.DataFrame:
             f"({num(r.get('recall_real', float('nan')), '.2f')})",
             "near copies": num(r.get("near_copies", float("nan")), ".1%"),
         })  # fmt: skip
+        if pd.notna(r.get("memorized", float("nan"))):
+            rows[-1]["memorized"] = num(r["memorized"], ".1%")
         if tstr:
             rows[-1]["TSTR AUC (real)"] = f"{num(r['utility'])} ({num(r['utility_real'])})"
     return pd.DataFrame(rows)

@@ -238,6 +238,7 @@ def held(rep: dict) -> dict:
         "precision_real": pr.get("precision", nan),
         "recall_real": pr.get("recall", nan),
         "near_copies": near_copy_share(rep),
+        "memorized": (rep.get("memorized") or {}).get("share", nan),
     }
 
 

@@ -37,6 +37,7 @@ from pipelines.fidelity.features import (
 from pipelines.fidelity.memorization import (
     NEAR_COPY_QUANTILE,
     NEAR_COPY_SCALE,
+    memorized_share,
     near_copy_threshold,
     nearest_real,
     nearest_table,
@@ -214,6 +215,7 @@ HELDOUT_KEYS = (
     "precision",
     "recall",
     "pr_real_baseline",
+    "memorized",
     "fid_heldout",
     "kid_heldout",
     "kid_heldout_std",
@@ -265,6 +267,7 @@ def heldout_report(
     fake_t = as_images(fake, "synthetic images")
     check_same_size(held, fake_t)
     check_same_size(held, train_t)
+    memorized = memorized_share(train_t, held, fake_t)  # every training image and sample
     with_baseline = len(train_t) >= MIN_PER_SIDE
     n = min(len(train_t), len(fake_t)) if with_baseline else len(fake_t)
     rng = np.random.default_rng(seed)
@@ -290,6 +293,7 @@ def heldout_report(
         "pr_real_baseline": None
         if base["precision"] is None
         else {"precision": base["precision"], "recall": base["recall"]},
+        "memorized": memorized,
         "fid_heldout": ours["fid"],
         "kid_heldout": ours["kid"],
         "kid_heldout_std": ours["kid_std"],
