@@ -154,6 +154,19 @@ def is_done(path: Path) -> bool:
     return (Path(path) / DONE).is_file()
 
 
+def finished_summary(run: Path, what: str) -> dict:
+    """The summary of a finished run of a generator (`what`: "GAN", "diffusion"); a user error
+    naming the run when it does not exist or is not finished."""
+    run = Path(run)
+    if not run.exists():
+        raise RareganError(f"{what} run folder {run} does not exist; check the --run path")
+    if not is_done(run):
+        raise RareganError(
+            f"{what} run {run} is not finished (no DONE marker); train or resume it first"
+        )
+    return json.loads((run / "summary.json").read_text())
+
+
 def mark_done(path: Path, summary: dict | None = None) -> None:
     """Write the DONE marker (optionally with a summary), last of all."""
     write_json(Path(path) / DONE, summary or {})

@@ -315,3 +315,43 @@ def test_compare_lists_at_most_20_flags_and_every_data_option_still_works(
     cfg, spec = resolve_config(parser.parse_args(argv), CONFIG_FLAGS)
     assert cfg["compare"]["transfer_kimg"] == 3.0 and cfg["classify"]["epochs"] == 2
     assert spec.val == 0.2 and spec.size == 32
+
+
+def test_sample_seed_names_what_it_seeds_and_its_old_name_still_works(
+    finished_run, tmp_path, capsys
+):
+    import json as _json
+
+    code = main(
+        [
+            "synth",
+            "--run",
+            str(finished_run),
+            "--n",
+            "4",
+            "--seed",
+            "2",
+            "--out",
+            str(tmp_path / "a"),
+        ]
+    )
+    assert code == 0 and "--seed is now --sample-seed" in capsys.readouterr().err
+    code = main(
+        [
+            "synth",
+            "--run",
+            str(finished_run),
+            "--n",
+            "4",
+            "--sample-seed",
+            "2",
+            "--out",
+            str(tmp_path / "b"),
+        ]
+    )
+    assert code == 0 and "is now" not in capsys.readouterr().err
+    assert _json.loads((tmp_path / "a" / "summary.json").read_text())["seed"] == 2
+    for name in ("synth_000000.png", "synth_000003.png"):
+        assert (tmp_path / "a/images" / name).read_bytes() == (
+            tmp_path / "b/images" / name
+        ).read_bytes()

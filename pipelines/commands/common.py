@@ -190,6 +190,19 @@ class MovedToSet(argparse.Action):
         setattr(namespace, self.dest, value)
 
 
+def add_sample_seed(parser: argparse.ArgumentParser, what: str) -> None:
+    """--sample-seed (old name --seed, with a note): the seed of the samples a command draws."""
+    parser.add_argument(
+        "--sample-seed",
+        "--seed",
+        dest="seed",
+        type=non_negative_int,
+        default=0,
+        action=DeprecatedAlias,
+        help=f"seed of {what} (default 0; --seed is its old name)",
+    )
+
+
 def moved_flag(parser: argparse.ArgumentParser, flag: str, key: str, **kwargs) -> None:
     """Add a flag that moved to `--set key=…` (MovedToSet), hidden from --help."""
     if kwargs.pop("action", None) == "store_true":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.commands.common import DeprecatedAlias, non_negative_int
+from pipelines.commands.common import add_sample_seed
 
 NAME = "gan-eval"
 HELP = (
@@ -41,16 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n", type=int, default=256, help="samples to draw when --synth is not given"
     )
-    parser.add_argument(
-        "--sample-seed",
-        "--seed",
-        dest="seed",
-        type=non_negative_int,
-        default=0,
-        action=DeprecatedAlias,
-        help="seed of the generator's samples and of the statistics' draws (default 0; --seed is "
-        "its old name)",
-    )
+    add_sample_seed(parser, "the generator's samples and of the statistics' draws")
     parser.add_argument(
         "--classifier",
         type=Path,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.commands.common import DeprecatedAlias, non_negative_int
+from pipelines.commands.common import add_sample_seed
 
 NAME = "synth"
 HELP = "write synthetic images and label rows (sampled from the real positives) from a finished GAN run"
@@ -24,15 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="only",
         help="for a GAN of several classes: draw label rows only from this class's positives",
     )
-    parser.add_argument(
-        "--sample-seed",
-        "--seed",
-        dest="seed",
-        type=non_negative_int,
-        default=0,
-        action=DeprecatedAlias,
-        help="seed of the latents sampled (default 0; --seed is its old name)",
-    )
+    add_sample_seed(parser, "the samples drawn (the GAN's latents, the diffusion model's noise)")
     parser.add_argument(
         "--label-rows",
         choices=["gan", "copy_real"],

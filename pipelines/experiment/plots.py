@@ -110,19 +110,25 @@ def auc_vs_fraction(
     return save_figure(fig, out_png)
 
 
-def auc_vs_fraction_all_figure(table: pd.DataFrame, paper: bool = False) -> Figure:
-    """Every class of the table side by side, with one shared legend below that fits the figure."""
-    classes = list(dict.fromkeys(table["class"]))
+def class_panels(classes: list[str], height: float) -> tuple[Figure, np.ndarray]:
+    """A figure with one panel per class, three to a row (the unused ones hidden)."""
     if not classes:
         raise RareganError("the AUC table is empty: no class to plot; run the sweep first")
     cols = min(3, len(classes))
     nrows = -(-len(classes) // cols)
-    fig = Figure(figsize=(4.6 * cols, 3.8 * nrows + 0.5), layout="constrained")
+    fig = Figure(figsize=(4.6 * cols, height * nrows + 0.5), layout="constrained")
     axes = fig.subplots(nrows, cols, squeeze=False).ravel()
-    for ax, cls in zip(axes, classes, strict=False):
-        _draw_class(ax, table, cls, paper)
     for ax in axes[len(classes) :]:
         ax.set_visible(False)
+    return fig, axes
+
+
+def auc_vs_fraction_all_figure(table: pd.DataFrame, paper: bool = False) -> Figure:
+    """Every class of the table side by side, with one shared legend below that fits the figure."""
+    classes = list(dict.fromkeys(table["class"]))
+    fig, axes = class_panels(classes, 3.8)
+    for ax, cls in zip(axes, classes, strict=False):
+        _draw_class(ax, table, cls, paper)
     _legend_below(fig, *_legend_handles(axes[: len(classes)], paper))
     return fig
 
@@ -137,12 +143,7 @@ def delta_whiskers_figure(table: pd.DataFrame) -> Figure:
     side by side, no bands), a line at 0; a filled dot where the Holm-adjusted p is below 0.05."""
     rows = table[(table["arm"] != "none") & np.isfinite(table["delta"].astype(float))]
     classes = list(dict.fromkeys(rows["class"])) or list(dict.fromkeys(table["class"]))
-    if not classes:
-        raise RareganError("the AUC table is empty: no class to plot; run the sweep first")
-    cols = min(3, len(classes))
-    nrows = -(-len(classes) // cols)
-    fig = Figure(figsize=(4.6 * cols, 3.6 * nrows + 0.5), layout="constrained")
-    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    fig, axes = class_panels(classes, 3.6)
     arms = [a for a in ARMS if a in set(rows["arm"])]
     for ax, cls in zip(axes, classes, strict=False):
         part = rows[rows["class"] == cls]
@@ -169,8 +170,6 @@ def delta_whiskers_figure(table: pd.DataFrame) -> Figure:
         ax.set_ylabel("Δ test AUC vs none (95 % CI)")
         ax.set_title(cls)
         ax.grid(True, axis="y", alpha=0.3)
-    for ax in axes[len(classes) :]:
-        ax.set_visible(False)
     _legend_below(fig, *_legend_handles(axes[: len(classes)], False))
     return fig
 

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from pggan import Generator, Schedule
 from pipelines.errors import RareganError
-from pipelines.runs import is_done
+from pipelines.runs import finished_summary
 
 LABEL_ROWS = ("gan", "copy_real")
 
@@ -22,13 +21,7 @@ def load_generator(
     checkpoint_generator; `raw` takes that checkpoint's raw generator, last.ckpt by default), and
     the run's summary (with a "checkpoint" entry for a checkpoint)."""
     run = Path(run)
-    if not run.exists():
-        raise RareganError(f"GAN run folder {run} does not exist; check the --run path")
-    if not is_done(run):
-        raise RareganError(
-            f"GAN run {run} is not finished (no DONE marker); train or resume it first"
-        )
-    summary = json.loads((run / "summary.json").read_text())
+    summary = finished_summary(run, "GAN")
     if raw and checkpoint is None:
         checkpoint = Path("last.ckpt")  # the finished run keeps only G_ema outside its checkpoints
     if checkpoint is not None:

@@ -42,6 +42,7 @@ from pipelines.gan.transfer import check_source_images
 from pipelines.images import save_png
 from pipelines.machine import mixed_precision
 from pipelines.runs import (
+    finished_summary,
     is_done,
     keep_stamped,
     loggers,
@@ -477,16 +478,8 @@ def sampling_precision(device: torch.device, setting: str) -> str:
 def load(run: Path, device="cpu", checkpoint: Path | None = None, raw: bool = False):
     """The sampler of a finished diffusion run (its averaged weights, or a checkpoint's: `raw` the
     trained weights instead of their average) and the run's summary."""
-    import json
-
     run = Path(run)
-    if not run.exists():
-        raise RareganError(f"diffusion run folder {run} does not exist; check the --run path")
-    if not is_done(run):
-        raise RareganError(
-            f"diffusion run {run} is not finished (no DONE marker); train or resume it first"
-        )
-    summary = json.loads((run / "summary.json").read_text())
+    summary = finished_summary(run, "diffusion")
     saved = torch.load(run / GENERATOR, map_location="cpu", weights_only=False)
     hp, state = saved["hparams"], saved["state_dict"]
     if raw and checkpoint is None:
