@@ -79,6 +79,9 @@ results: setup
 	$(BIN)/raregan compare --data $(SHARED)/knee_kl --classes 4 --fractions 100 \
 	  --config cpu-results --name knee-kl4 --results docs/results/knee-kl4-densenet121 \
 	  $(RESULTS_RUN) $(ARGS)
+	$(BIN)/raregan compare --data $(SHARED)/chest_xray --rarefy viral=0.05 --classes viral \
+	  --config cpu-utility --name utility --results docs/results/utility-kermany-viral \
+	  $(RESULTS_RUN) $(ARGS)
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done

@@ -196,3 +196,27 @@ def test_a_sweep_runs_the_diffusion_arm_beside_the_gan_arm(phantom_root, tmp_pat
     table = pd.read_csv(tmp_path / "runs/phantoms/compare/dm/auc_table.csv")
     assert set(table["arm"]) == {"none", "diffusion"}
     assert main_output([*argv, "--collect"])[0] == 0  # its records are checked like a GAN's
+
+
+def test_an_exported_diffusion_source_fine_tunes_like_its_run(
+    phantom_root, tmp_path, diffusion_run
+):
+    from pipelines.generators.diffusion import GENERATOR, export_source
+
+    _, source = diffusion_run
+    out = export_source(source, tmp_path / "exported")
+    assert not (out / "checkpoints").exists() and (out / GENERATOR).is_file()
+    assert (out / GENERATOR).read_bytes() == (source / GENERATOR).read_bytes()
+    made = json.loads((out / "source.json").read_text())
+    assert made["fingerprint"] == json.loads((source / "fingerprint.json").read_text())["id"]
+    runs = {}
+    for name, start in (("from-run", source), ("from-export", out)):
+        argv = diffusion_argv(
+            phantom_root, tmp_path, tmp_path / name, 0.08, "--init-from", str(start)
+        )
+        assert main(argv) == 0
+        runs[name] = json.loads((tmp_path / name / "fingerprint.json").read_text())["id"]
+    assert runs["from-run"] == runs["from-export"]  # records name the source alike
+    a = torch.load(tmp_path / "from-run" / GENERATOR, weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "from-export" / GENERATOR, weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -36,7 +36,7 @@ DIFFUSION_FLAGS = {
     "train_seed": ("diffusion", "seed"),
     "generator": ("generator", "kind"),
 }
-GAN_ONLY = ("freeze_d", "augment", "augment_p", "unconditional", "export_source")
+GAN_ONLY = ("freeze_d", "augment", "augment_p", "unconditional")
 
 NAME = "gan"
 HELP = (
@@ -238,4 +238,9 @@ def run_diffusion(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) != 0:
         return 0
     print(f"diffusion model for {' + '.join(args.classes)} done: {out} (samples/final.png)")
+    if args.export_source:
+        from pipelines.generators.diffusion import export_source
+
+        export_source(out, args.export_source)
+        print(f"transfer source written to {args.export_source} (--init-from {args.export_source})")
     return 0

@@ -151,9 +151,21 @@ def export_source(run: Path, out: Path, max_bytes: int = EXPORT_MAX_BYTES) -> Pa
     state = read_checkpoint(run / CKPT)
     keep = {k: state[k] for k in ("state_dict", "pggan_state", "hyper_parameters", "hparams_name")}
     keep["pytorch-lightning_version"] = state.get("pytorch-lightning_version")
-    with staged_dir(out, "gan-source") as tmp:
+
+    def weights(tmp: Path) -> Path:
         (tmp / CKPT).parent.mkdir(parents=True)
         torch.save(keep, tmp / CKPT)
+        return tmp / CKPT
+
+    return write_exported(run, out, weights, max_bytes)
+
+
+def write_exported(run: Path, out: Path, weights, max_bytes: int = EXPORT_MAX_BYTES) -> Path:
+    """Write run `run`'s EXPORTED files and what `weights(tmp)` writes (the file it returns: the
+    weights a fine-tune loads) to `out` as a transfer source, with source.json (the run's
+    fingerprint id, the weights' SHA-256, the size); refused over `max_bytes`."""
+    with staged_dir(out, "gan-source") as tmp:
+        loaded = weights(tmp)
         for name in EXPORTED:
             if (run / name).is_file():
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +179,7 @@ def export_source(run: Path, out: Path, max_bytes: int = EXPORT_MAX_BYTES) -> Pa
         write_json(tmp / "source.json", {
             "fingerprint": (read_fingerprint(run) or {}).get("id"),
             "exported_from": str(run),
-            "checkpoint_sha256": file_sha256(tmp / CKPT),
+            "checkpoint_sha256": file_sha256(loaded),
             "bytes": size,
         })  # fmt: skip
     return out

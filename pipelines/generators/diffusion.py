@@ -38,7 +38,7 @@ from pipelines.fingerprints import (
 )
 from pipelines.gan.outputs import CKPT, HELDOUT, POSITIVES, trainer_rank
 from pipelines.gan.run import as_classes, check_same_classes, heldout_positives, training_images
-from pipelines.gan.transfer import check_source_images
+from pipelines.gan.transfer import check_source_images, write_exported
 from pipelines.images import save_png
 from pipelines.machine import mixed_precision
 from pipelines.runs import (
@@ -372,6 +372,16 @@ def start_from_source(module: Diffusion, source: Path) -> None:
 
 ARCHITECTURE = ("resolution", "channels", "attention_levels", "num_res_blocks", "norm_num_groups")
 ARCHITECTURE += ("head_channels", "timesteps", "schedule")
+
+
+def export_source(run: Path, out: Path) -> Path:
+    """A finished diffusion run as a transfer source to commit (`raregan gan --generator diffusion
+    --export-source DIR`): its averaged weights and what it learned from and what made it, without
+    checkpoints (a fine-tune loads only the averaged weights); its fingerprint id is the run's."""
+    run = Path(run)
+    if not is_done(run) or not (run / GENERATOR).is_file():
+        raise RareganError(f"{run} is not a finished diffusion run (it needs DONE and {GENERATOR})")
+    return write_exported(run, out, lambda tmp: tmp / GENERATOR)
 
 
 def read_diffusion_checkpoint(path: Path) -> dict:
