@@ -220,3 +220,58 @@ def test_an_exported_diffusion_source_fine_tunes_like_its_run(
     a = torch.load(tmp_path / "from-run" / GENERATOR, weights_only=False)["state_dict"]
     b = torch.load(tmp_path / "from-export" / GENERATOR, weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ddim_steps_are_spaced_as_monais_step_assumes():
+    """MONAI's DDIM step goes back T // S timesteps; the sampled timesteps are spaced alike (MONAI
+    1.6's set_timesteps spaces them (T − 1)/(S − 1) apart, off by one or two from the step)."""
+    from pipelines.config import DEFAULTS
+    from pipelines.generators.diffusion import ddim_schedule
+
+    for steps in (50, 64):
+        schedule = ddim_schedule(DEFAULTS["diffusion"], steps)
+        t = schedule.timesteps.tolist()
+        stride = 1000 // steps
+        assert (
+            len(t) == steps
+            and t[-1] == 0
+            and all(a - b == stride for a, b in zip(t[:-1], t[1:], strict=True))
+        )
+
+
+def test_every_device_count_trains_on_the_same_draws():
+    from pipelines.config import DEFAULTS
+    from pipelines.generators.diffusion import step_batch
+
+    hp = dict(DEFAULTS["diffusion"], batch_size=8)
+    images = torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8)
+    one = step_batch(images, hp, step=7)
+    two = [step_batch(images, hp, 7, rank, 2) for rank in (0, 1)]
+    for k in range(3):
+        merged = torch.empty_like(one[k])
+        merged[0::2], merged[1::2] = two[0][k], two[1][k]
+        assert torch.equal(merged, one[k])
+    assert not torch.equal(step_batch(images, hp, step=8)[1], one[1])
+
+
+def test_a_sweeps_pggan_arms_train_pggans_whatever_the_config_names():
+    from pipelines.config import load_config
+    from pipelines.experiment.plan import cell_config
+
+    cfg = load_config(None, {"generator": {"kind": "diffusion"}})
+    assert cell_config(cfg, "gan", 3, "filters")["generator"]["kind"] == "pggan"
+    assert cell_config(cfg, "gan", 3, "filters")["gan"]["seed"] == 3
+    assert cell_config(cfg, "source", 3, "source")["generator"]["kind"] == "pggan"
+    made = cell_config(load_config(None), "gan", 3, "diffusion")
+    assert made["generator"]["kind"] == "diffusion" and made["diffusion"]["seed"] == 3
+
+
+def test_the_ratio_chosen_on_validation_follows_the_metrics_direction(tmp_path):
+    from pipelines.errors import RareganError
+    from pipelines.experiment.execute import choose_ratio
+
+    assert choose_ratio({0.5: 0.7, 1.0: 0.8, 2.0: 0.8}, "val_auc_studied", tmp_path) == 1.0
+    assert choose_ratio({0.5: 0.7, 1.0: 0.8}, "val_loss", tmp_path) == 0.5
+    assert choose_ratio({0.5: float("nan"), 1.0: 0.6}, "val_auc", tmp_path) == 1.0
+    with pytest.raises(RareganError, match="no ratio"):
+        choose_ratio({0.5: None}, "val_auc", tmp_path)

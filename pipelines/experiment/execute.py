@@ -11,6 +11,7 @@ a finished cell leaves its record (`cell_records.py`).
 
 from __future__ import annotations
 
+import math
 import shutil
 import traceback
 from functools import partial
@@ -219,6 +220,16 @@ def cell_step(
     return step
 
 
+def choose_ratio(scores: dict[float, float | None], metric: str, run: Path) -> float:
+    """The ratio with the best validation score in its metric's direction (a loss: the lowest), the
+    smaller ratio on a tie; a ratio without a finite score is never chosen."""
+    sign = -1.0 if str(metric).endswith("loss") else 1.0
+    finite = [r for r in sorted(scores) if scores[r] is not None and math.isfinite(scores[r])]
+    if not finite:
+        raise RareganError(f"{run}: no ratio of {sorted(scores)} has a finite validation score")
+    return max(finite, key=lambda r: (sign * scores[r], -r))
+
+
 def ratio_cell(
     sweep: Sweep,
     prepared: Prepared,
@@ -268,8 +279,9 @@ def ratio_cell(
             prepared, c, sub, fraction=cell.fraction, arm="gan", classes=sweep.classes,
             synth=sets, opts=opts,
         )  # fmt: skip
-        scores[ratio] = read_json(sub / "metrics.json")["best_val"]
-    chosen = max(grid, key=lambda r: (scores[r], -r))
+        made = read_json(sub / "metrics.json")
+        scores[ratio] = made["best_val"]
+    chosen = choose_ratio(scores, made["selection_metric"], run)
     metrics = read_json(run / f"ratio-{chosen:g}" / "metrics.json")
     metrics |= {"arm": cell.arm, "chosen_ratio": chosen, "val_by_ratio": scores}
     shutil.copyfile(run / f"ratio-{chosen:g}" / "predictions.csv", run / "predictions.csv")

@@ -32,8 +32,10 @@ def variant_config(cfg: dict, variant: str, source: Path | None = None) -> dict:
     With `source`, a GAN unit fine-tunes that source for compare.transfer_kimg (its final phase).
     A variant of another generator kind (VARIANT_KIND: "diffusion") trains that kind, after the
     filter bank; a PGGAN source is not its to fine-tune (its own is diffusion.init_from)."""
+    kind = VARIANT_KIND.get(variant, "pggan")  # never the config's: each variant names its kind
+    cfg = {**cfg, "generator": {**cfg["generator"], "kind": kind}}
     if variant in VARIANT_KIND:
-        return {**cfg, "generator": {**cfg["generator"], "kind": VARIANT_KIND[variant]}}
+        return cfg
     if variant in ("nofilter", "source"):
         cfg = {**cfg, "filters": {**cfg["filters"], "names": []}}
     if variant == "source":

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.arms import RATIO_ARMS, START_FROM_ARM
+from pipelines.arms import RATIO_ARMS, START_FROM_ARM, VARIANT_KIND
 from pipelines.classifier.arms import ARMS
 from pipelines.data.prepare import Prepared
 from pipelines.data.splits import check_fractions
@@ -186,8 +186,9 @@ def provenance(sweep: Sweep, dataset: str) -> list[str]:
         if cell.kind == "classify":
             used = (record.get("metrics") or {}).get("precision") or "not recorded"
         else:
-            gan = record["fingerprint"].get("settings", {})
-            used = "bf16" if gan.get("gan.precision") == "bf16" else "32"  # as resolved
+            settings = record["fingerprint"].get("settings", {})
+            section = "diffusion" if VARIANT_KIND.get(cell.variant) == "diffusion" else "gan"
+            used = "bf16" if settings.get(f"{section}.precision") == "bf16" else "32"  # resolved
         kind = precisions.setdefault("classifiers" if cell.kind == "classify" else "GANs", {})
         kind[str(used)] = kind.get(str(used), 0) + 1
     if not code:
@@ -249,7 +250,8 @@ def utility(sweep: Sweep, folder: Path, cell: Cell, cls: str) -> dict:
     (without the filter bank), a class the sweep does not study, or a record not yet there."""
     out = {}
     for key, arm in (("utility", "synth_only"), ("utility_real", "none")):
-        used = {"synth_only", arm} <= set(sweep.arms) and cell.variant != "nofilter"
+        # synth_only takes the gan arm's GAN: the filter-bank PGGAN, no other variant
+        used = {"synth_only", arm} <= set(sweep.arms) and cell.variant == "filters"
         used = used and cls in sweep.classes
         rec = read_record(folder, classify_id(arm, cell.fraction, cell.seed)) if used else None
         auc = ((rec or {}).get("metrics", {}).get("auc", {}).get(cls) or {}).get("auc")
@@ -273,12 +275,14 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
         if record is None:
             continue
         rep = record["eval"]
+        kind = VARIANT_KIND.get(cell.variant, "pggan")
         what = " (GAN without the filter bank)" if cell.variant == "nofilter" else ""
-        if sweep.transfer_from:
+        what = " (diffusion model)" if kind == "diffusion" else what
+        if sweep.transfer_from and kind == "pggan":
             what += f" (fine-tuned from a {' + '.join(sweep.transfer_from)} GAN)"
         cls = " + ".join(cell.unit) + what
         space = space_label(str(rep.get("feature_space", "random-conv")))
-        row = {"fraction": cell.fraction, "seed": cell.seed}
+        row = {"fraction": cell.fraction, "seed": cell.seed, "generator": kind}
         row["filter_bank"] = cell.variant != "nofilter"
         row |= {"fid": rep["fid"], "kid": rep["kid"], "feature_space": space}
         held_fid = rep.get("fid_heldout")  # vs real images it never saw (None: too few of them)

@@ -345,6 +345,7 @@ def verdict(table: pd.DataFrame, cls: str, fidelity: pd.DataFrame | None = None)
     for arm, name in (
         ("diffusion", "Diffusion augmentation (diffusion − none)"),
         ("gan_pretrain", "GAN pretraining, then fine-tuning on real images (gan_pretrain − none)"),
+        ("gan_ratio", "GAN augmentation at the ratio chosen on validation (gan_ratio − none)"),
     ):
         parts += _arm_sentences(rows[rows["arm"] == arm], cls, name, order)
     for arm, name in (
@@ -358,6 +359,7 @@ def verdict(table: pd.DataFrame, cls: str, fidelity: pd.DataFrame | None = None)
             "gan_pretrain",
             "Pretraining on the GAN's images instead of mixing them in (gan_pretrain − gan)",
         ),
+        ("gan_ratio", "Choosing the ratio on validation instead of a fixed one (gan_ratio − gan)"),
     ):
         parts += _arm_sentences(_second_rows(rows[rows["arm"] == arm]), cls, name, order)
     parts += _arm_sentences(

@@ -55,8 +55,8 @@ from pipelines.runs import (
 SECTION = "diffusion"
 GENERATOR = "generator_ema.pt"
 # settings of how a run is carried out, not of what it computes: out of the fingerprint
+# (sample_steps counts: the run's sampler, saved with its weights, draws its samples with it)
 NOT_FINGERPRINTED = ("checkpoint_every_kimg", "keep_checkpoints", "precision", "init_from")
-NOT_FINGERPRINTED += ("sample_steps",)  # a sampling setting: synthetic sets name it themselves
 
 
 def make_unet(hp: dict, label_dim: int = 0) -> torch.nn.Module:
@@ -101,9 +101,36 @@ def noise_schedule(hp: dict, sampler: str = "ddpm"):
     return kind(num_train_timesteps=hp["timesteps"], schedule=hp["schedule"], clip_sample=True)
 
 
+def ddim_schedule(hp: dict, steps: int):
+    """MONAI's DDIM scheduler with `steps` timesteps spaced T // steps apart from (steps − 1) ·
+    (T // steps) down to 0: the spacing its `step` assumes (it steps back by T // steps), where
+    MONAI 1.6's `set_timesteps` spaces them (T − 1) / (steps − 1) apart, so that each model call
+    would see a noise level one or two timesteps off its input's."""
+    schedule = noise_schedule(hp, "ddim")
+    schedule.set_timesteps(steps)
+    stride = hp["timesteps"] // steps
+    schedule.timesteps = torch.arange(steps - 1, -1, -1, dtype=torch.long) * stride
+    return schedule
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The random draws of one training step, from (seed, step) alone: a resume repeats them."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def step_batch(
+    images: torch.Tensor, hp: dict, step: int, rank: int = 0, world: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training step `step`'s images (in [-1, 1]), noise and timesteps for rank `rank` of `world`:
+    one batch of diffusion.batch_size drawn from (seed, step) alike on every rank, each rank its
+    slice (DDP averages the gradients), so any device count trains on the same draws."""
+    g = step_generator(hp["seed"], step)
+    b = hp["batch_size"]
+    pick = torch.randint(len(images), (b,), generator=g)
+    noise = torch.randn((b, 1, *images.shape[-2:]), generator=g)
+    t = torch.randint(0, hp["timesteps"], (b,), generator=g)
+    pick, noise, t = pick[rank::world], noise[rank::world], t[rank::world]
+    return images[pick].float().div(127.5).sub(1.0), noise, t
 
 
 class Diffusion(pl.LightningModule):
@@ -127,13 +154,8 @@ class Diffusion(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         started = time.perf_counter()
-        world, rank = self.trainer.world_size, self.global_rank  # each rank its own draws
-        g = step_generator(self.hp["seed"], self.global_step * world + rank)
-        b = self.hp["batch_size"]
-        pick = torch.randint(len(self.images), (b,), generator=g)
-        x0 = self.images[pick].float().div(127.5).sub(1.0)
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, self.hp["timesteps"], (b,), generator=g)
+        world, rank = self.trainer.world_size, self.global_rank
+        x0, noise, t = step_batch(self.images, self.hp, self.global_step, rank, world)
         x0, noise, t = x0.to(self.device), noise.to(self.device), t.to(self.device)
         noisy = self.schedule.add_noise(x0, noise, t)
         with autocast(self.device, self.hparams.precision):
@@ -308,6 +330,12 @@ def train(
     if source is not None:
         check_source_images(source, prepared, fraction, cfg["data"]["seed"])
     resolved = precision(opts.accelerator, hp["precision"])
+    ranks = opts.devices if isinstance(opts.devices, int) else 1
+    if hp["batch_size"] % max(1, ranks):
+        raise RareganError(
+            f"diffusion.batch_size {hp['batch_size']} does not split over {ranks} devices; give a "
+            "multiple of the device count"
+        )
     fp = fingerprint(prepared, cfg, classes, fraction, rows, resolved)
     ckpt = run / CKPT
     resume = reuse_or_start(run, fp, ckpt, opts, "diffusion")
@@ -452,8 +480,7 @@ class DiffusionSampler:
         r = self.resolution
         noise = torch.randn((n, 1, r, r), generator=torch.Generator().manual_seed(seed))
         device = next(self.unet.parameters()).device
-        schedule = noise_schedule(self.hp, "ddim")
-        schedule.set_timesteps(self.steps)
+        schedule = ddim_schedule(self.hp, self.steps)
         precision = sampling_precision(device, self.hp["precision"])
         out = []
         bar = None
