@@ -110,7 +110,10 @@ def test_a_killed_diffusion_run_resumes_to_the_same_weights(phantom_root, tmp_pa
     _, reference = diffusion_run
     out = tmp_path / "killed"
     argv = diffusion_argv(phantom_root, tmp_path, out, 0.8, "--checkpoint-every", "0.08")
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # as this process: same sums
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),
+    }  # as this process: same sums
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines", *argv],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
