@@ -69,7 +69,7 @@ DEFAULTS: dict = {
     },
     # which generator kind the GAN arms' units train (pipelines/generators): pggan or diffusion
     "generator": {"kind": "pggan"},
-    # the diffusion kind (pipelines/generators/diffusion.py): a DDPM with MONAI's UNet, DDIM samples
+    # the diffusion kind (pipelines/generators/diffusion/): a DDPM with MONAI's UNet, DDIM samples
     "diffusion": {
         "resolution": 64,
         "channels": [32, 64, 128, 128],  # per UNet level (4.3 M parameters at 64 px)

@@ -1,15 +1,6 @@
-"""A denoising diffusion model (DDPM; Ho et al. 2020) as a generator kind, sampled with DDIM (Song
-et al. 2021), built from MONAI's `DiffusionModelUNet` and schedulers (medical imaging's own toolkit;
-why MONAI and not diffusers: docs/generators.md and benchmarks/bench_diffusion_step.py).
-
-Training: the ε-prediction loss (mean squared error, in fp32) on the class's train positives after
-the filter bank, AdamW, an exponential moving average of the weights (what samples), bf16
-autocast where the machine has native bf16 (`diffusion.precision`). Every step draws its images,
-noise and timesteps from a generator seeded by (diffusion.seed, step), so a resumed run continues
-exactly as an uninterrupted one. Transfer: `diffusion.init_from` names a finished diffusion run
-(e.g. of the abundant class) whose averaged weights both the model and its average start from;
-the same source check as the GAN's keeps its images inside this run's fraction.
-"""
+"""Training the diffusion kind: the Lightning module (ε-prediction, fp32 loss, AdamW, EMA weights,
+per-step draws seeded by (seed, step)), its fingerprint, checkpoints, transfer source and the run
+folder it leaves."""
 
 from __future__ import annotations
 
@@ -38,11 +29,20 @@ from pipelines.fingerprints import (
 )
 from pipelines.gan.outputs import CKPT, HELDOUT, POSITIVES, trainer_rank
 from pipelines.gan.run import as_classes, check_same_classes, heldout_positives, training_images
-from pipelines.gan.transfer import check_source_images, write_exported
+from pipelines.gan.transfer import check_source_images
+from pipelines.generators.diffusion.net import (
+    ARCHITECTURE,
+    GENERATOR,
+    SECTION,
+    autocast,
+    make_unet,
+    noise_schedule,
+    precision,
+    read_diffusion_checkpoint,
+)
+from pipelines.generators.diffusion.sampling import DiffusionSampler
 from pipelines.images import save_png
-from pipelines.machine import mixed_precision
 from pipelines.runs import (
-    finished_summary,
     is_done,
     keep_stamped,
     loggers,
@@ -52,65 +52,8 @@ from pipelines.runs import (
     write_json,
 )
 
-SECTION = "diffusion"
-GENERATOR = "generator_ema.pt"
-# settings of how a run is carried out, not of what it computes: out of the fingerprint
 # (sample_steps counts: the run's sampler, saved with its weights, draws its samples with it)
 NOT_FINGERPRINTED = ("checkpoint_every_kimg", "keep_checkpoints", "precision", "init_from")
-
-
-def make_unet(hp: dict, label_dim: int = 0) -> torch.nn.Module:
-    """MONAI's 2-D DiffusionModelUNet for one-channel images, sized by the diffusion section."""
-    from monai.networks.nets import DiffusionModelUNet
-
-    levels = len(hp["channels"])
-    attention = list(hp["attention_levels"])
-    if len(attention) != levels:
-        raise RareganError(
-            f"diffusion.attention_levels has {len(attention)} entries for {levels} levels of "
-            "diffusion.channels; give one true/false per level"
-        )
-    if any(c % hp["norm_num_groups"] for c in hp["channels"]):
-        raise RareganError(
-            f"diffusion.channels {hp['channels']} must be multiples of diffusion.norm_num_groups "
-            f"({hp['norm_num_groups']})"
-        )
-    if hp["resolution"] % 2 ** (levels - 1):
-        raise RareganError(
-            f"diffusion.resolution {hp['resolution']} cannot be halved {levels - 1} times "
-            f"({levels} levels of diffusion.channels)"
-        )
-    return DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=list(hp["channels"]),
-        attention_levels=attention,
-        num_res_blocks=hp["num_res_blocks"],
-        norm_num_groups=hp["norm_num_groups"],
-        num_head_channels=hp["head_channels"],
-        num_class_embeds=label_dim or None,
-    )
-
-
-def noise_schedule(hp: dict, sampler: str = "ddpm"):
-    """MONAI's DDPM scheduler (training) or DDIM scheduler (sampling) of the run's noise schedule."""
-    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
-
-    kind = DDPMScheduler if sampler == "ddpm" else DDIMScheduler
-    return kind(num_train_timesteps=hp["timesteps"], schedule=hp["schedule"], clip_sample=True)
-
-
-def ddim_schedule(hp: dict, steps: int):
-    """MONAI's DDIM scheduler with `steps` timesteps spaced T // steps apart from (steps − 1) ·
-    (T // steps) down to 0: the spacing its `step` assumes (it steps back by T // steps), where
-    MONAI 1.6's `set_timesteps` spaces them (T − 1) / (steps − 1) apart, so that each model call
-    would see a noise level one or two timesteps off its input's."""
-    schedule = noise_schedule(hp, "ddim")
-    schedule.set_timesteps(steps)
-    stride = hp["timesteps"] // steps
-    schedule.timesteps = torch.arange(steps - 1, -1, -1, dtype=torch.long) * stride
-    return schedule
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -187,19 +130,6 @@ class Diffusion(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("diffusion_state", {})
         self.train_seconds = state.get("train_seconds", 0.0)
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast for precision "bf16" (CPU or GPU), fp16 AMP for "16", else nothing."""
-    if precision in ("bf16", "16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
-    return torch.autocast(device_type=torch.device(device).type, enabled=False)
-
-
-def precision(accelerator: str, setting: str) -> str:
-    """diffusion.precision on this machine: bf16 where native ("auto"), else fp32."""
-    return mixed_precision(accelerator, setting, "diffusion.precision", "bf16")
 
 
 class Steps(torch.utils.data.Dataset):
@@ -398,35 +328,6 @@ def start_from_source(module: Diffusion, source: Path) -> None:
     module.ema.load_state_dict(saved["state_dict"])
 
 
-ARCHITECTURE = ("resolution", "channels", "attention_levels", "num_res_blocks", "norm_num_groups")
-ARCHITECTURE += ("head_channels", "timesteps", "schedule")
-
-
-def export_source(run: Path, out: Path) -> Path:
-    """A finished diffusion run as a transfer source to commit (`raregan gan --generator diffusion
-    --export-source DIR`): its averaged weights and what it learned from and what made it, without
-    checkpoints (a fine-tune loads only the averaged weights); its fingerprint id is the run's."""
-    run = Path(run)
-    if not is_done(run) or not (run / GENERATOR).is_file():
-        raise RareganError(f"{run} is not a finished diffusion run (it needs DONE and {GENERATOR})")
-    return write_exported(run, out, lambda tmp: tmp / GENERATOR)
-
-
-def read_diffusion_checkpoint(path: Path) -> dict:
-    """A diffusion training checkpoint's contents; a user error unless it is a readable one."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated or foreign file
-        raise RareganError(
-            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); delete it and start over"
-        ) from None
-    if not isinstance(state, dict) or "diffusion_state" not in state:
-        raise RareganError(
-            f"{path} is not a raregan diffusion checkpoint; delete it and start over"
-        )
-    return state
-
-
 def finish(run, module, rows, images, classes, fraction, cfg, label_names, task) -> None:
     """Averaged weights, a sample grid, the loss log and the summary; DONE last."""
     hp = dict(module.hp)
@@ -457,84 +358,3 @@ def finish(run, module, rows, images, classes, fraction, cfg, label_names, task)
         summary["init_from"] = str(hp["init_from"])
     write_json(run / "summary.json", summary)
     mark_done(run, summary)
-
-
-class DiffusionSampler:
-    """DDIM sampling (η = 0: deterministic given the starting noise) of a diffusion model's
-    averaged weights; the starting noise of image i depends only on the seed, not on the batch."""
-
-    label_dim = 0
-
-    def __init__(self, unet: torch.nn.Module, hp: dict, steps: int | None = None, progress=True):
-        self.unet, self.hp = unet.eval(), hp
-        self.resolution = hp["resolution"]
-        self.steps = steps or hp["sample_steps"]
-        self.progress = progress
-
-    @torch.no_grad()
-    def sample(
-        self, n: int, seed: int = 0, labels: torch.Tensor | None = None, batch: int = 64
-    ) -> torch.Tensor:
-        if labels is not None:
-            raise RareganError("this diffusion model is not label-conditional")
-        r = self.resolution
-        noise = torch.randn((n, 1, r, r), generator=torch.Generator().manual_seed(seed))
-        device = next(self.unet.parameters()).device
-        schedule = ddim_schedule(self.hp, self.steps)
-        precision = sampling_precision(device, self.hp["precision"])
-        out = []
-        bar = None
-        if self.progress and n:
-            from tqdm import tqdm
-
-            bar = tqdm(total=math.ceil(n / batch) * self.steps, desc="DDIM sampling", leave=False)
-        for start in range(0, n, batch):
-            x = noise[start : start + batch].to(device)
-            for t in schedule.timesteps:
-                steps = torch.full((len(x),), int(t), device=device, dtype=torch.long)
-                with autocast(device, precision):
-                    eps = self.unet(x, steps)
-                x, _ = schedule.step(eps.float(), int(t), x)
-                if bar is not None:
-                    bar.update()
-            out.append(x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu())
-        if bar is not None:
-            bar.close()
-        if not out:
-            return torch.zeros(0, 1, r, r, dtype=torch.uint8)
-        return torch.cat(out)
-
-
-def sampling_precision(device: torch.device, setting: str) -> str:
-    """The autocast of sampling: diffusion.precision resolved for the device sampling (bf16 where
-    native under "auto"; the DDIM update itself stays in fp32)."""
-    accelerator = "gpu" if torch.device(device).type == "cuda" else "cpu"
-    return mixed_precision(accelerator, setting, "diffusion.precision", "bf16")
-
-
-def load(run: Path, device="cpu", checkpoint: Path | None = None, raw: bool = False):
-    """The sampler of a finished diffusion run (its averaged weights, or a checkpoint's: `raw` the
-    trained weights instead of their average) and the run's summary."""
-    run = Path(run)
-    summary = finished_summary(run, "diffusion")
-    saved = torch.load(run / GENERATOR, map_location="cpu", weights_only=False)
-    hp, state = saved["hparams"], saved["state_dict"]
-    if raw and checkpoint is None:
-        checkpoint = run / CKPT
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            path = run / "checkpoints" / Path(checkpoint).name
-        ckpt = read_diffusion_checkpoint(path)
-        prefix = "unet." if raw else "ema."
-        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-        step = ckpt.get("global_step", 0)
-        summary["checkpoint"] = {
-            "name": path.name,
-            "kimg": step * hp["batch_size"] / 1000,
-            "train_minutes": round(ckpt["diffusion_state"]["train_seconds"] / 60, 2),
-            **({"generator": "raw"} if raw else {}),
-        }
-    unet = make_unet(hp)
-    unet.load_state_dict(state)
-    return DiffusionSampler(unet.to(device), hp), summary
