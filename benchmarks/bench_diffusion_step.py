@@ -1,6 +1,6 @@
 """Diffusion training step: MONAI's DiffusionModelUNet vs diffusers' UNet2DModel at the same size.
 
-Why the diffusion kind is built on MONAI (pipelines/generators/diffusion.py): this measures one
+Why the diffusion kind is built on MONAI (pipelines/generators/diffusion/): this measures one
 ε-prediction training step (64 px, one channel, batch 16, AdamW) of both libraries' UNets at the
 same channels (32-64-128-128, one residual block per level, self-attention at the coarsest level),
 in fp32 and under bf16 autocast, interleaved in rounds on one machine, and DDIM sampling time of

@@ -20,7 +20,9 @@ Light on purpose (no torch, no pandas): the command line's help reads it.
 from __future__ import annotations
 
 # generator.kind: pipelines/generators.KINDS has their modules
-GENERATOR_KINDS = ("pggan", "diffusion")
+# each generator kind's config section (pipelines/generators.KINDS has their modules)
+KIND_SECTION = {"pggan": "gan", "diffusion": "diffusion"}
+GENERATOR_KINDS = tuple(KIND_SECTION)
 ARMS = ("none", "standard", "filters", "gan_nofilter", "gan", "gan_standard", "synth_only")
 ARMS += ("diffusion", "diffusion_standard", "gan_pretrain", "gan_ratio")
 # the generator variant each synthetic arm's images come from ("filters": trained after the filter
@@ -36,6 +38,18 @@ GAN_VARIANT = {
 }
 # the generator kind (generator.kind) of each variant's units: PGGAN unless named here
 VARIANT_KIND = {"diffusion": "diffusion"}
+
+
+def variant_kind(variant: str) -> str:
+    """The generator kind a variant's units train (PGGAN unless VARIANT_KIND names another)."""
+    return VARIANT_KIND.get(variant, "pggan")
+
+
+def variant_section(variant: str) -> str:
+    """The config section of a variant's generator kind ("gan", "diffusion")."""
+    return KIND_SECTION[variant_kind(variant)]
+
+
 SYNTH_ARMS = tuple(a for a in ARMS if a in GAN_VARIANT)  # real rows (or fewer) + synthetic sets
 # arms that train the real rows from another arm's finished classifier of the same fraction and
 # seed (synthetic pretraining, then fine-tuning on real images; RoentGen-v2, arXiv 2508.16783)

@@ -18,7 +18,8 @@ from pipelines.experiment import plots
 from pipelines.experiment.paper import CAVEATS, CITATION, PAPER_AUC
 from pipelines.experiment.report import DATA_CITATIONS, data_citation, write_report
 from pipelines.experiment.stats import auc_table
-from pipelines.experiment.tables import verdict, write_tables
+from pipelines.experiment.tables import write_tables
+from pipelines.experiment.verdict import verdict
 
 ARMS = ("none", "standard", "gan")
 

@@ -12,7 +12,8 @@ from pipelines.errors import RareganError
 from pipelines.experiment.paper import PAPER_AUC
 from pipelines.experiment.predictions import collect, load_predictions
 from pipelines.experiment.stats import auc_table
-from pipelines.experiment.tables import verdict, write_tables
+from pipelines.experiment.tables import write_tables
+from pipelines.experiment.verdict import verdict
 
 LABELS = ("Fracture", "Hernia", "Effusion")
 FRACTIONS = (1, 10, 50, 100)

@@ -25,7 +25,7 @@ from pipelines.classifier.arms import (
     filtered_copies,
     train_rows,
 )
-from pipelines.classifier.evaluation import N_BINS, evaluate, seen_images
+from pipelines.classifier.evaluation import evaluate, seen_images
 from pipelines.data.prepare import Prepared
 from pipelines.errors import RareganError
 from pipelines.fingerprints import (
@@ -348,66 +348,8 @@ def train_classifier(
     preds.to_csv(run / "predictions.csv", index=False)
     seen_images(prepared, rows).to_csv(run / "train_val_ids.csv", index=False)
     write_json(run / "metrics.json", metrics)
-    outputs(run, module, test, test_ds, preds, metrics, label_names, task, classes, prepared)
+    from pipelines.classifier.figures import run_figures  # matplotlib loads when figures are drawn
+
+    run_figures(run, module, test, preds, metrics, label_names, task, classes, prepared)
     mark_done(run, {"macro_auc": metrics["auc"]["macro"]["auc"]})
     return metrics
-
-
-def outputs(
-    run, module, test, test_ds, preds, metrics, label_names, task, classes, prepared
-) -> None:
-    """ROC curves, confusion matrix, prediction grid and Grad-CAM overlays for the rare classes."""
-    from pipelines.classifier import plots as cp
-
-    y = preds[label_names].to_numpy(np.float64)
-    scores = preds[[f"score:{n}" for n in label_names]].to_numpy()
-    cp.roc_curves(run / "roc_curves.png", y, scores, label_names, highlight=classes)
-    cp.reliability_png(run / "calibration.png", y, scores, label_names, N_BINS)
-    if task != "multilabel":
-        cm = np.asarray(metrics["confusion"]["data"])
-        cp.confusion_png(run / "confusion.png", cm, label_names, "test confusion matrix")
-        dist = metrics["distribution"]
-        cp.label_distribution_png(
-            run / "label_distribution.png",
-            [dist[n]["true_n"] for n in label_names],
-            [dist[n]["pred_n"] for n in label_names],
-            label_names,
-            "test: true vs predicted",
-        )
-    images = prepared.store.view[test["row"].to_numpy()[:32]]
-    top = scores[:32].argmax(axis=1)
-    if task == "multilabel":
-        truth = [
-            ", ".join(n for n, v in zip(label_names, row, strict=True) if v > 0.5) or "none"
-            for row in y[:32]
-        ]
-        correct = [y[i, top[i]] > 0.5 for i in range(len(top))]
-    else:
-        truth = [label_names[int(np.nanargmax(row))] for row in y[:32]]
-        correct = [label_names[t] == tr for t, tr in zip(top, truth, strict=True)]
-    cp.prediction_grid(
-        run / "test_predictions.png",
-        images,
-        truth,
-        [label_names[t] for t in top],
-        correct,
-        "test images: predicted / true",
-    )
-    # a head without one logit per class (CORN's K-1 for K grades): explain log P(class)
-    per_class = module.task.num_outputs(len(label_names)) == len(label_names)
-    explain = None if per_class else (lambda z: module.task.scores(z).clamp_min(1e-12).log())
-    for cls in classes:
-        j = label_names.index(cls)
-        pos = np.flatnonzero(y[:, j] > 0.5)
-        pick = pos[np.argsort(-scores[pos, j])][:8]
-        if len(pick):
-            cp.gradcam_grid(
-                run / f"gradcam_{cls.replace(' ', '_')}.png",
-                module.model,
-                prepared.store.view[test["row"].to_numpy()[pick]],
-                j,
-                lambda x: module.preprocess(x),
-                f"Grad-CAM{'' if per_class else ' of log P(' + cls + ')'}: top-scored {cls} "
-                "test positives",
-                outputs=explain,
-            )

@@ -130,14 +130,13 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.experiment.report import write_report
     from pipelines.experiment.stats import auc_table, qwk_table
     from pipelines.experiment.sweep import (
-        chosen_ratios,
         collect_cells,
         execute,
         gan_quality,
-        provenance,
+        record_notes,
         validate,
     )
-    from pipelines.experiment.tables import verdict
+    from pipelines.experiment.verdict import verdict
 
     studied = lambda c: list(c["compare"]["classes"])  # noqa: E731
     cfg, spec = resolve_config(args, CONFIG_FLAGS, studied, ("gan", "resolution"))
@@ -199,8 +198,7 @@ def run(args: argparse.Namespace) -> int:
         "notes": [
             f"Split seed {spec.seed}; {len(prepared.split('test'))} test images of "
             f"{prepared.split('test').frame['patient'].nunique()} patients; images {spec.size} px.",
-            *provenance(sweep, dataset),
-            *chosen_ratios(sweep, dataset),
+            *record_notes(sweep, dataset),
         ],
     }
     if len(fid):

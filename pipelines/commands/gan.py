@@ -29,7 +29,7 @@ CONFIG_FLAGS = {
     "generator": ("generator", "kind"),
 }
 
-# the same flags for the diffusion kind (pipelines/generators/diffusion.py)
+# the same flags for the diffusion kind (pipelines/generators/diffusion/)
 DIFFUSION_FLAGS = {
     "kimg": ("diffusion", "kimg"),
     "init_from": ("diffusion", "init_from"),
@@ -182,10 +182,9 @@ def run(args: argparse.Namespace) -> int:
     args.conditional = False if args.unconditional else None
     if args.generator == "diffusion":
         return run_diffusion(args)
-    cfg, spec = resolve_config(args, CONFIG_FLAGS)  # which kind the config names
-    if config_kind(cfg) == "diffusion":
-        return run_diffusion(args)
     cfg, spec = resolve_config(args, CONFIG_FLAGS, size_from=("gan", "resolution"))
+    if config_kind(cfg) == "diffusion":  # the config names the kind: its own flags and sizes
+        return run_diffusion(args)
     args.augment_cfg = augment_overrides(args, cfg) or None
     if args.augment_cfg:  # resolved again with the policy in place: validates it
         cfg, spec = resolve_config(args, CONFIG_FLAGS, size_from=("gan", "resolution"))

@@ -24,7 +24,7 @@ import torch
 
 from pipelines.data.decode import DECODE_ERRORS, RESIZE_POLICIES, decode_image
 from pipelines.errors import RareganError
-from pipelines.runs import file_lock
+from pipelines.runs import atomic_write_text, file_lock
 
 FORMAT_VERSION = 1  # bump when decode.py's policy changes: it is part of the cache key
 _TMP_MARK = ".tmp-"
@@ -75,13 +75,21 @@ class Store:
     def pixel_key(self) -> str:
         """A hash of every decoded pixel, in row order: what the images hold at this size and
         resize policy, wherever the files lie. It changes when a file's content changes even at the
-        same byte size (which `content_key` cannot see); computed once per process (~1 s per GB)."""
+        same byte size (which `content_key` cannot see). Computed once per store (~1 s per GB) and
+        kept beside it (`<key>.pixels`: a built store never changes), so a sweep's many processes
+        read it instead of hashing a full CheXpert store each."""
         if self._pixel_key is None:
-            digest = hashlib.blake2b(digest_size=12)
-            flat = self.view.reshape(len(self), -1)
-            for start in range(0, len(self), 4096):
-                digest.update(np.ascontiguousarray(flat[start : start + 4096]).data)
-            self._pixel_key = digest.hexdigest()
+            kept = self.data_path.with_suffix(".pixels")
+            if kept.is_file():
+                self._pixel_key = kept.read_text().strip()
+            else:
+                digest = hashlib.blake2b(digest_size=12)
+                flat = self.view.reshape(len(self), -1)
+                for start in range(0, len(self), 4096):
+                    digest.update(np.ascontiguousarray(flat[start : start + 4096]).data)
+                self._pixel_key = digest.hexdigest()
+                with contextlib.suppress(OSError):  # a read-only cache: hashed again next time
+                    atomic_write_text(kept, self._pixel_key + "\n")
         return self._pixel_key
 
     def _open(self) -> None:
@@ -320,6 +328,7 @@ def _build(
         meta = {"key": key, "version": FORMAT_VERSION, "size": size, "resize": resize}
         meta |= {"n": n, "created": created, "paths": abspaths}
         tmp_meta.write_text(json.dumps(meta))
+        (cache_dir / f"{key}.pixels").unlink(missing_ok=True)  # the pixels' hash of other data
         os.replace(tmp_data, cache_dir / f"{key}.u8")
         os.replace(tmp_meta, cache_dir / f"{key}.json")  # the commit point: json last
     except BaseException as e:

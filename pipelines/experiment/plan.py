@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.arms import GAN_VARIANT, START_FROM_ARM, VARIANT_KIND
+from pipelines.arms import GAN_VARIANT, START_FROM_ARM, VARIANT_KIND, variant_kind, variant_section
 from pipelines.errors import RareganError
 from pipelines.experiment.records import read_record
 from pipelines.gan.run import class_tag
@@ -32,8 +32,8 @@ def variant_config(cfg: dict, variant: str, source: Path | None = None) -> dict:
     With `source`, a GAN unit fine-tunes that source for compare.transfer_kimg (its final phase).
     A variant of another generator kind (VARIANT_KIND: "diffusion") trains that kind, after the
     filter bank; a PGGAN source is not its to fine-tune (its own is diffusion.init_from)."""
-    kind = VARIANT_KIND.get(variant, "pggan")  # never the config's: each variant names its kind
-    cfg = {**cfg, "generator": {**cfg["generator"], "kind": kind}}
+    # never the config's kind: each variant names its own
+    cfg = {**cfg, "generator": {**cfg["generator"], "kind": variant_kind(variant)}}
     if variant in VARIANT_KIND:
         return cfg
     if variant in ("nofilter", "source"):
@@ -56,7 +56,7 @@ def cell_config(
     if kind == "classify":
         return {**cfg, "classify": {**cfg["classify"], "seed": seed}}
     c = variant_config(cfg, variant, source)
-    section = "diffusion" if VARIANT_KIND.get(variant) == "diffusion" else "gan"
+    section = variant_section(variant)
     return {**c, section: {**c[section], "seed": seed}}
 
 

@@ -29,11 +29,11 @@ from pipelines.experiment.tables import (
     legend,
     md_table,
     qwk_view,
-    verdict,
     verdict_table,
     write_qwk_tables,
     write_tables,
 )
+from pipelines.experiment.verdict import verdict
 from pipelines.runs import atomic_write_text, ensure_writable
 
 _KNEE = (

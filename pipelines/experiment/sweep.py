@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.arms import RATIO_ARMS, START_FROM_ARM, VARIANT_KIND
+from pipelines.arms import RATIO_ARMS, START_FROM_ARM, variant_kind, variant_section
 from pipelines.classifier.arms import ARMS
 from pipelines.data.prepare import Prepared
 from pipelines.data.splits import check_fractions
@@ -170,13 +170,15 @@ def collect_cells(
     return cells
 
 
-def provenance(sweep: Sweep, dataset: str) -> list[str]:
-    """What made the sweep's records, for the report: the code versions (a record made before
-    records said so counts as "not recorded") and the precision each kind of cell ran in, so that a
-    table mixing machines (bf16 CPU, fp32, GPU AMP) says so."""
+def record_notes(sweep: Sweep, dataset: str) -> list[str]:
+    """For the report, from one pass over the sweep's records: what made them (the code versions —
+    "not recorded" before records said so — and the precision each kind of cell ran in, so that a
+    table mixing machines says so), and the synthetic ratio each RATIO_ARMS cell chose on
+    validation, with every ratio's validation score (never test's)."""
     folder = sweep.records_dir(dataset)
     code: dict[str, int] = {}
     precisions: dict[str, dict[str, int]] = {}
+    ratios = []
     for cell in cell_plan(sweep, dataset):
         record = read_record(folder, cell.id)
         if record is None:
@@ -187,10 +189,17 @@ def provenance(sweep: Sweep, dataset: str) -> list[str]:
             used = (record.get("metrics") or {}).get("precision") or "not recorded"
         else:
             settings = record["fingerprint"].get("settings", {})
-            section = "diffusion" if VARIANT_KIND.get(cell.variant) == "diffusion" else "gan"
+            section = variant_section(cell.variant)
             used = "bf16" if settings.get(f"{section}.precision") == "bf16" else "32"  # resolved
         kind = precisions.setdefault("classifiers" if cell.kind == "classify" else "GANs", {})
         kind[str(used)] = kind.get(str(used), 0) + 1
+        if cell.kind == "classify" and cell.arm in RATIO_ARMS:
+            m = record["metrics"]
+            scores = ", ".join(f"{float(r):g}×: {v:.3f}" for r, v in m["val_by_ratio"].items())
+            ratios.append(
+                f"{cell.arm} at {cell.fraction:g} %, seed {cell.seed}: chose {m['chosen_ratio']:g}× "
+                f"the real positives on validation ({m['selection_metric']} by ratio: {scores})."
+            )
     if not code:
         return []
 
@@ -201,26 +210,7 @@ def provenance(sweep: Sweep, dataset: str) -> list[str]:
     for kind, used in sorted(precisions.items()):
         mixed = " — mixed precisions in one table" if len(used) > 1 else ""
         lines.append(f"Precision of the {kind}: {counts(used)}{mixed}.")
-    return lines
-
-
-def chosen_ratios(sweep: Sweep, dataset: str) -> list[str]:
-    """For the report: the synthetic ratio each RATIO_ARMS cell chose on validation, with every
-    ratio's validation score (never test's)."""
-    folder, lines = sweep.records_dir(dataset), []
-    for cell in cell_plan(sweep, dataset):
-        if cell.kind != "classify" or cell.arm not in RATIO_ARMS:
-            continue
-        record = read_record(folder, cell.id)
-        if record is None:
-            continue
-        m = record["metrics"]
-        scores = ", ".join(f"{float(r):g}×: {v:.3f}" for r, v in m["val_by_ratio"].items())
-        lines.append(
-            f"{cell.arm} at {cell.fraction:g} %, seed {cell.seed}: chose {m['chosen_ratio']:g}× the "
-            f"real positives on validation ({m['selection_metric']} by ratio: {scores})."
-        )
-    return lines
+    return lines + ratios
 
 
 def held(rep: dict) -> dict:
@@ -275,7 +265,7 @@ def gan_quality(sweep: Sweep, dataset: str) -> tuple[pd.DataFrame, list[tuple[Pa
         if record is None:
             continue
         rep = record["eval"]
-        kind = VARIANT_KIND.get(cell.variant, "pggan")
+        kind = variant_kind(cell.variant)
         what = " (GAN without the filter bank)" if cell.variant == "nofilter" else ""
         what = " (diffusion model)" if kind == "diffusion" else what
         if sweep.transfer_from and kind == "pggan":

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
-from pipelines.arms import GENERATOR_KINDS
+from pipelines.arms import GENERATOR_KINDS, KIND_SECTION
 from pipelines.errors import RareganError
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 KINDS = {"pggan": "pipelines.gan.kind", "diffusion": "pipelines.generators.diffusion"}
 assert tuple(KINDS) == GENERATOR_KINDS  # the names config checks
-SECTIONS = {"pggan": "gan", "diffusion": "diffusion"}  # each kind's config section (its SECTION)
 DEFAULT = "pggan"  # runs made before generator.kind existed are PGGANs
 
 
@@ -98,9 +97,9 @@ def fingerprint(prepared, cfg, classes, fraction, rows, precision="32", source_i
 def section(cfg: dict) -> str:
     """The name of the config section of the generator `cfg` names (its resolution, seed, …)."""
     kind = config_kind(cfg)
-    if kind not in SECTIONS:
+    if kind not in KIND_SECTION:
         kind_module(kind)  # the user error naming the kinds
-    return SECTIONS[kind]
+    return KIND_SECTION[kind]
 
 
 def load(run: Path, device="cpu", checkpoint: Path | None = None, raw: bool = False):
