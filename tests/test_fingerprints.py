@@ -66,16 +66,15 @@ def test_pixel_key_sees_a_changed_image_of_the_same_byte_size(tmp_path):
     after = build_store([str(p) for p in paths], 8, cache_dir=tmp_path / "c2", progress=False)
     assert before.content_key == after.content_key  # byte sizes alone cannot tell them apart
     assert before.pixel_key != after.pixel_key
-    kept = after.data_path.with_suffix(".pixels")
-    assert kept.read_text().strip() == after.pixel_key  # kept beside the store: hashed once
+    meta = after.data_path.with_suffix(".json")
+    assert json.loads(meta.read_text())["pixels"] == after.pixel_key  # kept: hashed once
     again = build_store([str(p) for p in paths], 8, cache_dir=tmp_path / "c2", progress=False)
     assert again.pixel_key == after.pixel_key  # reopened from the cache: same content, same key
-    kept.write_text("not-this-store\n")  # the kept hash is what a reopened store reports …
-    assert (
-        build_store([str(p) for p in paths], 8, cache_dir=tmp_path / "c2", progress=False).pixel_key
-        == "not-this-store"
-    )
-    after.data_path.unlink()  # … until the store is rebuilt: then the old hash goes with it
+    kept = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**kept, "pixels": "not-this-store"}))  # what is kept is read …
+    reopened = build_store([str(p) for p in paths], 8, cache_dir=tmp_path / "c2", progress=False)
+    assert reopened.pixel_key == "not-this-store"
+    after.data_path.unlink()  # … until the store is rebuilt: its JSON is written afresh
     rebuilt = build_store([str(p) for p in paths], 8, cache_dir=tmp_path / "c2", progress=False)
     assert rebuilt.pixel_key == after.pixel_key
 

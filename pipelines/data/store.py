@@ -69,27 +69,27 @@ class Store:
         self._array: np.memmap | None = None
         self._view: np.ndarray | None = None  # plain-ndarray view of the memmap: faster indexing
         self._index: dict[str, int] | None = None
-        self._pixel_key: str | None = None
+        self._pixel_key: str | None = meta.get("pixels")  # kept by an earlier process
 
     @property
     def pixel_key(self) -> str:
         """A hash of every decoded pixel, in row order: what the images hold at this size and
         resize policy, wherever the files lie. It changes when a file's content changes even at the
         same byte size (which `content_key` cannot see). Computed once per store (~1 s per GB) and
-        kept beside it (`<key>.pixels`: a built store never changes), so a sweep's many processes
-        read it instead of hashing a full CheXpert store each."""
+        kept in the store's JSON (rewritten whole: a built store's pixels never change; a rebuild
+        writes a JSON without it), so a sweep's many processes read it instead of hashing a full
+        CheXpert store each."""
         if self._pixel_key is None:
-            kept = self.data_path.with_suffix(".pixels")
-            if kept.is_file():
-                self._pixel_key = kept.read_text().strip()
-            else:
-                digest = hashlib.blake2b(digest_size=12)
-                flat = self.view.reshape(len(self), -1)
-                for start in range(0, len(self), 4096):
-                    digest.update(np.ascontiguousarray(flat[start : start + 4096]).data)
-                self._pixel_key = digest.hexdigest()
-                with contextlib.suppress(OSError):  # a read-only cache: hashed again next time
-                    atomic_write_text(kept, self._pixel_key + "\n")
+            digest = hashlib.blake2b(digest_size=12)
+            flat = self.view.reshape(len(self), -1)
+            for start in range(0, len(self), 4096):
+                digest.update(np.ascontiguousarray(flat[start : start + 4096]).data)
+            self._pixel_key = digest.hexdigest()
+            meta_path = self.data_path.with_suffix(".json")
+            with contextlib.suppress(OSError, ValueError):  # a read-only cache: hashed next time
+                meta = json.loads(meta_path.read_text())
+                if meta.get("key") == self.key:
+                    atomic_write_text(meta_path, json.dumps({**meta, "pixels": self._pixel_key}))
         return self._pixel_key
 
     def _open(self) -> None:
@@ -328,7 +328,6 @@ def _build(
         meta = {"key": key, "version": FORMAT_VERSION, "size": size, "resize": resize}
         meta |= {"n": n, "created": created, "paths": abspaths}
         tmp_meta.write_text(json.dumps(meta))
-        (cache_dir / f"{key}.pixels").unlink(missing_ok=True)  # the pixels' hash of other data
         os.replace(tmp_data, cache_dir / f"{key}.u8")
         os.replace(tmp_meta, cache_dir / f"{key}.json")  # the commit point: json last
     except BaseException as e:
