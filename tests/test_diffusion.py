@@ -69,6 +69,10 @@ def test_a_diffusion_run_learns_and_leaves_what_every_generator_kind_leaves(diff
     assert summary["training_images"] == 4 * summary["positives"]  # after the filter bank
     grid = np.asarray(Image.open(run / "samples" / "final.png"))
     assert grid.ndim == 2 and grid.std() > 0
+    # a grid of the averaged weights at every checkpoint (every 12 steps of 8 images)
+    grids = sorted(p.name for p in (run / "samples").glob("kimg*.png"))
+    assert grids == [f"kimg{step * 8 / 1000:08.2f}.png" for step in range(12, 100, 12)]
+    assert np.asarray(Image.open(run / "samples" / grids[0])).shape == grid.shape
     losses = pd.read_csv(run / "losses.csv")
     assert losses["loss"].iloc[:3].mean() > losses["loss"].iloc[-3:].mean()  # it learns
     stamped = sorted(p.name for p in (run / "checkpoints").glob("step*.ckpt"))

@@ -192,9 +192,21 @@ def fingerprint(prepared, cfg, classes, fraction, rows, precision="32", source_i
     )
 
 
+def sample_grid(ema: torch.nn.Module, hp: dict, path: Path, n: int = 32) -> None:
+    """A grid of n DDIM samples of the averaged weights (noise seeded by diffusion.seed alone: the
+    grids of one run show the same starting noise at every checkpoint), written to path."""
+    from pggan.sample import make_grid_uint8
+
+    sampler = DiffusionSampler(copy.deepcopy(ema), hp, progress=False)
+    grid = sampler.sample(n, seed=hp["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_png(path, make_grid_uint8(grid, nrow=8).numpy())
+
+
 class Checkpoints(pl.Callback):
-    """last.ckpt every N steps (atomic) plus a step-stamped link, the newest `keep` kept; the
-    final state at the end."""
+    """last.ckpt every N steps (atomic) plus a step-stamped link, the newest `keep` kept, and a
+    grid of the averaged weights' samples (samples/kimgNNNNN.NN.png: look at them while it
+    trains); the final state at the end."""
 
     def __init__(self, run: Path, every_steps: int, keep: int):
         self.run, self.every, self.keep = Path(run), max(1, every_steps), keep
@@ -205,6 +217,8 @@ class Checkpoints(pl.Callback):
             save_checkpoint_atomic(trainer, self.run / CKPT)
             if trainer_rank(module) == 0:
                 keep_stamped(self.run / CKPT, "step", f"{step:09d}", self.keep)
+                kimg = step * module.hp["batch_size"] / 1000
+                sample_grid(module.ema, module.hp, self.run / "samples" / f"kimg{kimg:08.2f}.png")
 
     def on_train_end(self, trainer, module) -> None:
         if trainer.global_step >= module.hparams.total_steps:
@@ -332,12 +346,7 @@ def finish(run, module, rows, images, classes, fraction, cfg, label_names, task)
     """Averaged weights, a sample grid, the loss log and the summary; DONE last."""
     hp = dict(module.hp)
     torch.save({"hparams": hp, "state_dict": module.ema.state_dict()}, run / GENERATOR)
-    sampler = DiffusionSampler(copy.deepcopy(module.ema).cpu(), hp, progress=False)
-    grid = sampler.sample(32, seed=hp["seed"])
-    from pggan.sample import make_grid_uint8
-
-    (run / "samples").mkdir(parents=True, exist_ok=True)
-    save_png(run / "samples" / "final.png", make_grid_uint8(grid, nrow=8).numpy())
+    sample_grid(module.ema, hp, run / "samples" / "final.png")
     losses = merged_logs(run)
     losses.to_csv(run / "losses.csv", index=False)
     summary = {
