@@ -95,6 +95,8 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", category=category)
     warnings.filterwarnings("ignore", message=r".*(litlogger|litmodels|LeafSpec)")
     warnings.filterwarnings("ignore", message="Checkpoint directory .* is not empty")  # resume
+    # where Slurm is installed but raregan runs outside srun (a login node, a job array's task)
+    warnings.filterwarnings("ignore", message="The `srun` command is available")
 
 
 class Stopped(BaseException):

@@ -181,7 +181,7 @@ def test_no_progress_prints_a_line_per_phase_and_checkpoints_by_default(phantom_
     assert lines[-1].startswith("phase 5/5 stable 16 px: kimg 0.40-0.50, d_loss ")
     assert "g_loss" in lines[-1]
     shown = proc.stdout + proc.stderr
-    for noise in ("Tip", "litlogger", "Warning", "deprecated", "Epoch"):
+    for noise in ("Tip", "litlogger", "Warning", "deprecated", "Epoch", "srun"):
         assert noise not in shown, shown
     # by default a fifth of the schedule: checkpoints (with a grid each) at 0.1, 0.2, 0.3, 0.4 kimg
     assert len(list((out / "samples").glob("kimg*.png"))) == 4

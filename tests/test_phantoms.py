@@ -251,3 +251,22 @@ def test_command_writes_and_summarizes(tmp_path, capsys):
     args = parser.parse_args(["--out", str(tmp_path / "ph" / "CheXpert-v1.0-small" / "train.csv")])
     with pytest.raises(RareganError, match="train.csv"):
         command.run(args)
+
+
+def test_command_sets_a_findings_share_and_refuses_a_malformed_one(tmp_path, capsys):
+    """--prevalence "Lung Lesion=0.3" (the demo's class made common enough to learn in minutes);
+    a value that is not a number is refused by the parser, an unknown finding by name."""
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    out = tmp_path / "ph"
+    argv = ["--out", str(out), "--n", "200", "--size", "32", "--prevalence", "Lung Lesion=0.3"]
+    assert command.run(parser.parse_args(argv)) == 0
+    root = out / "CheXpert-v1.0-small"
+    frame = pd.concat([pd.read_csv(root / "train.csv"), pd.read_csv(root / "valid.csv")])
+    assert 0.2 < (frame["Lung Lesion"] == 1).mean() < 0.4  # CheXpert's own share is 0.041
+    for bad in ("Lung Lesion=x", "=0.1", ";"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--out", str(out), "--prevalence", bad])
+    args = parser.parse_args(["--out", str(tmp_path / "other"), "--prevalence", "Lesion=0.1"])
+    with pytest.raises(RareganError, match="Lesion=0.1 is not a finding"):
+        command.run(args)

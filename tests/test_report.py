@@ -159,7 +159,9 @@ def test_data_citations_and_phantom_warning(sweep, tmp_path):
         data_citation({"source": "mnist"})
     paths = write_report(tmp_path, table, cells, {"source": "phantoms"})
     md = paths["report_md"].read_text()
-    assert md.index("smoke-test data") < md.index("## Verdict"), "the warning comes first"
+    # the report opens with it (before the question), and says where the real results are
+    assert md.index("Smoke test, not science") < md.index("## The question")
+    assert "docs/results/" in md
     with pytest.raises(RareganError, match="report image .*missing.png not found"):
         write_report(tmp_path, table, cells, {"images": [(tmp_path / "missing.png", "x")]})
 

@@ -16,7 +16,7 @@ RARE = ("Lung Lesion", "Pleural Other", "Fracture")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """--out, --n, --size, --seed."""
+    """--out, --n, --size, --seed, --prevalence."""
     parser.add_argument(
         "--out", type=Path, required=True, help="folder to write CheXpert-v1.0-small/ into"
     )
@@ -25,6 +25,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=non_negative_int, default=0, help="seed; same seed, same files (default 0)"
     )
+    parser.add_argument(
+        "--prevalence",
+        type=prevalences,
+        default=None,
+        metavar="FINDING=SHARE",
+        help='share of images positive for findings, e.g. "Lung Lesion=0.1" (default: '
+        "CheXpert's, Lung Lesion 0.041); several separated by ';'",
+    )
+
+
+def prevalences(text: str) -> dict[str, float]:
+    """Parse "Lung Lesion=0.1;Fracture=0.05" (phantom_table checks names and range)."""
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        name, sep, value = item.rpartition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(
+                f'{item!r} is not FINDING=SHARE, e.g. "Lung Lesion=0.1"'
+            )
+    if not out:
+        raise argparse.ArgumentTypeError(f'{text!r} names no finding, e.g. "Lung Lesion=0.1"')
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     from pipelines.data.phantoms import write_phantoms
 
-    root = write_phantoms(args.out, n=args.n, size=args.size, seed=args.seed)
+    root = write_phantoms(
+        args.out, n=args.n, size=args.size, seed=args.seed, prevalence=args.prevalence
+    )
     frame = pd.concat([pd.read_csv(root / "train.csv"), pd.read_csv(root / "valid.csv")])
     patients = frame["Path"].str.split("/").str[2].nunique()
     lateral = int((frame["Frontal/Lateral"] == "Lateral").sum())

@@ -22,7 +22,7 @@ from pipelines.errors import RareganError
 
 ROOT_NAME = "CheXpert-v1.0-small"
 MARKER = "phantoms.json"  # written last inside the root: parameters of the phantom set
-VERSION = 1
+VERSION = 2
 # Per image, near CheXpert's training set: positive (1), and among the others uncertain (-1) and
 # explicitly negative (0); the rest are blank. Rare targets: Lung Lesion, Pleural Other, Fracture.
 RATES = {
@@ -94,7 +94,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         med_w=u(0.11, 0.15), spine_w=u(0.06, 0.08), vert_h=u(0.11, 0.14),
         rib_y0=top + u(-0.06, 0.0), rib_sp=u(0.12, 0.145), rib_curve=u(0.5, 0.62),
         rib_w=u(0.36, 0.46), clav_y=top + u(0.0, 0.06), air=u(0.3, 0.38),
-        lesion=(side(), u(0.35, 0.75), u(0.25, 0.6), u(0.06, 0.12)),
+        lesion=(side(), u(0.35, 0.75), u(0.25, 0.6), u(0.08, 0.14)),
         fracture=(side(), int(rng.integers(2, 7)), u(0.35, 0.6), u(0.45, 0.55)),
         pleural=(side(), u(0.06, 0.09), u(0, 2 * np.pi), u(0.06, 0.12)),
         effusion=(float(rng.choice((-1.0, 1.0, 0.0))), u(0.15, 0.35)),
@@ -214,7 +214,7 @@ def _findings_common(X, Y, a: Anatomy, f: set[str], e: float, ly: float, lx: flo
     D = np.zeros_like(X)
     if "Lung Lesion" in f:
         r2 = ((X - lx) ** 2 + (Y - ly) ** 2) / a.lesion[3] ** 2
-        D = D + 0.3 * np.sqrt(np.clip(1 - r2, 0, 1))
+        D = D + 0.4 * np.sqrt(np.clip(1 - r2, 0, 1))
     if "Support Devices" in f:
         x0, bend, tip, lead_x, lead_y = a.device
         line = x0 + bend * (Y + 1) ** 2

@@ -54,8 +54,9 @@ DATA_CITATIONS = {
     "phantoms": None,  # synthetic: no citation
 }
 PHANTOM_WARNING = (
-    "These results come from synthetic phantoms: smoke-test data that exercise the pipeline, "
-    "not science. Nothing here says whether GAN augmentation helps on real X-rays."
+    "Smoke test, not science: these results come from synthetic phantoms, data that exercise "
+    "the pipeline. Nothing here says whether GAN augmentation helps on real X-rays; the "
+    "real-data results are in the repository's docs/results/ (README.md there)."
 )
 QUESTION = (
     "Does training a progressive-growing GAN on a rare class (after a cheap filter "
@@ -243,11 +244,12 @@ def fidelity_table(frame: pd.DataFrame) -> pd.DataFrame:
 def _blocks(table, cells, context, figs, images) -> list[tuple[str, object]]:
     """The report's content, in order, as (kind, payload) blocks."""
     title = context.get("title") or "raregan: does GAN augmentation of rare classes help?"
-    b: list[tuple[str, object]] = [("h1", title), ("h2", "The question"), ("p", QUESTION)]
+    b: list[tuple[str, object]] = [("h1", title)]
+    if context.get("source") == "phantoms":  # the first thing a demo's reader sees
+        b.append(("p", f"**⚠ {PHANTOM_WARNING}**"))
+    b += [("h2", "The question"), ("p", QUESTION)]
     if context.get("dataset"):
         b.append(("p", f"Data set: {context['dataset']}."))
-    if context.get("source") == "phantoms":
-        b.append(("p", f"**⚠ {PHANTOM_WARNING}**"))
     fidelity = None if context.get("fid_kid") is None else pd.DataFrame(context["fid_kid"])
     b += [("p", PRIMARY), ("h2", "Verdict")]
     at_a_glance = verdict_table(table)
