@@ -129,3 +129,14 @@ def test_dicom_files_are_named_by_kind_and_a_class_losing_most_is_refused(tmp_pa
     assert rec.info["skipped_files"] == [
         f"skipped 1 DICOM files in {root / 'fracture'} (convert them to PNG or JPEG to use them)"
     ]
+
+
+def test_grade_folders_renamed_by_the_label_map_stay_ordinal_in_order(tmp_path: Path) -> None:
+    """--label-map "KL0=0;KL1=1;KL2=2" names knee grades as readers know them: same task, order and
+    targets (the docs' recipe for reports that say KL4, not 4)."""
+    from pipelines.data.labelmap import map_labels, parse_label_map
+
+    rec = load_records(make_classes(tmp_path / "g", {c: [f"{c}.png"] for c in ["2", "0", "1"]}))
+    renamed = map_labels(rec, parse_label_map("KL0=0;KL1=1;KL2=2"))
+    assert renamed.label_names == ["KL0", "KL1", "KL2"] and renamed.task == "ordinal"
+    np.testing.assert_array_equal(renamed.targets(), rec.targets())
