@@ -43,9 +43,10 @@ phantoms: $(PHANTOMS)/CheXpert-v1.0-small/train.csv
 
 FORCE:
 
-# The main job on the embedded phantoms, in about 5 minutes: a GAN of Lung Lesion → synth → the small
-# CNN (cnn5) without and with its images at 100 % → tables and report. DenseNet-121: ARGS="--model
-# densenet121" (about 8 minutes); the experiment's full preset: ARGS="--config cpu-results".
+# The main job on the embedded phantoms, about 3 minutes on 2 cores (benchmarks/bench_demo.py): a GAN
+# of Lung Lesion → synth → the small CNN (cnn5) without and with its images at 100 % → tables and
+# report. DenseNet-121 instead: ARGS="--model densenet121" (slower); the full preset: ARGS="--config
+# cpu-results".
 demo: setup $(PHANTOMS)/CheXpert-v1.0-small/train.csv
 	$(BIN)/raregan compare --data $(PHANTOMS) --config $(CONFIG) --name demo --classes "Lung Lesion" \
 	  --fractions 100 --arms none gan --seeds 0 --model cnn5 --set classify.epochs=15 --progress $(ARGS)
