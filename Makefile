@@ -14,7 +14,7 @@ SEED     ?= 0
 SYNTH    ?=
 ARGS     ?=
 SHARED   ?= ../shared/data
-# the embedded phantoms are written on first use when DATA is left at its default
+# the embedded phantoms are written on first use (and checked on every use) when DATA is left at its default
 DATA_DEP := $(if $(filter $(PHANTOMS),$(DATA)),$(PHANTOMS)/CheXpert-v1.0-small/train.csv)
 
 .PHONY: FORCE setup test lint demo phantoms data filters gan synth classify compare results bench clean
@@ -45,12 +45,11 @@ FORCE:
 
 # The main job on the embedded phantoms, about 3 minutes on 2 cores (benchmarks/bench_demo.py): a GAN
 # of Lung Lesion → synth → the small CNN (cnn5) without and with its images at 100 % → tables and
-# report. DenseNet-121 instead: ARGS="--model densenet121" (slower); the full preset: ARGS="--config
-# cpu-results".
+# report (compare prints its path). DenseNet-121 instead: ARGS="--model densenet121" (slower); the whole
+# experiment (fractions, arms, seeds of a preset): make compare.
 demo: setup $(PHANTOMS)/CheXpert-v1.0-small/train.csv
 	$(BIN)/raregan compare --data $(PHANTOMS) --config $(CONFIG) --name demo --classes "Lung Lesion" \
 	  --fractions 100 --arms none gan --seeds 0 --model cnn5 --set classify.epochs=15 --progress $(ARGS)
-	@echo "demo report: runs/phantoms/compare/demo/report.html"
 
 data: setup $(DATA_DEP)
 	$(BIN)/raregan data --data $(DATA) --summary $(ARGS)

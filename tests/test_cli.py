@@ -355,3 +355,20 @@ def test_sample_seed_names_what_it_seeds_and_its_old_name_still_works(
         assert (tmp_path / "a/images" / name).read_bytes() == (
             tmp_path / "b/images" / name
         ).read_bytes()
+
+
+def test_quiet_lightning_hides_lightnings_srun_hint_and_nothing_else():
+    """Where Slurm is installed, Lightning hints at srun on every Trainer; raregan runs outside srun
+    on purpose (job-array tasks), so the hint is hidden; other warnings still show."""
+    import warnings
+
+    from pipelines.cli import quiet_lightning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_lightning()
+        warnings.warn(
+            "The `srun` command is available on your system but is not used.", stacklevel=1
+        )
+        warnings.warn("something a user should see", stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something a user should see"]

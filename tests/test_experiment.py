@@ -76,7 +76,9 @@ def test_sweep_writes_tables_report_and_every_cell_once(sweep):
     assert set(table["arm"]) == {"none", "gan"} and set(table["fraction"]) == {50, 100}
     assert table["auc"].between(0, 1).all()
     html = (out_dir(tmp) / "report.html").read_text()
-    assert "Sundaram" in html and "data:image/png;base64" in html and "Smoke test, not science" in html
+    assert (
+        "Sundaram" in html and "data:image/png;base64" in html and "Smoke test, not science" in html
+    )
     # the GAN of each fraction was trained only on that fraction's train positives
     gan50 = pd.read_csv(tmp / "runs/phantoms/gan/sweep-Fracture-f50-seed0/positives.csv")
     gan100 = pd.read_csv(tmp / "runs/phantoms/gan/sweep-Fracture-f100-seed0/positives.csv")

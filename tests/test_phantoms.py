@@ -254,8 +254,8 @@ def test_command_writes_and_summarizes(tmp_path, capsys):
 
 
 def test_command_sets_a_findings_share_and_refuses_a_malformed_one(tmp_path, capsys):
-    """--prevalence "Lung Lesion=0.3" (the demo's class made common enough to learn in minutes);
-    a value that is not a number is refused by the parser, an unknown finding by name."""
+    """--prevalence "Lung Lesion=0.3" (the demo's class made common enough to learn in minutes); a
+    malformed, repeated or unknown item is one user error naming the flag or the finding."""
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     out = tmp_path / "ph"
@@ -264,9 +264,15 @@ def test_command_sets_a_findings_share_and_refuses_a_malformed_one(tmp_path, cap
     root = out / "CheXpert-v1.0-small"
     frame = pd.concat([pd.read_csv(root / "train.csv"), pd.read_csv(root / "valid.csv")])
     assert 0.2 < (frame["Lung Lesion"] == 1).mean() < 0.4  # CheXpert's own share is 0.041
-    for bad in ("Lung Lesion=x", "=0.1", ";"):
-        with pytest.raises(SystemExit):
-            parser.parse_args(["--out", str(out), "--prevalence", bad])
-    args = parser.parse_args(["--out", str(tmp_path / "other"), "--prevalence", "Lesion=0.1"])
-    with pytest.raises(RareganError, match="Lesion=0.1 is not a finding"):
-        command.run(args)
+    bad = {
+        "Lung Lesion=x": "--prevalence item 'Lung Lesion=x'",
+        "=0.1": "--prevalence item '=0.1'",
+        "Fracture=1.5": "SHARE in [0, 1]",
+        "Fracture=0.1,Fracture=0.2": "names 'Fracture' twice",
+        "Lesion=0.1": "Lesion=0.1 is not a finding",
+    }
+    for text, message in bad.items():
+        args = parser.parse_args(["--out", str(tmp_path / "other"), "--prevalence", text])
+        with pytest.raises(RareganError, match=re.escape(message)):
+            command.run(args)
+    assert not (tmp_path / "other").exists()

@@ -3,10 +3,14 @@ uncertain labels are the policy's in train and unknown in val and test."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 
 from pipelines.data.chexpert import UNCERTAIN
 from pipelines.data.prepare import DataSpec, prepare
+from pipelines.errors import RareganError
 
 
 def test_uncertain_labels_are_unknown_in_val_and_test_and_follow_the_policy_in_train(
@@ -75,3 +79,20 @@ def test_data_id_is_the_same_for_a_copy_elsewhere_and_changes_with_the_files(
     victim.write_bytes(victim.read_bytes() + b"\0")  # one more byte
     changed = prepare(DataSpec(copy, size=16, cache_dir=tmp_path / "c"), progress=False)
     assert changed.data_id != here.data_id
+
+
+def test_label_shares_parse_and_refuse_bad_repeated_or_out_of_range_items():
+    """--rarefy and phantoms --prevalence share one NAME=SHARE parser (commas between items)."""
+    from pipelines.data.prepare import parse_rarefy, parse_shares
+
+    assert parse_rarefy("viral=0.05, Fracture = 1") == {"viral": 0.05, "Fracture": 1.0}
+    assert parse_rarefy(None) == {} and parse_rarefy("") == {}
+    for text, message in {
+        "viral": "--rarefy item 'viral'",
+        "viral=0": "SHARE in (0, 1]",
+        "viral=1.2": "SHARE in (0, 1]",
+        "viral=0.1,viral=0.2": "names 'viral' twice",
+    }.items():
+        with pytest.raises(RareganError, match=re.escape(message)):
+            parse_rarefy(text)
+    assert parse_shares("Fracture=0", "--prevalence", "x", allow_zero=True) == {"Fracture": 0.0}

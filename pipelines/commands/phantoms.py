@@ -27,30 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prevalence",
-        type=prevalences,
-        default=None,
         metavar="FINDING=SHARE",
         help='share of images positive for findings, e.g. "Lung Lesion=0.1" (default: '
-        "CheXpert's, Lung Lesion 0.041); several separated by ';'",
+        "CheXpert's, Lung Lesion 0.041); several separated by commas",
     )
-
-
-def prevalences(text: str) -> dict[str, float]:
-    """Parse "Lung Lesion=0.1;Fracture=0.05" (phantom_table checks names and range)."""
-    out = {}
-    for item in filter(None, (part.strip() for part in text.split(";"))):
-        name, sep, value = item.rpartition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise argparse.ArgumentTypeError(
-                f'{item!r} is not FINDING=SHARE, e.g. "Lung Lesion=0.1"'
-            )
-    if not out:
-        raise argparse.ArgumentTypeError(f'{text!r} names no finding, e.g. "Lung Lesion=0.1"')
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,10 +38,11 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd  # loaded when the command runs, not for --help
 
     from pipelines.data.phantoms import write_phantoms
+    from pipelines.data.prepare import parse_shares
 
-    root = write_phantoms(
-        args.out, n=args.n, size=args.size, seed=args.seed, prevalence=args.prevalence
-    )
+    example = '"Lung Lesion=0.1"'
+    prevalence = parse_shares(args.prevalence, "--prevalence", example, allow_zero=True)
+    root = write_phantoms(args.out, n=args.n, size=args.size, seed=args.seed, prevalence=prevalence)
     frame = pd.concat([pd.read_csv(root / "train.csv"), pd.read_csv(root / "valid.csv")])
     patients = frame["Path"].str.split("/").str[2].nunique()
     lateral = int((frame["Frontal/Lateral"] == "Lateral").sum())

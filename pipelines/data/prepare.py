@@ -160,21 +160,33 @@ def load_split(spec: DataSpec) -> Records:
     return records
 
 
-def parse_rarefy(text: str | None) -> dict[str, float]:
-    """ "viral=0.05,Fracture=0.5" → {"viral": 0.05, "Fracture": 0.5}; a bad item is a user error."""
-    out = {}
+def parse_shares(
+    text: str | None, flag: str, example: str, allow_zero: bool = False
+) -> dict[str, float]:
+    """ "viral=0.05,Fracture=0.5" → {"viral": 0.05, "Fracture": 0.5}; a bad or repeated item is a
+    user error naming the flag (--rarefy, phantoms --prevalence)."""
+    out: dict[str, float] = {}
     for item in filter(None, (t.strip() for t in (text or "").split(","))):
         name, _, value = item.rpartition("=")
+        name = name.strip()
         try:
-            keep = float(value)
+            share = float(value)
         except ValueError:
-            keep = -1.0
-        if not name or not 0.0 < keep <= 1.0:
+            share = -1.0
+        if not name or not (0.0 <= share <= 1.0) or (share == 0.0 and not allow_zero):
+            shares = "[0, 1]" if allow_zero else "(0, 1]"
             raise RareganError(
-                f"--rarefy item {item!r} must be LABEL=SHARE with SHARE in (0, 1], e.g. viral=0.05"
+                f"{flag} item {item!r} must be LABEL=SHARE with SHARE in {shares}, e.g. {example}"
             )
-        out[name] = keep
+        if name in out:
+            raise RareganError(f"{flag} names {name!r} twice; give each label once")
+        out[name] = share
     return out
+
+
+def parse_rarefy(text: str | None) -> dict[str, float]:
+    """--rarefy "viral=0.05,Fracture=0.5": the share of train patients each label keeps."""
+    return parse_shares(text, "--rarefy", "viral=0.05")
 
 
 def rarefy(records: Records, label: str, keep: float, seed: int) -> Records:
