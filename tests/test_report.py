@@ -80,9 +80,28 @@ def test_auc_plots_are_valid_deterministic_and_show_the_paper(sweep, tmp_path):
     assert [list(ln.get_ydata()) for ln in diamonds] == [
         [PAPER_AUC["Fracture"][f][i] for f in (1, 100)] for i in range(3)
     ]
-    means = [ln for ln in ax.lines if ln.get_marker() != "D"]
+    means = [bars.lines[0] for bars in ax.containers]
     gan = table[table["arm"] == "gan"].sort_values("fraction")["auc"]
     assert np.allclose(means[2].get_ydata(), gan)
+
+
+def test_every_arms_interval_is_drawn_apart_even_at_a_single_fraction(sweep):
+    """The knee sweep has one fraction: CI bands (fill_between over one x) drew nothing there, and
+    at several fractions six overlapping bands merged; each arm's interval is now a whisker of its
+    own, from lo to hi, at an x of its own."""
+    _, table = sweep
+    one = table[(table["fraction"] == table["fraction"].max()) & (table["class"] == "Fracture")]
+    ax = Figure().add_subplot()
+    plots._draw_class(ax, one, "Fracture")
+    assert len(ax.containers) == one["arm"].nunique() >= 3
+    xs = []
+    for bars, (_, row) in zip(ax.containers, one.set_index("arm").loc[
+        [a for a in plots.ARMS if a in set(one["arm"])]].iterrows(), strict=True):  # fmt: skip
+        (segments,) = bars.lines[2]
+        (x0, y0), (x1, y1) = segments.get_segments()[0]
+        assert x0 == x1 and np.isclose(min(y0, y1), row["lo"]) and np.isclose(max(y0, y1), row["hi"])
+        xs.append(x0)
+    assert len(set(xs)) == len(xs), "two arms' whiskers on top of each other"
 
 
 def test_fid_kid_plot(tmp_path):

@@ -15,6 +15,7 @@ from pipelines.commands.common import (
     positive_int,
     print_data_notes,
 )
+from pipelines.arms import ARMS
 from pipelines.commands.settings import resolve_config
 from pipelines.errors import RareganError
 from pipelines.runs import atomic_write_text, file_lock
@@ -35,8 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--arms",
         nargs="*",
-        help="arms among none, standard, filters, gan_nofilter, gan, gan_standard, synth_only "
-        "(the gan arm's GANs' samples as the only positives of the classes: their utility; "
+        help=f"arms among {', '.join(ARMS)} (what each trains on: pipelines/arms.py; "
         "default: the config's compare.arms)",
     )
     parser.add_argument("--seeds", nargs="*", type=int, help="classifier seeds (default: config)")

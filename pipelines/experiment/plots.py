@@ -33,6 +33,7 @@ ARM_STYLE = {
     "gan_ratio": {"color": "#17becf", "marker": "h", "label": "GAN, ratio chosen on val"},
 }
 PAPER_LABEL = "Sundaram & Hulkund 2021"
+DODGE = 1.045  # arms side by side at a fraction: neighbours 4.5 % apart on the log axis
 
 
 def _fraction_axis(ax, fractions) -> None:
@@ -47,21 +48,26 @@ def _fraction_axis(ax, fractions) -> None:
 
 
 def _draw_class(ax, table: pd.DataFrame, cls: str, paper: bool = False) -> None:
-    """One class: a line with a CI band per arm; the paper's points as hollow diamonds if `paper`."""
+    """One class: per arm a line through its AUCs with a whisker for each 95 % CI, the arms set side
+    by side around each fraction so that no interval hides another (bands of six arms merged into
+    one blob, and a band at a single fraction draws nothing); the paper's points as hollow diamonds
+    if `paper`."""
     rows = table[table["class"] == cls].sort_values("fraction")
     if rows.empty:
         have = ", ".join(map(str, table["class"].unique()))
         raise RareganError(f"class {cls!r} is not in the AUC table (it has: {have})")
-    for arm in ARMS:
+    present = [arm for arm in ARMS if (rows["arm"] == arm).any()]
+    for k, arm in enumerate(present):
         part = rows[rows["arm"] == arm]
-        if part.empty:
-            continue
-        style, x = ARM_STYLE[arm], part["fraction"].to_numpy(float)
-        ax.fill_between(x, part["lo"], part["hi"], color=style["color"], alpha=0.18, lw=0)
-        ax.plot(x, part["auc"], color=style["color"], marker=style["marker"], label=style["label"])
+        style = ARM_STYLE[arm]
+        x = part["fraction"].to_numpy(float) * DODGE ** (k - (len(present) - 1) / 2)
+        auc = part["auc"].to_numpy(float)
+        whisker = np.vstack([auc - part["lo"].to_numpy(float), part["hi"].to_numpy(float) - auc])
+        ax.errorbar(x, auc, yerr=whisker, color=style["color"], marker=style["marker"], ms=5,
+                    capsize=2, lw=1.2, elinewidth=1, label=style["label"])  # fmt: skip
         if paper:
-            pts = part[np.isfinite(part["paper_auc"].astype(float))]
-            ax.plot(pts["fraction"].to_numpy(float), pts["paper_auc"], ls="none", marker="D",
+            pts = np.isfinite(part["paper_auc"].astype(float)).to_numpy()
+            ax.plot(x[pts], part["paper_auc"][pts], ls="none", marker="D",
                     mfc="white", mec=style["color"], mew=1.5, ms=7)  # fmt: skip
     if not np.isfinite(rows["auc"]).any():
         note = rows["note"].dropna().iloc[0] if rows["note"].notna().any() else "no AUC"
@@ -101,7 +107,7 @@ def _legend_below(fig: Figure, handles: list, labels: list) -> None:
 def auc_vs_fraction(
     table: pd.DataFrame, out_png: Path | str, cls: str, paper: bool = False
 ) -> Path:
-    """AUC vs training fraction for one class: a line per arm with CI bands (paper's points if `paper`)."""
+    """AUC vs training fraction for one class: a line per arm with CI whiskers (paper's points if `paper`)."""
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
     _draw_class(ax, table, cls, paper)

@@ -131,8 +131,8 @@ def _figures(out: Path, table: pd.DataFrame, context: dict) -> list[tuple[Path, 
     figs += [
         (
             plots.auc_vs_fraction_all(table, out / "auc_vs_fraction.png", paper),
-            "Test AUC vs training fraction, all classes: mean over seeds with 95 % patient-"
-            "bootstrap CI bands"
+            "Test AUC vs training fraction, all classes: dot = mean over seeds, whisker = 95 % CI "
+            "(seeds and test patients); the arms stand side by side around each fraction"
             + (f"; hollow diamonds: {plots.PAPER_LABEL} (one seed, CheXpert)." if paper else "."),
         )
     ]
