@@ -67,7 +67,12 @@ classify: setup $(DATA_DEP)
 	$(BIN)/raregan classify --data $(DATA) --fraction $(FRACTION) --arm $(ARM) --model $(MODEL) \
 	  --train-seed $(SEED) --config $(CONFIG) $(if $(SYNTH),--synth $(SYNTH)) $(ARGS)
 
+# Left at their defaults, DATA and CONFIG run the experiment on the phantoms with the demo preset:
+# one line says so, since a user who passed only ARGS may have meant their own data.
+PHANTOM_NOTE = make compare: on the demo phantoms ($(PHANTOMS)) with configs/$(CONFIG).yaml; for your \
+  data: make compare DATA=/path/to/data CONFIG=cpu-results ARGS="--classes ..."
 compare: setup $(DATA_DEP)
+	$(if $(and $(filter file,$(origin DATA)),$(if $(findstring --data,$(ARGS)),,yes)),@echo '$(PHANTOM_NOTE)' >&2)
 	$(BIN)/raregan compare --data $(DATA) --config $(CONFIG) --progress $(ARGS)
 
 # The committed real-data results (docs/results/<name>/): each sweep's cell records (cells/), its
