@@ -83,10 +83,16 @@ def memorizer(run: Path, cls: str, n: int, size: int, cache: Path, seed: int) ->
     return originals[np.random.default_rng(seed).integers(len(originals), size=n)]
 
 
+def set_size(folder: Path) -> int:
+    """The image count in a sampled set's name (`synth-n256-s0` → 256)."""
+    return int(folder.name.split("-")[1][1:])
+
+
 def samples(run: Path, cls: str | None) -> np.ndarray:
     """The run's sampled images of `cls` (all of them for an unconditional run, or with cls None);
     `run` may also name one sampled set (`RUN/synth-kimg…`: an earlier checkpoint's samples)."""
-    synth = [run] if run.name.startswith("synth-") else sorted(run.glob("synth-n*"))
+    # the largest set (`synth-n256-s0` over a sweep's `synth-n33-s1`: names sort as text, not as n)
+    synth = [run] if run.name.startswith("synth-") else sorted(run.glob("synth-n*"), key=set_size)
     if not synth:
         sys.exit(f"{run} has no sampled set (synth-n*): run `raregan gan-eval --run {run}` first")
     rows, images = load_synthetic(synth[-1], [])

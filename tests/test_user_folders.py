@@ -172,3 +172,22 @@ def test_runs_root_may_hold_the_data_as_the_demo_does(capsys, tmp_path, own_phan
     assert run_cli(capsys, *argv)[0] == 0
     made = list(runs.glob(f"*/classify/*/{FINGERPRINT}"))
     assert len(made) == 1 and json.loads(made[0].read_text())["id"]
+
+
+def test_a_users_folder_given_as_compare_results_keeps_every_file(capsys, tmp_path, phantom_root):
+    """`compare --results` at a folder of the user's, run to the end with --redo and collected
+    again: the records, tables and report land beside the user's files, none of which is touched."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("classify: {model: cnn5, epochs: 1, batch_size: 64}\ncompare: {n_boot: 50}\n")
+    mine = tmp_path / "mine"
+    before = user_folder(mine)
+    argv = ["compare", "--data", phantom_root, "--classes", "Fracture", "--fractions", "100"]
+    argv += ["--arms", "none", "--seeds", "0", "--config", cfg, "--runs", tmp_path / "runs"]
+    argv += ["--results", mine, "--cache", tmp_path / "store"]
+    for extra in (["--redo"], ["--collect"]):
+        code, err = run_cli(capsys, *argv, *extra)
+        assert code == 0, err
+        after = snapshot(mine)
+        assert {k: after.get(k) for k in before} == before
+    assert (mine / "cells" / "classify-none-f100-s0.json").is_file()
+    assert (mine / "report.html").is_file()
