@@ -89,6 +89,14 @@ DEFAULTS: dict = {
         "precision": "auto",  # bf16 autocast where native (CPU AVX512-BF16/AMX, GPU), else fp32
         "min_images": 8,
         "init_from": None,  # a finished diffusion run to fine-tune (e.g. of the abundant class)
+        # several classes: one model conditioned on the class (a learned embedding), trained with
+        # the label dropped to a null class for a share p_uncond of the images, and sampled with
+        # classifier-free guidance ε = ε_null + guidance · (ε_class − ε_null) (Ho & Salimans 2022:
+        # p_uncond 0.1–0.2; guidance 1 is the conditional model alone, > 1 pushes samples toward
+        # their class); false: the classes pooled, without labels (a transfer source)
+        "conditional": True,
+        "p_uncond": 0.1,
+        "guidance": 1.5,
         "seed": 0,
     },
     "classify": {
@@ -266,6 +274,8 @@ def _check_choices(cfg: dict, source: str) -> None:
         bad = f"config key 'diffusion.schedule' must be one of {', '.join(DIFFUSION_SCHEDULES)}, not {value!r}"
     if not d["ema_beta"] < 1:
         bad = f"config key 'diffusion.ema_beta' must be in [0, 1), not {d['ema_beta']!r}"
+    if not d["p_uncond"] < 1:
+        bad = f"config key 'diffusion.p_uncond' must be in [0, 1), not {d['p_uncond']!r}"
     from pipelines.arms import GENERATOR_KINDS
 
     if (value := cfg["generator"]["kind"]) not in GENERATOR_KINDS:

@@ -54,6 +54,8 @@ from pipelines.runs import (
 
 # (sample_steps counts: the run's sampler, saved with its weights, draws its samples with it)
 NOT_FINGERPRINTED = ("checkpoint_every_kimg", "keep_checkpoints", "precision", "init_from")
+# what a model of several classes is trained and sampled with: no part of a one-class run
+CONDITIONING = ("conditional", "p_uncond", "guidance")
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -62,18 +64,32 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def step_batch(
-    images: torch.Tensor, hp: dict, step: int, rank: int = 0, world: int = 1
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Training step `step`'s images (in [-1, 1]), noise and timesteps for rank `rank` of `world`:
-    one batch of diffusion.batch_size drawn from (seed, step) alike on every rank, each rank its
-    slice (DDP averages the gradients), so any device count trains on the same draws."""
+    images: torch.Tensor,
+    hp: dict,
+    step: int,
+    rank: int = 0,
+    world: int = 1,
+    classes: torch.Tensor | None = None,
+    label_dim: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Training step `step`'s images (in [-1, 1]), noise, timesteps and, for a class-conditional
+    model (`classes`: each image's class index of `label_dim`), their class indices with a share
+    diffusion.p_uncond replaced by the null class `label_dim` (classifier-free guidance's
+    unconditional model), for rank `rank` of `world`: one batch of diffusion.batch_size drawn from
+    (seed, step) alike on every rank, each rank its slice (DDP averages the gradients), so any
+    device count trains on the same draws. The class draws come after the others: a one-class
+    model draws exactly what it drew before they existed."""
     g = step_generator(hp["seed"], step)
     b = hp["batch_size"]
     pick = torch.randint(len(images), (b,), generator=g)
     noise = torch.randn((b, 1, *images.shape[-2:]), generator=g)
     t = torch.randint(0, hp["timesteps"], (b,), generator=g)
+    y = None
+    if classes is not None:
+        drop = torch.rand(b, generator=g) < hp["p_uncond"]
+        y = torch.where(drop, label_dim, classes[pick])[rank::world]
     pick, noise, t = pick[rank::world], noise[rank::world], t[rank::world]
-    return images[pick].float().div(127.5).sub(1.0), noise, t
+    return images[pick].float().div(127.5).sub(1.0), noise, t, y
 
 
 class Diffusion(pl.LightningModule):
@@ -85,23 +101,33 @@ class Diffusion(pl.LightningModule):
         total_steps: int,
         precision: str = "32",
         images: np.ndarray | None = None,
+        label_dim: int = 0,
+        classes: np.ndarray | None = None,
     ):
+        """`label_dim` > 0: conditioned on one of that many classes (`classes`: each image's
+        index), with one more embedding for the null class of classifier-free guidance."""
         super().__init__()
-        self.save_hyperparameters("hp", "total_steps", "precision")
-        self.hp = hp
-        self.unet = make_unet(hp)
+        self.save_hyperparameters("hp", "total_steps", "precision", "label_dim")
+        self.hp, self.label_dim = hp, label_dim
+        self.unet = make_unet(hp, label_dim + 1 if label_dim else 0)
         self.ema = copy.deepcopy(self.unet).requires_grad_(False)
         self.schedule = noise_schedule(hp)
         self.images = None if images is None else torch.from_numpy(np.ascontiguousarray(images))
+        self.classes = None if classes is None else torch.as_tensor(classes, dtype=torch.long)
         self.train_seconds = 0.0
 
     def training_step(self, batch, batch_idx):
         world, rank = self.trainer.world_size, self.global_rank
-        x0, noise, t = step_batch(self.images, self.hp, self.global_step, rank, world)
+        x0, noise, t, y = step_batch(
+            self.images, self.hp, self.global_step, rank, world, self.classes, self.label_dim
+        )
         x0, noise, t = x0.to(self.device), noise.to(self.device), t.to(self.device)
         noisy = self.schedule.add_noise(x0, noise, t)
         with autocast(self.device, self.hparams.precision):
-            predicted = self.unet(noisy, t)
+            if y is None:
+                predicted = self.unet(noisy, t)
+            else:
+                predicted = self.unet(noisy, t, class_labels=y.to(self.device))
         loss = F.mse_loss(predicted.float(), noise)  # the loss in fp32
         self.log("loss", loss.detach(), on_step=True, prog_bar=True)
         return loss
@@ -176,8 +202,13 @@ def source_run(cfg: dict) -> Path | None:
 def fingerprint(prepared, cfg, classes, fraction, rows, precision="32", source_id=None) -> dict:
     """What makes a diffusion run: its section (less how it is carried out), the filter bank, the
     data and its pixels, the classes, the fraction, the exact positives, the resolved precision
-    when bf16, and the run it starts from (by its fingerprint)."""
+    when bf16, and the run it starts from (by its fingerprint); how several classes are
+    conditioned on only where there are several."""
     hp = {k: v for k, v in cfg[SECTION].items() if k not in NOT_FINGERPRINTED}
+    if len(classes) == 1:  # nothing to condition on (and one-class runs keep their fingerprints)
+        hp = {k: v for k, v in hp.items() if k not in CONDITIONING}
+    elif not hp["conditional"]:  # pooled: no labels to drop, none to guide by
+        hp = {k: v for k, v in hp.items() if k not in ("p_uncond", "guidance")}
     if precision == "bf16":
         hp["precision"] = precision
     if cfg[SECTION]["init_from"] is not None:
@@ -194,13 +225,19 @@ def fingerprint(prepared, cfg, classes, fraction, rows, precision="32", source_i
     )
 
 
-def sample_grid(ema: torch.nn.Module, hp: dict, path: Path, n: int = 32) -> None:
+def sample_grid(
+    ema: torch.nn.Module, hp: dict, path: Path, n: int = 32, label_dim: int = 0
+) -> None:
     """A grid of n DDIM samples of the averaged weights (noise seeded by diffusion.seed alone: the
-    grids of one run show the same starting noise at every checkpoint), written to path."""
+    grids of one run show the same starting noise at every checkpoint), written to path; a
+    class-conditional model's rows cycle through its classes (row r: class r mod label_dim)."""
     from pggan.sample import make_grid_uint8
 
-    sampler = DiffusionSampler(copy.deepcopy(ema), hp, progress=False)
-    grid = sampler.sample(n, seed=hp["seed"])
+    sampler = DiffusionSampler(copy.deepcopy(ema), hp, progress=False, label_dim=label_dim)
+    labels = None
+    if label_dim:
+        labels = torch.nn.functional.one_hot(torch.arange(n) // 8 % label_dim, label_dim).float()
+    grid = sampler.sample(n, seed=hp["seed"], labels=labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_png(path, make_grid_uint8(grid, nrow=8).numpy())
 
@@ -220,7 +257,8 @@ class Checkpoints(pl.Callback):
             if trainer_rank(module) == 0:
                 keep_stamped(self.run / CKPT, "step", f"{step:09d}", self.keep)
                 kimg = step * module.hp["batch_size"] / 1000
-                sample_grid(module.ema, module.hp, self.run / "samples" / f"kimg{kimg:08.2f}.png")
+                grid = self.run / "samples" / f"kimg{kimg:08.2f}.png"
+                sample_grid(module.ema, module.hp, grid, label_dim=module.label_dim)
 
     def on_train_end(self, trainer, module) -> None:
         if trainer.global_step >= module.hparams.total_steps:
@@ -265,13 +303,10 @@ def train(
     opts = opts or RunOptions()
     run = Path(run)
     classes = as_classes(classes)
-    if len(classes) > 1:
-        raise RareganError(
-            "the diffusion model learns one class (or several pooled: give them as one transfer "
-            f"source with diffusion.init_from); got {', '.join(classes)}"
-        )
     hp = cfg[SECTION]
-    rows, images, _ = training_images(prepared, classes, fraction, cfg, SECTION)
+    rows, images, labels = training_images(prepared, classes, fraction, cfg, SECTION)
+    conditional = len(classes) > 1 and hp["conditional"]
+    index = class_index(rows, labels, classes) if conditional else None
     source = source_run(cfg)
     if source is not None:
         check_source_images(source, prepared, fraction, cfg["data"]["seed"])
@@ -291,7 +326,8 @@ def train(
         check_same_classes(run, classes)
     pl.seed_everything(hp["seed"], workers=True, verbose=False)
     steps = total_steps(hp)
-    module = Diffusion(dict(hp), steps, resolved, images)
+    label_dim = len(classes) if conditional else 0
+    module = Diffusion(dict(hp), steps, resolved, images, label_dim, index)
     if source is not None and not resume:
         start_from_source(module, source)
     rec = prepared.records
@@ -330,6 +366,20 @@ def train(
     return run
 
 
+def class_index(rows, labels: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Each training image's class (its index in `classes`); a user error when an image is
+    positive for several of them (a class embedding takes one class per image)."""
+    several = labels[: len(rows)].sum(axis=1) != 1
+    if several.any():
+        first = rows["image_id"].iloc[int(np.flatnonzero(several)[0])]
+        raise RareganError(
+            f"{int(several.sum())} training images are positive for several of {', '.join(classes)} "
+            f"(e.g. {first}); the class-conditional diffusion model takes one class per image: "
+            "train one model per class, or pool them with --set diffusion.conditional=false"
+        )
+    return labels.argmax(axis=1)
+
+
 def start_from_source(module: Diffusion, source: Path) -> None:
     """Both the trained weights and their average start from the source's averaged weights."""
     saved = torch.load(source / GENERATOR, map_location="cpu", weights_only=False)
@@ -340,22 +390,33 @@ def start_from_source(module: Diffusion, source: Path) -> None:
             f"diffusion.init_from: {source} has another architecture ({theirs}) than this run "
             f"({mine}); give one of the same diffusion.channels, levels and timesteps"
         )
-    module.unet.load_state_dict(saved["state_dict"])
-    module.ema.load_state_dict(saved["state_dict"])
+    if saved.get("label_dim", 0) and saved["label_dim"] != module.label_dim:
+        raise RareganError(
+            f"diffusion.init_from: {source} is conditioned on {saved['label_dim']} classes, this "
+            f"run on {module.label_dim or 'none'}; start from a model of one class or pooled ones"
+        )
+    for net in (module.unet, module.ema):  # a new class embedding starts from its initialization
+        missing, extra = net.load_state_dict(saved["state_dict"], strict=False)
+        if extra or any(not key.startswith("class_embedding.") for key in missing):
+            raise RareganError(
+                f"diffusion.init_from: {source}'s weights do not fit this model "
+                f"(missing {missing[:3]}, unexpected {extra[:3]})"
+            )
 
 
 def finish(run, module, rows, images, classes, fraction, cfg, label_names, task) -> None:
     """Averaged weights, a sample grid, the loss log and the summary; DONE last."""
-    hp = dict(module.hp)
-    torch.save({"hparams": hp, "state_dict": module.ema.state_dict()}, run / GENERATOR)
-    sample_grid(module.ema, hp, run / "samples" / "final.png")
+    hp, label_dim = dict(module.hp), module.label_dim
+    saved = {"hparams": hp, "state_dict": module.ema.state_dict()}
+    torch.save({**saved, "label_dim": label_dim} if label_dim else saved, run / GENERATOR)
+    sample_grid(module.ema, hp, run / "samples" / "final.png", label_dim=label_dim)
     losses = merged_logs(run)
     losses.to_csv(run / "losses.csv", index=False)
     summary = {
         "generator": "diffusion",
         "class": " + ".join(classes),
         "classes": classes,
-        "conditional": False,
+        "conditional": bool(label_dim),
         "fraction": fraction,
         "positives": len(rows),
         "training_images": len(images),
