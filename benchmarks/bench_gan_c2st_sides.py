@@ -48,6 +48,7 @@ Lung Lesion) on phantoms in a temporary folder, 20 a side.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -83,16 +84,20 @@ def memorizer(run: Path, cls: str, n: int, size: int, cache: Path, seed: int) ->
     return originals[np.random.default_rng(seed).integers(len(originals), size=n)]
 
 
-def set_size(folder: Path) -> int:
-    """The image count in a sampled set's name (`synth-n256-s0` → 256)."""
-    return int(folder.name.split("-")[1][1:])
+SAMPLED_SET = re.compile(r"synth-n(\d+)-s\d+")
+
+
+def set_size(folder: Path) -> tuple[int, str]:
+    """A sampled set's image count from its name (`synth-n256-s0` → 256), then its name."""
+    return int(SAMPLED_SET.fullmatch(folder.name).group(1)), folder.name
 
 
 def samples(run: Path, cls: str | None) -> np.ndarray:
     """The run's sampled images of `cls` (all of them for an unconditional run, or with cls None);
     `run` may also name one sampled set (`RUN/synth-kimg…`: an earlier checkpoint's samples)."""
     # the largest set (`synth-n256-s0` over a sweep's `synth-n33-s1`: names sort as text, not as n)
-    synth = [run] if run.name.startswith("synth-") else sorted(run.glob("synth-n*"), key=set_size)
+    sets = [f for f in run.glob("synth-n*") if SAMPLED_SET.fullmatch(f.name)]  # not synth-normal-…
+    synth = [run] if run.name.startswith("synth-") else sorted(sets, key=set_size)
     if not synth:
         sys.exit(f"{run} has no sampled set (synth-n*): run `raregan gan-eval --run {run}` first")
     rows, images = load_synthetic(synth[-1], [])

@@ -276,6 +276,11 @@ def _check_choices(cfg: dict, source: str) -> None:
         bad = f"config key 'diffusion.ema_beta' must be in [0, 1), not {d['ema_beta']!r}"
     if not d["p_uncond"] < 1:
         bad = f"config key 'diffusion.p_uncond' must be in [0, 1), not {d['p_uncond']!r}"
+    if d["p_uncond"] == 0 and d["guidance"] != 1:
+        bad = (
+            "config key 'diffusion.p_uncond' 0 never trains the null class that guidance "
+            f"{d['guidance']!r} samples with; give p_uncond > 0 or guidance 1"
+        )
     from pipelines.arms import GENERATOR_KINDS
 
     if (value := cfg["generator"]["kind"]) not in GENERATOR_KINDS:

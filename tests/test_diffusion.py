@@ -421,3 +421,49 @@ def test_a_one_class_runs_fingerprint_has_no_conditioning_keys(diffusion_run):
     _, run = diffusion_run
     settings = json.loads((run / "fingerprint.json").read_text())["settings"]
     assert not any(k.split(".")[-1] in ("conditional", "p_uncond", "guidance") for k in settings)
+
+
+def test_a_conditional_model_starts_from_a_source_of_its_classes_or_of_one_class(
+    conditional_run, capsys
+):
+    """A conditional run fine-tunes from a source of the same classes, or from a one-class model
+    (its class embedding starts from its initialization); a source conditioned on other classes
+    would map their embeddings onto the wrong classes and is refused in one line."""
+    from pipelines.generators import load
+
+    tmp, source = conditional_run
+    cfg = str(diffusion_config(tmp, 0.08))
+
+    def gan(out, *classes, source=source):
+        argv = cli_argv("gan", tmp / "shapes", tmp / out, tmp, "--class", *classes, "--generator",
+                        "diffusion", "--config", cfg, "--set", "diffusion.min_images=4",
+                        "--set", "diffusion.timesteps=200", "--init-from", str(source))  # fmt: skip
+        return main(argv)
+
+    assert gan("same", "bar", "disc") == 0
+    tuned, _ = load(tmp / "same")
+    assert tuned.label_dim == 2
+    capsys.readouterr()
+    assert gan("other", "bar", "empty") == 2
+    assert "is conditioned on bar, disc, this run on bar, empty" in capsys.readouterr().err
+    one = tmp / "one"
+    assert main(cli_argv("gan", tmp / "shapes", one, tmp, "--class", "bar", "--generator",
+                         "diffusion", "--config", cfg, "--set", "diffusion.min_images=4",
+                         "--set", "diffusion.timesteps=200")) == 0  # fmt: skip
+    assert gan("from-one", "bar", "disc", source=one) == 0
+    fresh, _ = load(tmp / "from-one")
+    start, _ = load(one)
+    for key, value in start.unet.state_dict().items():
+        assert key in fresh.unet.state_dict()
+    assert fresh.unet.class_embedding.num_embeddings == 3
+
+
+def test_guidance_without_a_trained_null_class_is_refused(tmp_path, capsys):
+    from pipelines.config import load_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("diffusion: {p_uncond: 0.0}\n")
+    with pytest.raises(RareganError, match="never trains the null class"):
+        load_config(str(bad))
+    bad.write_text("diffusion: {p_uncond: 0.0, guidance: 1.0}\n")
+    assert load_config(str(bad))["diffusion"]["guidance"] == 1.0

@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="CLASS",
         help="the rare class to learn; several classes train one label-conditional GAN "
-        "(one GAN of them pooled with --unconditional)",
+        "(one GAN of them pooled with --unconditional) or diffusion model (pooled with --set "
+        "diffusion.conditional=false)",
     )
     parser.add_argument(
         "--generator",

@@ -62,7 +62,9 @@ def _draw_class(ax, table: pd.DataFrame, cls: str, paper: bool = False) -> None:
         style = ARM_STYLE[arm]
         x = part["fraction"].to_numpy(float) * DODGE ** (k - (len(present) - 1) / 2)
         auc = part["auc"].to_numpy(float)
+        # a one-seed interval is the bootstrap's percentiles, which need not hold the mean
         whisker = np.vstack([auc - part["lo"].to_numpy(float), part["hi"].to_numpy(float) - auc])
+        whisker = np.clip(whisker, 0.0, None)
         ax.errorbar(x, auc, yerr=whisker, color=style["color"], marker=style["marker"], ms=5,
                     capsize=2, lw=1.2, elinewidth=1, label=style["label"])  # fmt: skip
         if paper:

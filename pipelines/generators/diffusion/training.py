@@ -5,6 +5,7 @@ folder it leaves."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import sys
 import time
@@ -114,6 +115,7 @@ class Diffusion(pl.LightningModule):
         self.schedule = noise_schedule(hp)
         self.images = None if images is None else torch.from_numpy(np.ascontiguousarray(images))
         self.classes = None if classes is None else torch.as_tensor(classes, dtype=torch.long)
+        self.class_names: list[str] = []  # the classes of a conditional model, in index order
         self.train_seconds = 0.0
 
     def training_step(self, batch, batch_idx):
@@ -328,6 +330,7 @@ def train(
     steps = total_steps(hp)
     label_dim = len(classes) if conditional else 0
     module = Diffusion(dict(hp), steps, resolved, images, label_dim, index)
+    module.class_names = list(classes) if conditional else []
     if source is not None and not resume:
         start_from_source(module, source)
     rec = prepared.records
@@ -390,10 +393,14 @@ def start_from_source(module: Diffusion, source: Path) -> None:
             f"diffusion.init_from: {source} has another architecture ({theirs}) than this run "
             f"({mine}); give one of the same diffusion.channels, levels and timesteps"
         )
-    if saved.get("label_dim", 0) and saved["label_dim"] != module.label_dim:
+    theirs_classes = json.loads((source / "summary.json").read_text()).get("classes")
+    if saved.get("label_dim", 0) and (
+        saved["label_dim"] != module.label_dim or theirs_classes != module.class_names
+    ):
         raise RareganError(
-            f"diffusion.init_from: {source} is conditioned on {saved['label_dim']} classes, this "
-            f"run on {module.label_dim or 'none'}; start from a model of one class or pooled ones"
+            f"diffusion.init_from: {source} is conditioned on {', '.join(theirs_classes or [])}, "
+            f"this run on {', '.join(module.class_names) if module.label_dim else 'no class'}; "
+            "start from a model of the same classes, of one class or of pooled ones"
         )
     for net in (module.unet, module.ema):  # a new class embedding starts from its initialization
         missing, extra = net.load_state_dict(saved["state_dict"], strict=False)
