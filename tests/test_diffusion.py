@@ -467,3 +467,21 @@ def test_guidance_without_a_trained_null_class_is_refused(tmp_path, capsys):
         load_config(str(bad))
     bad.write_text("diffusion: {p_uncond: 0.0, guidance: 1.0}\n")
     assert load_config(str(bad))["diffusion"]["guidance"] == 1.0
+
+
+def test_a_conditional_model_is_sampled_at_another_guidance_without_retraining(
+    conditional_run, diffusion_run, capsys
+):
+    _, run = conditional_run
+    base = ["synth", "--run", str(run), "--n", "4", "--class", "bar"]
+    assert main(base) == 0 and main([*base, "--guidance", "1"]) == 0
+    trained, plain = run / "synth-bar-n4-s0", run / "synth-bar-g1-n4-s0"
+    first = sorted((trained / "images").glob("*.png"))[0].read_bytes()
+    assert first != sorted((plain / "images").glob("*.png"))[0].read_bytes()
+    settings = json.loads((plain / "fingerprint.json").read_text())["settings"]
+    assert settings["guidance"] == 1.0
+    assert "guidance" not in json.loads((trained / "fingerprint.json").read_text())["settings"]
+    capsys.readouterr()
+    _, one = diffusion_run
+    assert main(["synth", "--run", str(one), "--n", "2", "--guidance", "2"]) == 2
+    assert "--guidance is for a class-conditional diffusion model" in capsys.readouterr().err

@@ -68,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "instead of its moving average G_ema, which sampling uses: what the average buys",
     )
     parser.add_argument(
+        "--guidance",
+        type=float,
+        metavar="G",
+        help="a class-conditional diffusion model: sample at this classifier-free guidance "
+        "(default: its training's; output <run>/eval-gG)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="output folder (default <run>/eval, <run>/eval-<checkpoint>)"
     )
     parser.add_argument(
@@ -112,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         heldout="skip" if args.no_heldout else "require",
         checkpoint=args.checkpoint,
         raw=args.raw_generator,
+        guidance=args.guidance,
     )
     skipped = report.get("heldout", {}).get("skipped")
     if skipped:

@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "whole row (copy_real, as Sundaram & Hulkund 2021)",
     )
     parser.add_argument(
+        "--guidance",
+        type=float,
+        metavar="G",
+        help="a class-conditional diffusion model: classifier-free guidance to sample at "
+        "(default: diffusion.guidance of its training)",
+    )
+    parser.add_argument(
         "--redo", action="store_true", help="replace an output made by other settings"
     )
     parser.add_argument(
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         only=args.only,
         label_rows=args.label_rows,
         redo=args.redo,
+        guidance=args.guidance,
     )
     print(f"synthetic images and rows in {out} (synthetic.csv)")
     return 0

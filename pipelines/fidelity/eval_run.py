@@ -201,6 +201,7 @@ def evaluate_gan_run(
     heldout: str = "auto",
     checkpoint: Path | None = None,
     raw: bool = False,
+    guidance: float | None = None,
 ) -> tuple[dict, pd.DataFrame, Path]:
     """Write eval.json, nearest.csv, closest_pairs.png and real_vs_synthetic.png; return report, table, folder.
 
@@ -215,7 +216,8 @@ def evaluate_gan_run(
     `checkpoint` evaluates one of the run's final-phase checkpoints (default folder
     <run>/eval-<checkpoint name>): the same figures at an earlier point of training; `raw` its raw
     generator instead of the moving average (<run>/eval-<checkpoint name>-raw; last.ckpt without
-    `checkpoint`): what averaging the weights buys.
+    `checkpoint`): what averaging the weights buys. `guidance`: a class-conditional diffusion
+    model sampled at that classifier-free guidance (folder <run>/eval-gG).
     """
     if heldout not in HELDOUT_MODES:
         raise ValueError(f"heldout must be one of {HELDOUT_MODES}, got {heldout!r}")
@@ -224,7 +226,9 @@ def evaluate_gan_run(
         check_replaceable(out, "gan-eval")  # before any work
     G, summary = load(run, checkpoint=checkpoint, raw=raw)  # any generator kind's sampler
     positives, originals, real = seen_images(run, G.resolution, cache)
-    synth_dir = synth_dir or synthesize(run, n=n, seed=seed, checkpoint=checkpoint, raw=raw)
+    synth_dir = synth_dir or synthesize(
+        run, n=n, seed=seed, checkpoint=checkpoint, raw=raw, guidance=guidance
+    )
     rows, fake = load_synthetic(synth_dir, summary["label_names"])
     if len(fake) > MAX_EVAL_IMAGES:  # paper scale: a seeded subsample keeps memory bounded
         pick = np.sort(np.random.default_rng(seed).choice(len(fake), MAX_EVAL_IMAGES, False))
@@ -236,6 +240,8 @@ def evaluate_gan_run(
     )
     report, nearest = gan_eval(real, fake, net=net, seed=seed, inception_weights=inception_weights)
     report.update({"run": str(run), "synthetic": str(synth_dir), "class": summary["class"]})
+    if guidance is not None:
+        report["guidance"] = float(guidance)
     report["feature_classifier"] = (
         {"path": str(classifier), "sha256": file_sha256(classifier)} if classifier else None
     )
@@ -245,7 +251,8 @@ def evaluate_gan_run(
     at = summary.get("checkpoint")
     if at:
         report["checkpoint"] = at
-    out = Path(out) if out else run / ("eval" if not at else f"eval-{checkpoint_tag(at)}")
+    name = "eval" if not at else f"eval-{checkpoint_tag(at)}"
+    out = Path(out) if out else run / (name + (f"-g{guidance:g}" if guidance is not None else ""))
     with staged_dir(out, "gan-eval") as tmp:
         write_json(tmp / "eval.json", report)
         nearest.to_csv(tmp / "nearest.csv", index=False)

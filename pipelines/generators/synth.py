@@ -39,6 +39,7 @@ def synthesize(
     redo: bool = False,
     checkpoint: Path | None = None,
     raw: bool = False,
+    guidance: float | None = None,
 ) -> Path:
     """Write n synthetic images (or `ratio` per real positive) and their label rows; returns the folder.
 
@@ -50,13 +51,17 @@ def synthesize(
     in the loss; 0 for single-label tasks, where the class excludes the others); "copy_real" the
     drawn real positive's whole row, as Sundaram & Hulkund (2021) did. `checkpoint` samples the
     generator of one of the run's final-phase checkpoints instead of the finished one; `raw` its
-    raw generator instead of the moving average (last.ckpt without `checkpoint`).
+    raw generator instead of the moving average (last.ckpt without `checkpoint`). `guidance`
+    samples a class-conditional diffusion model at that classifier-free guidance instead of the
+    one it was trained with (folder tag `-gG`; in the set's fingerprint).
     """
     if label_rows not in LABEL_ROWS:
         raise RareganError(
             f"unknown label rows {label_rows!r}; choose one of {', '.join(LABEL_ROWS)}"
         )
     G, summary = load(run, run_device(), checkpoint, raw)  # any kind's sampler
+    if guidance is not None:
+        guide(G, summary, run, guidance)
     at = summary.get("checkpoint")
     positives = pd.read_csv(Path(run) / "positives.csv")
     label_names = summary["label_names"]
@@ -82,10 +87,13 @@ def synthesize(
     if n < 1:
         raise RareganError(f"asked for {n} synthetic images; give --n ≥ 1 or a positive --ratio")
     tag = (f"-{class_tag(wanted)}" if wanted else "") + (f"-{checkpoint_tag(at)}" if at else "")
+    tag += f"-g{guidance:g}" if guidance is not None else ""
     out = Path(out) if out else Path(run) / f"synth{tag}-n{n}-s{seed}"
     check_replaceable(out, "synth")
     raw_tag = ":raw" if raw else ""  # G_ema's sets keep the fingerprints they had
     which = {"checkpoint": f"{at['name']}@{at['kimg']}{raw_tag}"} if at else {}
+    if guidance is not None:
+        which["guidance"] = float(guidance)
     fp = fingerprint(gan=run_id(run), n=n, seed=seed, only=only or "", labels=label_rows, **which)
     if check_fingerprint(out, fp, redo) and is_done(out):
         return out
@@ -138,6 +146,18 @@ def synthesize(
         write_fingerprint(tmp, fp)
         mark_done(tmp)
     return out
+
+
+def guide(G, summary: dict, run: Path, guidance: float) -> None:
+    """Sample `G` (a class-conditional diffusion model's sampler) at classifier-free guidance
+    `guidance`; a user error for any other generator or a negative value."""
+    if summary.get("generator") != "diffusion" or not G.label_dim:
+        raise RareganError(
+            f"--guidance is for a class-conditional diffusion model; {run} is not one"
+        )
+    if not guidance >= 0:
+        raise RareganError(f"--guidance must be ≥ 0, not {guidance!r}")
+    G.hp = {**G.hp, "guidance": float(guidance)}
 
 
 def samples_for(run: Path, classes: list[str], n: int) -> int:
