@@ -264,6 +264,7 @@ def evaluate_gan_run(
             tmp / "real_vs_synthetic.png",
             [list(real[pick_r]), list(fake[pick_f])],
             row_titles=["real", "synthetic"],
-            title=f"{summary['class']}: real train positives vs GAN samples",
+            title=f"{summary['class']}: real train positives vs "
+            f"{'diffusion' if summary.get('generator') == 'diffusion' else 'GAN'} samples",
         )
     return report, nearest, out
