@@ -79,16 +79,22 @@ def _arm_sentences(rows: pd.DataFrame, cls: str, name: str, order: list) -> list
     return out
 
 
+# whose samples a generator kind's fidelity sentence describes
+BEHIND = {"pggan": "GAN(s) behind the gan arm", "diffusion": "diffusion model(s) behind the diffusion arm"}
+
+
 def _fidelity_sentences(fidelity: pd.DataFrame | None, cls: str) -> list[str]:
-    """How good the GANs behind the gan arm were, per fraction: the range over seeds of their C2ST
+    """How good the generators behind the gan (and diffusion) arms were, per fraction and kind: the range over seeds of their C2ST
     beside real vs real, of their precision and recall, and of their utility (synth_only's AUC beside
     none's) where the sweep ran synth_only. `fidelity`: `sweep.gan_quality`'s rows
     (the report's fidelity table); those measured on `cls` from GANs with the filter bank count."""
     if fidelity is None or "c2st" not in fidelity:
         return []
     mine = fidelity[(fidelity["studied"] == cls) & fidelity["filter_bank"]]
+    if "generator" not in mine:  # frames made before diffusion models joined: PGGANs
+        mine = mine.assign(generator="pggan")
     out = []
-    for frac, g in mine.groupby("fraction", sort=True):
+    for (frac, kind), g in mine.groupby(["fraction", "generator"], sort=True):
         if g["c2st"].notna().any():
             real = _span(g, "c2st_real")
             real = f"real vs real {real}; " if real else ""
@@ -96,7 +102,7 @@ def _fidelity_sentences(fidelity: pd.DataFrame | None, cls: str) -> list[str]:
             pr_real = (_span(g, "precision_real"), _span(g, "recall_real"))
             pr += " (real vs real {} and {})".format(*pr_real) if all(pr_real) else ""
             out.append(
-                f"The {len(g)} GAN(s) behind the gan arm at {fmt_fraction(frac)}: C2ST AUC "
+                f"The {len(g)} {BEHIND.get(kind, kind)} at {fmt_fraction(frac)}: C2ST AUC "
                 f"{_span(g, 'c2st', '.3f')} ({real}0.5 = indistinguishable from held-out real "
                 f"images of {cls}, 1 = always told apart), {pr}."
             )
