@@ -99,7 +99,9 @@ def test_every_arms_interval_is_drawn_apart_even_at_a_single_fraction(sweep):
         [a for a in plots.ARMS if a in set(one["arm"])]].iterrows(), strict=True):  # fmt: skip
         (segments,) = bars.lines[2]
         (x0, y0), (x1, y1) = segments.get_segments()[0]
-        assert x0 == x1 and np.isclose(min(y0, y1), row["lo"]) and np.isclose(max(y0, y1), row["hi"])
+        assert (
+            x0 == x1 and np.isclose(min(y0, y1), row["lo"]) and np.isclose(max(y0, y1), row["hi"])
+        )
         xs.append(x0)
     assert len(set(xs)) == len(xs), "two arms' whiskers on top of each other"
 

@@ -295,7 +295,9 @@ def test_verdict_names_each_comparison_its_holm_p_and_the_gans_fidelity(tmp_path
                       fidelity.iloc[:2].assign(generator="diffusion", c2st=[0.7, 0.8])])  # fmt: skip
     text = verdict(table, "Fracture", both)
     assert "The 3 GAN(s) behind the gan arm at 100 %: C2ST AUC 0.950–0.990" in text
-    assert "The 2 diffusion model(s) behind the diffusion arm at 100 %: C2ST AUC 0.700–0.800" in text
+    assert (
+        "The 2 diffusion model(s) behind the diffusion arm at 100 %: C2ST AUC 0.700–0.800" in text
+    )
     # too few held-out images for the baselines: they are left out, not printed as 'n/a'
     few = verdict(table, "Fracture", fidelity.assign(c2st_real=np.nan, recall_real=np.nan))
     assert "C2ST AUC 0.950–0.990 (0.5 = indistinguishable" in few and "n/a" not in few

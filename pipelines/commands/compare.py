@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines.arms import ARMS
 from pipelines.commands.common import (
     add_data_arguments,
     folder_arg,
@@ -15,7 +16,6 @@ from pipelines.commands.common import (
     positive_int,
     print_data_notes,
 )
-from pipelines.arms import ARMS
 from pipelines.commands.settings import resolve_config
 from pipelines.errors import RareganError
 from pipelines.runs import atomic_write_text, file_lock

@@ -80,7 +80,10 @@ def _arm_sentences(rows: pd.DataFrame, cls: str, name: str, order: list) -> list
 
 
 # whose samples a generator kind's fidelity sentence describes
-BEHIND = {"pggan": "GAN(s) behind the gan arm", "diffusion": "diffusion model(s) behind the diffusion arm"}
+BEHIND = {
+    "pggan": "GAN(s) behind the gan arm",
+    "diffusion": "diffusion model(s) behind the diffusion arm",
+}
 
 
 def _fidelity_sentences(fidelity: pd.DataFrame | None, cls: str) -> list[str]:

@@ -28,7 +28,7 @@ from pipelines.fidelity.metrics import (
 from pipelines.fingerprints import file_sha256
 from pipelines.gan.outputs import HELDOUT, POSITIVES
 from pipelines.generators import load
-from pipelines.generators.synth import checkpoint_tag, synthesize
+from pipelines.generators.synth import checkpoint_tag, guidance_tag, synthesize
 from pipelines.images import save_grid
 from pipelines.runs import check_replaceable, source_runs, staged_dir, write_json
 
@@ -252,7 +252,7 @@ def evaluate_gan_run(
     if at:
         report["checkpoint"] = at
     name = "eval" if not at else f"eval-{checkpoint_tag(at)}"
-    out = Path(out) if out else run / (name + (f"-g{guidance:g}" if guidance is not None else ""))
+    out = Path(out) if out else run / (name + guidance_tag(guidance))
     with staged_dir(out, "gan-eval") as tmp:
         write_json(tmp / "eval.json", report)
         nearest.to_csv(tmp / "nearest.csv", index=False)

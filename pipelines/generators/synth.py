@@ -87,7 +87,7 @@ def synthesize(
     if n < 1:
         raise RareganError(f"asked for {n} synthetic images; give --n ≥ 1 or a positive --ratio")
     tag = (f"-{class_tag(wanted)}" if wanted else "") + (f"-{checkpoint_tag(at)}" if at else "")
-    tag += f"-g{guidance:g}" if guidance is not None else ""
+    tag += guidance_tag(guidance)
     out = Path(out) if out else Path(run) / f"synth{tag}-n{n}-s{seed}"
     check_replaceable(out, "synth")
     raw_tag = ":raw" if raw else ""  # G_ema's sets keep the fingerprints they had
@@ -146,6 +146,11 @@ def synthesize(
         write_fingerprint(tmp, fp)
         mark_done(tmp)
     return out
+
+
+def guidance_tag(guidance: float | None) -> str:
+    """The folder tag of samples drawn at a chosen guidance ("-g2" for 2; "" for the trained one)."""
+    return f"-g{guidance:g}" if guidance is not None else ""
 
 
 def guide(G, summary: dict, run: Path, guidance: float) -> None:

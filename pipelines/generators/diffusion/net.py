@@ -19,7 +19,9 @@ ARCHITECTURE += ("head_channels", "timesteps", "schedule")
 
 
 def make_unet(hp: dict, label_dim: int = 0) -> torch.nn.Module:
-    """MONAI's 2-D DiffusionModelUNet for one-channel images, sized by the diffusion section."""
+    """MONAI's 2-D DiffusionModelUNet for one-channel images, sized by the diffusion section; with
+    `label_dim` classes, a class embedding of label_dim + 1 entries (the last: classifier-free
+    guidance's null class)."""
     from monai.networks.nets import DiffusionModelUNet
 
     levels = len(hp["channels"])
@@ -48,7 +50,7 @@ def make_unet(hp: dict, label_dim: int = 0) -> torch.nn.Module:
         num_res_blocks=hp["num_res_blocks"],
         norm_num_groups=hp["norm_num_groups"],
         num_head_channels=hp["head_channels"],
-        num_class_embeds=label_dim or None,
+        num_class_embeds=label_dim + 1 if label_dim else None,
     )
 
 

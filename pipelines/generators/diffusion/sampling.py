@@ -134,7 +134,7 @@ def load(run: Path, device="cpu", checkpoint: Path | None = None, raw: bool = Fa
             **({"generator": "raw"} if raw else {}),
         }
     label_dim = saved.get("label_dim", 0)
-    unet = make_unet(hp, label_dim + 1 if label_dim else 0)
+    unet = make_unet(hp, label_dim)
     unet.load_state_dict(state)
     return DiffusionSampler(unet.to(device), hp, label_dim=label_dim), summary
 

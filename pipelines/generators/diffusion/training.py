@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from pipelines.fingerprints import (
 from pipelines.fingerprints import (
     fingerprint as make_fingerprint,
 )
-from pipelines.gan.outputs import CKPT, HELDOUT, POSITIVES, trainer_rank
+from pipelines.gan.outputs import CKPT, HELDOUT, POSITIVES
 from pipelines.gan.run import as_classes, check_same_classes, heldout_positives, training_images
 from pipelines.gan.transfer import check_source_images
 from pipelines.generators.diffusion.net import (
@@ -41,15 +40,12 @@ from pipelines.generators.diffusion.net import (
     precision,
     read_diffusion_checkpoint,
 )
-from pipelines.generators.diffusion.sampling import DiffusionSampler
-from pipelines.images import save_png
+from pipelines.generators.diffusion.outputs import Checkpoints, StepLines, sample_grid
 from pipelines.runs import (
     is_done,
-    keep_stamped,
     loggers,
     mark_done,
     merged_logs,
-    save_checkpoint_atomic,
     write_json,
 )
 
@@ -102,20 +98,20 @@ class Diffusion(pl.LightningModule):
         total_steps: int,
         precision: str = "32",
         images: np.ndarray | None = None,
-        label_dim: int = 0,
+        class_names: list[str] | None = None,
         classes: np.ndarray | None = None,
     ):
-        """`label_dim` > 0: conditioned on one of that many classes (`classes`: each image's
-        index), with one more embedding for the null class of classifier-free guidance."""
+        """`class_names`: a model conditioned on these classes (`classes`: each image's index
+        in them), with one more embedding for the null class of classifier-free guidance."""
         super().__init__()
-        self.save_hyperparameters("hp", "total_steps", "precision", "label_dim")
-        self.hp, self.label_dim = hp, label_dim
-        self.unet = make_unet(hp, label_dim + 1 if label_dim else 0)
+        self.save_hyperparameters("hp", "total_steps", "precision", "class_names")
+        self.hp, self.class_names = hp, list(class_names or [])
+        self.label_dim = len(self.class_names)
+        self.unet = make_unet(hp, self.label_dim)
         self.ema = copy.deepcopy(self.unet).requires_grad_(False)
         self.schedule = noise_schedule(hp)
         self.images = None if images is None else torch.from_numpy(np.ascontiguousarray(images))
         self.classes = None if classes is None else torch.as_tensor(classes, dtype=torch.long)
-        self.class_names: list[str] = []  # the classes of a conditional model, in index order
         self.train_seconds = 0.0
 
     def training_step(self, batch, batch_idx):
@@ -227,68 +223,6 @@ def fingerprint(prepared, cfg, classes, fraction, rows, precision="32", source_i
     )
 
 
-def sample_grid(
-    ema: torch.nn.Module, hp: dict, path: Path, n: int = 32, label_dim: int = 0
-) -> None:
-    """A grid of n DDIM samples of the averaged weights (noise seeded by diffusion.seed alone: the
-    grids of one run show the same starting noise at every checkpoint), written to path; a
-    class-conditional model's rows cycle through its classes (row r: class r mod label_dim)."""
-    from pggan.sample import make_grid_uint8
-
-    sampler = DiffusionSampler(copy.deepcopy(ema), hp, progress=False, label_dim=label_dim)
-    labels = None
-    if label_dim:
-        labels = torch.nn.functional.one_hot(torch.arange(n) // 8 % label_dim, label_dim).float()
-    grid = sampler.sample(n, seed=hp["seed"], labels=labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(path, make_grid_uint8(grid, nrow=8).numpy())
-
-
-class Checkpoints(pl.Callback):
-    """last.ckpt every N steps (atomic) plus a step-stamped link, the newest `keep` kept, and a
-    grid of the averaged weights' samples (samples/kimgNNNNN.NN.png: look at them while it
-    trains); the final state at the end."""
-
-    def __init__(self, run: Path, every_steps: int, keep: int):
-        self.run, self.every, self.keep = Path(run), max(1, every_steps), keep
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step % self.every == 0 and step < module.hparams.total_steps:
-            save_checkpoint_atomic(trainer, self.run / CKPT)
-            if trainer_rank(module) == 0:
-                keep_stamped(self.run / CKPT, "step", f"{step:09d}", self.keep)
-                kimg = step * module.hp["batch_size"] / 1000
-                grid = self.run / "samples" / f"kimg{kimg:08.2f}.png"
-                sample_grid(module.ema, module.hp, grid, label_dim=module.label_dim)
-
-    def on_train_end(self, trainer, module) -> None:
-        if trainer.global_step >= module.hparams.total_steps:
-            save_checkpoint_atomic(trainer, self.run / CKPT)
-
-
-class StepLines(pl.Callback):
-    """Without a progress bar: one line per tenth of the run (step, loss, img/s)."""
-
-    def on_train_start(self, trainer, module) -> None:
-        self.started, self.first = time.perf_counter(), trainer.global_step
-        self.every = max(1, module.hparams.total_steps // 10)
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step % self.every == 0 or step == module.hparams.total_steps:
-            rate = (
-                (step - self.first) * module.hp["batch_size"] / (time.perf_counter() - self.started)
-            )
-            loss = float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
-            print(
-                f"diffusion step {step}/{module.hparams.total_steps}: loss {loss:.4f}, "
-                f"{rate:.1f} img/s",
-                file=sys.stderr,
-                flush=True,
-            )
-
-
 def train(
     prepared: Prepared,
     classes: str | list[str],
@@ -328,9 +262,7 @@ def train(
         check_same_classes(run, classes)
     pl.seed_everything(hp["seed"], workers=True, verbose=False)
     steps = total_steps(hp)
-    label_dim = len(classes) if conditional else 0
-    module = Diffusion(dict(hp), steps, resolved, images, label_dim, index)
-    module.class_names = list(classes) if conditional else []
+    module = Diffusion(dict(hp), steps, resolved, images, classes if conditional else None, index)
     if source is not None and not resume:
         start_from_source(module, source)
     rec = prepared.records
@@ -393,12 +325,14 @@ def start_from_source(module: Diffusion, source: Path) -> None:
             f"diffusion.init_from: {source} has another architecture ({theirs}) than this run "
             f"({mine}); give one of the same diffusion.channels, levels and timesteps"
         )
-    theirs_classes = json.loads((source / "summary.json").read_text()).get("classes")
-    if saved.get("label_dim", 0) and (
-        saved["label_dim"] != module.label_dim or theirs_classes != module.class_names
-    ):
+    theirs_classes = (
+        json.loads((source / "summary.json").read_text())["classes"]
+        if saved.get("label_dim", 0)
+        else None
+    )
+    if theirs_classes is not None and theirs_classes != module.class_names:
         raise RareganError(
-            f"diffusion.init_from: {source} is conditioned on {', '.join(theirs_classes or [])}, "
+            f"diffusion.init_from: {source} is conditioned on {', '.join(theirs_classes)}, "
             f"this run on {', '.join(module.class_names) if module.label_dim else 'no class'}; "
             "start from a model of the same classes, of one class or of pooled ones"
         )
