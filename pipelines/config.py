@@ -252,6 +252,11 @@ def _check_choices(cfg: dict, source: str) -> None:
             bad = f"config key 'gan.augment.policy': {err}"
     if not aug["p"] <= 1:
         bad = f"config key 'gan.augment.p' must be a probability in [0, 1], not {aug['p']!r}"
+    elif (aug["p"] > 0 or aug["adaptive"]) and aug["policy"].strip() in ("", "none"):
+        bad = (
+            "config key 'gan.augment.p' (or adaptive) needs gan.augment.policy, the ops to apply: "
+            "e.g. --set gan.augment.policy=translation,cutout,color,affine"
+        )
     if not 0 < aug["target"] < 1:
         bad = f"config key 'gan.augment.target' must be in (0, 1), not {aug['target']!r}"
     if not cfg["gan"]["class_balance"] <= 1:

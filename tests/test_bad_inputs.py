@@ -192,9 +192,8 @@ BAD_SETTINGS = {
     "init-from-missing": ("gan", None, ["--init-from", "no/such/run"], ["gan.init_from", "no/such/run", "not a finished GAN run"]),
     "gan-precision-fp16": ("gan", "gan:\n  precision: fp16\n", [], ["gan.precision", "auto, bf16, 32", "'fp16'"]),
     "gan-resample-bicubic": ("gan", "gan:\n  resample: bicubic\n", [], ["gan.resample", "'bicubic'", "nearest, lowpass"]),
-    "augment-flag-flip": ("gan", None, ["--augment", "flip"], ["gan.augment.policy", "'flip'", "cutout"]),
-    "augment-p-flag-2": ("gan", None, ["--augment", "cutout", "--augment-p", "2"], ["--augment-p", "'2'", "adaptive"]),
-    "augment-p-without-policy": ("gan", None, ["--augment-p", "0.5"], ["--augment-p", "--augment POLICY"]),
+    "augment-set-flip": ("gan", None, ["--set", "gan.augment.policy=flip"], ["gan.augment.policy", "'flip'", "cutout"]),
+    "augment-p-without-policy": ("gan", None, ["--set", "gan.augment.p=0.5"], ["gan.augment.p", "needs gan.augment.policy"]),
 }  # fmt: skip
 
 

@@ -317,6 +317,33 @@ def test_compare_lists_at_most_20_flags_and_every_data_option_still_works(
     assert spec.val == 0.2 and spec.size == 32
 
 
+def test_gan_and_classify_research_knobs_are_config_keys_and_their_old_flags_still_work(
+    capsys, phantom_root
+):
+    """--freeze-d, --augment, --augment-p (gan) and --head (classify) were one flag per research
+    knob: now `--set` keys, the flags hidden from --help, still parsed, with a note naming the key."""
+    from pipelines.commands import classify, gan
+    from pipelines.commands.settings import resolve_config
+
+    assert not {"--freeze-d", "--augment", "--augment-p"} & set(listed_flags("gan"))
+    assert "--head" not in listed_flags("classify")
+    argv = ["gan", "--data", str(phantom_root), "--class", "A", "--init-from", "r"]
+    argv += ["--freeze-d", "1", "--augment", "cutout"]
+    args = command_parser(argv)[1].parse_args(argv[1:] + ["--augment-p", "adaptive"])
+    err = capsys.readouterr().err
+    assert "--freeze-d is now --set gan.freeze_d=1 (the flag goes in the next release)" in err
+    assert "--augment is now --set gan.augment.policy=cutout; alone it also sets" in err
+    assert "adaptive is --set gan.augment.adaptive=true" in err
+    args.augment_cfg = gan.augment_overrides(args, resolve_config(args, gan.CONFIG_FLAGS)[0])
+    cfg, _ = resolve_config(args, gan.CONFIG_FLAGS)
+    assert cfg["gan"]["freeze_d"] == 1
+    assert cfg["gan"]["augment"]["policy"] == "cutout" and cfg["gan"]["augment"]["adaptive"]
+    argv = ["classify", "--data", str(phantom_root), "--head", "fc512-256"]
+    cfg, _ = resolve_config(command_parser(argv)[1].parse_args(argv[1:]), classify.CONFIG_FLAGS)
+    assert cfg["classify"]["head"] == "fc512-256"
+    assert "--head is now --set classify.head=fc512-256" in capsys.readouterr().err
+
+
 def test_sample_seed_names_what_it_seeds_and_its_old_name_still_works(
     finished_run, tmp_path, capsys
 ):

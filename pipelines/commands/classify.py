@@ -11,6 +11,7 @@ from pipelines.commands.common import (
     add_data_arguments,
     folder_arg,
     folds_arg,
+    moved_flag,
     print_data_notes,
     run_options,
 )
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         },
     )
     parser.add_argument("--arm", default="none", help=f"augmentation arm: {', '.join(ARMS)}")
-    parser.add_argument("--head", help="classifier head, e.g. fc512-256")
+    moved_flag(parser, "--head", "classify.head")  # hidden: --set classify.head=fc512-256
     parser.add_argument(
         "--synth",
         type=Path,

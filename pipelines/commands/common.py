@@ -85,16 +85,18 @@ class MovedToSet(argparse.Action):
     """A research knob that left the command's flags for the config: it still works for one
     release, hidden from --help, and says once which `--set` replaces it."""
 
-    def __init__(self, option_strings, dest, key: str, nargs=None, const=None, **kwargs):
+    def __init__(
+        self, option_strings, dest, key: str, nargs=None, const=None, also: str = "", **kwargs
+    ):
         super().__init__(option_strings, dest, nargs=nargs, const=const, **kwargs)
-        self.key = key
+        self.key, self.also = key, also
 
     def __call__(self, parser, namespace, values, option_string=None):
         value = self.const if self.nargs == 0 else values
         shown = f"[{','.join(map(str, value))}]" if isinstance(value, list) else value
         print(
-            f"raregan: note: {option_string} is now --set {self.key}={shown} (the flag goes in "
-            "the next release)",
+            f"raregan: note: {option_string} is now --set {self.key}={shown}{self.also} (the flag "
+            "goes in the next release)",
             file=sys.stderr,
         )
         setattr(namespace, self.dest, value)

@@ -9,6 +9,7 @@ import os
 from pipelines.commands.common import (
     add_data_arguments,
     folder_arg,
+    moved_flag,
     non_negative_int,
     positive_float,
     print_data_notes,
@@ -105,24 +106,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fine-tune: start from this finished GAN run (same architecture, trained on an "
         "abundant class) and train only the final phase, gan.final_kimg (gan.init_from)",
     )
-    parser.add_argument(
-        "--freeze-d",
-        type=int,
-        metavar="N",
-        help="with --init-from: keep D's N highest-resolution levels fixed (FreezeD; gan.freeze_d)",
-    )
-    parser.add_argument(
+    # research knobs, now config keys (hidden; they still work, with a note, for one release)
+    moved_flag(parser, "--freeze-d", "gan.freeze_d", type=int, metavar="N")
+    moved_flag(
+        parser,
         "--augment",
+        "gan.augment.policy",
         metavar="POLICY",
-        help="augment what D sees (gan.augment.policy): comma-separated translation, cutout, "
-        "color, affine; none: off. Alone: p 0.5 unless the config sets p",
+        also=f"; alone it also sets gan.augment.p={DEFAULT_P}",
     )
-    parser.add_argument(
+    moved_flag(
+        parser,
         "--augment-p",
+        "gan.augment.p",
         type=augment_p_arg,
         metavar="P|adaptive",
-        help="augmentation probability per image in [0, 1] (gan.augment.p), or adaptive: p moves "
-        "(ADA) to keep the share of reals D ranks above the fakes near gan.augment.target",
+        also="; adaptive is --set gan.augment.adaptive=true",
     )
 
 
