@@ -191,3 +191,27 @@ def test_a_conditional_model_is_sampled_at_another_guidance_without_retraining(
     settings = json.loads((plain / "fingerprint.json").read_text())["settings"]
     assert settings["guidance"] == 1.0
     assert "guidance" not in json.loads((trained / "fingerprint.json").read_text())["settings"]
+
+
+def test_the_strip_of_one_class_of_a_conditional_model_shows_that_class_real_images():
+    """gan-eval's real_vs_synthetic strip of a conditional model's one-class set showed training
+    images of every class under the set's title; now the originals of the classes sampled."""
+    from pipelines.fidelity.eval_run import strip_reals
+
+    positives = pd.DataFrame({"bar": [1, 0, 1, 0], "disc": [0, 1, 0, 1]})
+    originals = np.arange(4, dtype=np.uint8).reshape(4, 1, 1, 1)
+    seen = np.repeat(originals, 2, axis=0)
+    summary = {"class": "bar+disc", "classes": ["bar", "disc"], "conditional": True}
+    rows = pd.DataFrame({"bar": [0.0, 0.0], "disc": [1.0, 1.0]})
+    shown, title = strip_reals(summary, positives, originals, seen, rows)
+    assert shown.ravel().tolist() == [1, 3] and title == "disc"
+    both = pd.DataFrame({"bar": [1.0, 0.0], "disc": [0.0, 1.0]})
+    assert strip_reals(summary, positives, originals, seen, both)[0].ravel().tolist() == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    one = {"class": "bar", "classes": ["bar"], "conditional": False}
+    shown, title = strip_reals(one, positives[["bar"]], originals, seen, rows[["bar"]])
+    assert shown is seen and title == "bar"

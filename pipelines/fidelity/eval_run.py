@@ -72,6 +72,24 @@ def seen_images(run: Path, size: int, cache: Path) -> tuple[pd.DataFrame, np.nda
     return positives, originals, seen
 
 
+def strip_reals(
+    summary: dict,
+    positives: pd.DataFrame,
+    originals: np.ndarray,
+    seen: np.ndarray,
+    rows: pd.DataFrame,
+) -> tuple[np.ndarray, str]:
+    """The real images the sample strip shows beside the samples, and their title: what the model
+    saw (after its filter bank); for a class-conditional model, the originals of the classes its
+    samples show (a set of one class beside that class's images, not every class's)."""
+    classes = summary.get("classes", [summary["class"]])
+    if not summary.get("conditional") or len(classes) < 2:
+        return seen, summary["class"]
+    shown = [c for c in classes if c in rows and (rows[c] > 0.5).any()] or classes
+    keep = (positives[shown] > 0.5).any(axis=1).to_numpy()
+    return originals[keep], "+".join(shown)
+
+
 def images_key(images: np.ndarray) -> str:
     """A digest of a set of images: two runs that saw the same images get the same key."""
     return hashlib.sha256(images.tobytes()).hexdigest()
@@ -257,14 +275,15 @@ def evaluate_gan_run(
         write_json(tmp / "eval.json", report)
         nearest.to_csv(tmp / "nearest.csv", index=False)
         save_closest_pairs_png(tmp / "closest_pairs.png", real, fake, nearest, k=16)
+        shown, what = strip_reals(summary, positives, originals, real, rows)
         rng = np.random.default_rng(seed)
-        pick_r = rng.choice(len(real), size=min(8, len(real)), replace=False)
+        pick_r = rng.choice(len(shown), size=min(8, len(shown)), replace=False)
         pick_f = rng.choice(len(fake), size=min(8, len(fake)), replace=False)
         save_grid(
             tmp / "real_vs_synthetic.png",
-            [list(real[pick_r]), list(fake[pick_f])],
+            [list(shown[pick_r]), list(fake[pick_f])],
             row_titles=["real", "synthetic"],
-            title=f"{summary['class']}: real train positives vs "
+            title=f"{what}: real train positives vs "
             f"{'diffusion' if summary.get('generator') == 'diffusion' else 'GAN'} samples",
         )
     return report, nearest, out
