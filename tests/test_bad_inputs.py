@@ -179,6 +179,8 @@ BAD_SETTINGS = {
     "epochs-0": ("classify", None, ["--epochs", "0"], ["--epochs", "> 0"]),
     "gpu-without-gpu": ("gan", None, ["--accelerator", "gpu"], ["--accelerator", "gpu", "cpu"]),
     "strategy-bogus": ("classify", None, ["--strategy", "bogus"], ["--strategy", "'bogus'"]),
+    "classify-gan-ratio": ("classify", None, ["--arm", "gan_ratio"], ["gan_ratio", "compare --arms gan_ratio"]),
+    "classify-gan-pretrain": ("classify", None, ["--arm", "gan_pretrain"], ["gan_pretrain", "the gan arm's classifier"]),
     "augment-policy-flip": ("gan", "gan:\n  augment:\n    policy: translation,flip\n", [], ["gan.augment.policy", "'flip'", "color, affine, translation, cutout"]),
     "augment-p-2": ("gan", "gan:\n  augment:\n    policy: cutout\n    p: 2\n", [], ["gan.augment.p", "[0, 1]", "2"]),
     "augment-target-1": ("gan", "gan:\n  augment:\n    target: 1.0\n", [], ["gan.augment.target", "(0, 1)"]),

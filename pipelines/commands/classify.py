@@ -16,6 +16,7 @@ from pipelines.commands.common import (
     run_options,
 )
 from pipelines.commands.settings import resolve_config
+from pipelines.errors import RareganError
 from pipelines.runs import run_path, write_json
 
 NAME = "classify"
@@ -44,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "are left out, so only the synthetic ones train: train on synthetic, test on real)",
         },
     )
-    parser.add_argument("--arm", default="none", help=f"augmentation arm: {', '.join(ARMS)}")
+    arms = ", ".join(a for a in ARMS if a not in SWEEP_ARMS)
+    parser.add_argument("--arm", default="none", help=f"augmentation arm: {arms}")
     moved_flag(parser, "--head", "classify.head")  # hidden: --set classify.head=fc512-256
     parser.add_argument(
         "--synth",
@@ -72,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run folder (default runs/<dataset>/classify/<model>-<arm>-f<fraction>-s<seed>)",
     )
 
+
+# arms only a sweep can train: arm → why
+SWEEP_ARMS = {
+    "gan_ratio": "one classifier per synthetic ratio, the ratio chosen on validation",
+    "gan_pretrain": "it starts from the gan arm's classifier of the same fraction and seed",
+}
 
 # the command's own flags that set a config key: flag → (section, key)
 CONFIG_FLAGS = {
@@ -137,6 +145,11 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.data.splits import check_fractions
 
     check_arm(args.arm)
+    if args.arm in SWEEP_ARMS:
+        raise RareganError(
+            f"the {args.arm} arm is a sweep's ({SWEEP_ARMS[args.arm]}): run it with raregan "
+            f"compare --arms {args.arm}"
+        )
     check_fractions([args.fraction])
     cfg, spec = resolve_config(args, CONFIG_FLAGS)
     prepared = prepare(spec, progress=not args.no_progress)
