@@ -30,9 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def worker(steps: int, warmup: int) -> None:
+def worker(steps: int, warmup: int, threads: int | None) -> None:
     """Time `steps` training steps after `warmup`; print one JSON line of per-step seconds."""
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     sys.path.insert(0, str(ROOT))
     from pipelines.machine import cpu_bf16, reuse_freed_memory
@@ -73,13 +76,16 @@ def diffusion_step():
     return step
 
 
-def run_case(policy: str, steps: int, warmup: int, copies: int) -> list[list[float]]:
-    """`copies` worker processes started together under `policy`; each one's step times."""
+def run_case(
+    policy: str, steps: int, warmup: int, copies: int, threads: int | None = None
+) -> list[list[float]]:
+    """`copies` worker processes started together under `policy` (each with `threads` torch
+    threads; default every core's); each one's step times."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy != "unset":
         env["OMP_WAIT_POLICY"] = policy
     cmd = [sys.executable, __file__, "--worker", "--steps", str(steps)]
-    cmd += ["--warmup", str(warmup)]
+    cmd += ["--warmup", str(warmup)] + (["--threads", str(threads)] if threads else [])
     procs = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(copies)
     ]
@@ -98,17 +104,26 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--policies", nargs="+", default=["unset", "PASSIVE"])
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return worker(args.steps, args.warmup)
+        return worker(args.steps, args.warmup, args.threads)
     print(f"diffusion training step, {args.steps} timed steps after {args.warmup}; "
           f"{os.cpu_count()} cores; median s/step")  # fmt: skip
     print(f"{'OMP_WAIT_POLICY':<16} {'alone':>8} {'shared (each)':>14} {'shared / alone':>15}")
+    solo = {}
     for policy in args.policies:
-        alone = statistics.median(run_case(policy, args.steps, args.warmup, 1)[0])
+        alone = solo[policy] = statistics.median(run_case(policy, args.steps, args.warmup, 1)[0])
         shared = [statistics.median(t) for t in run_case(policy, args.steps, args.warmup, 2)]
         each = " / ".join(f"{s:.3f}" for s in shared)
         print(f"{policy:<16} {alone:>8.3f} {each:>14} {statistics.mean(shared) / alone:>14.2f}×")
+    # two jobs at once, each given half the cores: what a sweep gains from running cells in pairs
+    half = max(1, (os.cpu_count() or 2) // 2)
+    policy = "unset" if "unset" in solo else args.policies[0]
+    pair = [statistics.median(t) for t in run_case(policy, args.steps, args.warmup, 2, half)]
+    each = " / ".join(f"{s:.3f}" for s in pair)
+    print(f"two processes with {half} thread(s) each ({policy}): {each} s/step; together "
+          f"{2 * solo[policy] / statistics.mean(pair):.2f}× the steps per second of one alone")  # fmt: skip
 
 
 if __name__ == "__main__":
