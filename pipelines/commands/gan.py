@@ -148,7 +148,10 @@ def augment_overrides(args: argparse.Namespace, cfg: dict) -> dict:
     config leaves p at 0); a user error for --augment-p without any policy."""
     over: dict = {}
     if args.augment is not None:
-        over["policy"] = "" if args.augment.strip() == "none" else args.augment
+        if args.augment.strip() == "none":  # off: no policy, and no p left without one
+            over.update(policy="", p=0.0, adaptive=False)
+        else:
+            over["policy"] = args.augment
     if args.augment_p == "adaptive":
         over["adaptive"] = True
     elif args.augment_p is not None:
