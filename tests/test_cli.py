@@ -338,6 +338,21 @@ def test_gan_and_classify_research_knobs_are_config_keys_and_their_old_flags_sti
     cfg, _ = resolve_config(args, gan.CONFIG_FLAGS)
     assert cfg["gan"]["freeze_d"] == 1
     assert cfg["gan"]["augment"]["policy"] == "cutout" and cfg["gan"]["augment"]["adaptive"]
+    # --augment none switches a configured augmentation off whole (no p left without a policy)
+    argv = [
+        "gan",
+        "--data",
+        str(phantom_root),
+        "--class",
+        "A",
+        "--set",
+        "gan.augment.policy=cutout",
+    ]
+    argv += ["--set", "gan.augment.p=0.5", "--augment", "none"]
+    args = command_parser(argv)[1].parse_args(argv[1:])
+    args.augment_cfg = gan.augment_overrides(args, resolve_config(args, gan.CONFIG_FLAGS)[0])
+    aug = resolve_config(args, gan.CONFIG_FLAGS)[0]["gan"]["augment"]
+    assert (aug["policy"], aug["p"], aug["adaptive"]) == ("", 0.0, False)
     argv = ["classify", "--data", str(phantom_root), "--head", "fc512-256"]
     cfg, _ = resolve_config(command_parser(argv)[1].parse_args(argv[1:]), classify.CONFIG_FLAGS)
     assert cfg["classify"]["head"] == "fc512-256"
