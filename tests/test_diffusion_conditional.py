@@ -47,7 +47,8 @@ def conditional_run(tmp_path_factory):
     out = tmp / "run"
     argv = cli_argv("gan", data, out, tmp, "--class", "bar", "disc", "--generator", "diffusion",
                     "--config", str(diffusion_config(tmp, 4.0)), "--set", "diffusion.min_images=4",
-                    "--set", "diffusion.timesteps=200", "--set", "diffusion.sample_steps=20")  # fmt: skip
+                    "--set", "diffusion.timesteps=200", "--set", "diffusion.sample_steps=20",
+                    "--set", "diffusion.guidance=1.5")  # fmt: skip
     assert main(argv) == 0
     return tmp, out
 
