@@ -59,3 +59,18 @@ START_FROM_ARM = {"gan_pretrain": "gan"}
 RATIO_ARMS = ("gan_ratio",)
 # standard augmentation (rotation, crop)
 AUGMENT_ARMS = ("standard", "gan_standard", "diffusion_standard")
+
+
+def sweep_only(arm: str) -> str | None:
+    """Why `arm` can run only in a sweep (None when a single classifier run can train it)."""
+    if arm in RATIO_ARMS:
+        return (
+            f"the {arm} arm trains one classifier per ratio of compare.ratio_grid and keeps the one "
+            f"best on validation: run it in a sweep (compare --arms … {arm})"
+        )
+    if arm in START_FROM_ARM:
+        return (
+            f"the {arm} arm starts from the {START_FROM_ARM[arm]} arm's classifier of its fraction "
+            f"and seed: run it in a sweep (compare --arms … {START_FROM_ARM[arm]} {arm})"
+        )
+    return None

@@ -173,10 +173,10 @@ def test_guidance_without_a_trained_null_class_is_refused(tmp_path, capsys):
     from pipelines.config import load_config
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("diffusion: {p_uncond: 0.0}\n")
+    bad.write_text("diffusion: {p_uncond: 0.0, guidance: 1.5}\n")
     with pytest.raises(RareganError, match="never trains the null class"):
         load_config(str(bad))
-    bad.write_text("diffusion: {p_uncond: 0.0, guidance: 1.0}\n")
+    bad.write_text("diffusion: {p_uncond: 0.0}\n")  # the default guidance, 1: no null class needed
     assert load_config(str(bad))["diffusion"]["guidance"] == 1.0
 
 

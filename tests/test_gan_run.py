@@ -223,6 +223,7 @@ def test_augment_settings_change_the_fingerprint_only_when_they_augment():
     from types import SimpleNamespace
 
     from pipelines.config import load_config
+    from pipelines.errors import RareganError
     from pipelines.gan.run import gan_fingerprint
 
     prepared = SimpleNamespace(data_id="d", store=SimpleNamespace(pixel_key="p"))
@@ -240,7 +241,8 @@ def test_augment_settings_change_the_fingerprint_only_when_they_augment():
     assert fp(resample="nearest")["id"] == base["id"]
     assert fp(resample="lowpass")["settings"]["gan.resample"] == "lowpass"
     assert fp({"policy": "cutout,translation", "p": 0.0})["id"] == base["id"]  # p 0: identity
-    assert fp({"policy": "", "adaptive": True})["id"] == base["id"]  # no policy: identity
+    with pytest.raises(RareganError, match="needs gan.augment.policy"):  # adaptive, no policy
+        fp({"policy": "", "adaptive": True})
     on = fp({"policy": "cutout,translation", "p": 0.3})
     assert on["id"] != base["id"] and on["settings"]["gan.augment.p"] == 0.3
     assert on["settings"]["gan.augment.policy"] == "translation,cutout"  # order-free

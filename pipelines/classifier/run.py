@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from classify import MODELS, Classifier
-from pipelines.arms import RATIO_ARMS, START_FROM_ARM
+from pipelines.arms import RATIO_ARMS, START_FROM_ARM, sweep_only
 from pipelines.classifier.arms import (
     AUGMENT_ARMS,
     SYNTH_ARMS,
@@ -203,10 +203,7 @@ def train_classifier(
     check_arm(arm)
     run, classes, synth = Path(run), list(classes or []), list(synth or [])
     if arm in RATIO_ARMS:
-        raise RareganError(
-            f"the {arm} arm trains one classifier per ratio of compare.ratio_grid and keeps the one "
-            f"best on validation: run it in a sweep (compare --arms … {arm})"
-        )
+        raise RareganError(sweep_only(arm))
     if arm in SYNTH_ARMS and not synth:
         raise RareganError(
             f"the {arm} arm needs synthetic images: give --synth (folders made by raregan synth)"
@@ -225,9 +222,7 @@ def train_classifier(
         )
     if (arm in START_FROM_ARM) != (start_from is not None):
         raise RareganError(
-            f"the {arm} arm starts from the {START_FROM_ARM[arm]} arm's classifier of its fraction "
-            "and seed: run it in a sweep (compare --arms … "
-            f"{START_FROM_ARM[arm]} {arm})"
+            sweep_only(arm)
             if arm in START_FROM_ARM
             else f"only the {', '.join(START_FROM_ARM)} arm starts from another classifier"
         )

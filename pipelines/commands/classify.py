@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from pipelines.arms import sweep_only
 from pipelines.commands.common import (
     add_data_arguments,
     folder_arg,
@@ -45,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "are left out, so only the synthetic ones train: train on synthetic, test on real)",
         },
     )
-    arms = ", ".join(a for a in ARMS if a not in SWEEP_ARMS)
+    arms = ", ".join(a for a in ARMS if not sweep_only(a))
     parser.add_argument("--arm", default="none", help=f"augmentation arm: {arms}")
     moved_flag(parser, "--head", "classify.head")  # hidden: --set classify.head=fc512-256
     parser.add_argument(
@@ -74,12 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run folder (default runs/<dataset>/classify/<model>-<arm>-f<fraction>-s<seed>)",
     )
 
-
-# arms only a sweep can train: arm → why
-SWEEP_ARMS = {
-    "gan_ratio": "one classifier per synthetic ratio, the ratio chosen on validation",
-    "gan_pretrain": "it starts from the gan arm's classifier of the same fraction and seed",
-}
 
 # the command's own flags that set a config key: flag → (section, key)
 CONFIG_FLAGS = {
@@ -145,11 +140,8 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.data.splits import check_fractions
 
     check_arm(args.arm)
-    if args.arm in SWEEP_ARMS:
-        raise RareganError(
-            f"the {args.arm} arm is a sweep's ({SWEEP_ARMS[args.arm]}): run it with raregan "
-            f"compare --arms {args.arm}"
-        )
+    if why := sweep_only(args.arm):  # refused before any work
+        raise RareganError(why)
     check_fractions([args.fraction])
     cfg, spec = resolve_config(args, CONFIG_FLAGS)
     prepared = prepare(spec, progress=not args.no_progress)
