@@ -145,7 +145,7 @@ def augment_p_arg(text: str) -> float | str:
 
 def augment_overrides(args: argparse.Namespace, cfg: dict) -> dict:
     """The gan.augment keys --augment and --augment-p set (--augment alone: p = DEFAULT_P when the
-    config leaves p at 0); a user error for --augment-p without any policy."""
+    config leaves p at 0)."""
     over: dict = {}
     if args.augment is not None:
         if args.augment.strip() == "none":  # off: no policy, and no p left without one
@@ -156,13 +156,7 @@ def augment_overrides(args: argparse.Namespace, cfg: dict) -> dict:
         over["adaptive"] = True
     elif args.augment_p is not None:
         over.update(p=args.augment_p, adaptive=False)
-    aug = cfg["gan"]["augment"]
-    policy = over.get("policy", aug["policy"]).strip()
-    if args.augment_p is not None and policy in ("", "none"):
-        raise RareganError(
-            "--augment-p needs a policy: give --augment POLICY (e.g. translation,cutout,color,affine) "
-            "or set gan.augment.policy"
-        )
+    aug = cfg["gan"]["augment"]  # a p without a policy: refused when the config is resolved
     if over.get("policy") and args.augment_p is None and aug["p"] == 0 and not aug["adaptive"]:
         over["p"] = DEFAULT_P
     return over
